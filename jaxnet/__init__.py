@@ -1,0 +1,45 @@
+"""jaxnet: neural networks as pure JAX functions.
+
+theta is a pytree, the network is a pure function f(x, theta), ``jax.grad`` differentiates the
+loss L(theta, batch), and ``fit`` compiles each epoch into one XLA program.
+
+Submodules are imported on first use, so ``import jaxnet.data`` does not import JAX.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # networks
+    "Network": "_typing",
+    "dense": "layers", "activation": "layers", "flatten": "layers", "rescale": "layers",
+    "dropout": "layers", "serial": "layers", "mlp": "layers", "summary": "layers",
+    "count_params": "layers", "check_params": "layers", "output_shape": "layers",
+    "to_config": "layers", "from_config": "layers",
+    # losses and training
+    "make_loss": "losses",
+    "fit": "train", "evaluate": "train", "predict": "train", "History": "train",
+    "EarlyStopping": "train", "get_optimizer": "train", "params_sha256": "train",
+    "enable_compile_cache": "train",
+}
+_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "train", "data", "cli")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"jaxnet.{_EXPORTS[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"jaxnet.{name}")
+    else:
+        raise AttributeError(f"module 'jaxnet' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

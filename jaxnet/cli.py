@@ -1,0 +1,192 @@
+"""The ``jaxnet`` command line: wiring only, no maths.
+
+    jaxnet train --dataset fashion_mnist --epochs 10 --json run.json
+    jaxnet data info fashion_mnist
+    jaxnet data prepare kmnist --data-dir ~/kmnist
+
+Bad options exit with code 2 and one line naming the option; a dataset that no source has exits
+with code 1 and one line saying what to do. Never a traceback for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+_T_START = time.perf_counter()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (no usage block) and exits 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(ValueError):
+    """A bad option value found after parsing; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxnet", description="Neural networks as pure JAX functions.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train an MLP on a dataset and evaluate it on the test split")
+    t.add_argument("--dataset", default="mnist", help="mnist, fashion_mnist, kmnist, cifar10")
+    t.add_argument("--data-dir", help="directory of MNIST-format IDX files (or a tfds data dir)")
+    t.add_argument("--hidden", type=int, nargs="*", default=[64, 64], metavar="WIDTH",
+                   help="hidden layer widths (default: 64 64)")
+    t.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
+    t.add_argument("--init", default=None, help="weight initialiser (default: per activation)")
+    t.add_argument("--optimizer", default="adam", help="optimizer name (default: adam)")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--validation-split", type=float, default=0.2, help="0 means none")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", metavar="PATH", help="write configuration and results here")
+    t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    t.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache")
+    t.set_defaults(func=_train)
+
+    d = sub.add_parser("data", help="inspect or prepare datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, func, helptext in (("info", _data_info, "counts, shapes and source"),
+                                 ("prepare", _data_prepare, "convert once into the local cache")):
+        p = dsub.add_parser(name, help=helptext)
+        p.add_argument("name", help="dataset name")
+        p.add_argument("--data-dir", help="directory of MNIST-format IDX files")
+        p.set_defaults(func=func)
+    dsub.choices["info"].add_argument("--verify", action="store_true",
+                                      help="recompute the cache's checksums")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from jaxnet.data import DatasetUnavailableError
+
+    try:
+        return args.func(args) or 0
+    except (UsageError, ValueError, TypeError) as err:
+        print(f"jaxnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except DatasetUnavailableError as err:
+        print(f"jaxnet {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _option(name: str, ok: bool, expected: str, value) -> None:
+    if not ok:
+        raise UsageError(f"argument {name}: expected {expected}, got {value!r}")
+
+
+def _train(args) -> int:
+    _option("--epochs", args.epochs >= 0, "an integer >= 0", args.epochs)
+    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
+    _option("--lr", args.lr > 0 and args.lr != float("inf"), "a number > 0", args.lr)
+    _option("--validation-split", 0 <= args.validation_split < 1, "a number in [0, 1)",
+            args.validation_split)
+    _option("--hidden", all(h >= 1 for h in args.hidden), "widths >= 1", args.hidden)
+    from jaxnet import activations, data, init, train
+
+    _wrap("--dataset", data.spec_for, args.dataset)
+    _wrap("--activation", activations.get, args.activation)
+    _wrap("--optimizer", train.get_optimizer, args.optimizer, args.lr)
+    if args.init is not None:
+        _wrap("--init", init.canonical, args.init)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise UsageError(f"argument --data-dir: {args.data_dir!r} is not a directory")
+
+    from jaxnet import layers
+
+    t_load = time.perf_counter()
+    ds = data.load(args.dataset, data_dir=args.data_dir)
+    load_s = time.perf_counter() - t_load
+    net = layers.mlp([*args.hidden, ds.num_classes], args.activation, init=args.init,
+                     flatten_input=True, input_scale=1 / 255)
+    theta, history = train.fit(
+        net, ds.train.x, ds.train.y, optimizer=args.optimizer, learning_rate=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
+        seed=args.seed, verbose=args.verbose, compile_cache=not args.no_compile_cache)
+    if history.stop_reason:
+        print(history.stop_reason, file=sys.stderr)
+    test = train.evaluate(net, theta, ds.test.x, ds.test.y)
+    total_s = time.perf_counter() - _T_START
+    if args.json:
+        report = {
+            "config": {k: v for k, v in vars(args).items() if k != "func"},
+            "network": layers.to_config(net),
+            "dataset": {"name": ds.name, "source": ds.source, "train": len(ds.train),
+                        "test": len(ds.test)},
+            "epochs": [{"epoch": i + 1, "wall_s": t,
+                        **{k: v[i] for k, v in history.history.items()}}
+                       for i, t in enumerate(history.epoch_times)],
+            "compile_s": history.compile_time,
+            "load_s": load_s,
+            "total_s": total_s,
+            "stop_reason": history.stop_reason,
+            "test": test,
+            "params_sha256": train.params_sha256(theta),
+        }
+        write_json_atomic(args.json, report)
+    print(f"test_loss: {test['loss']:.6f}")
+    print(f"test_accuracy: {test['accuracy']:.6f}")
+    return 0
+
+
+def _data_info(args) -> int:
+    from jaxnet import data
+
+    ds = data.load(args.name, data_dir=args.data_dir)
+    print(f"dataset: {ds.name}")
+    print(f"source: {ds.source}")
+    for split in ("train", "test"):
+        s = getattr(ds, split)
+        print(f"{split}: {len(s)} examples, x {s.x.dtype}{list(s.x.shape)}, y {s.y.dtype}")
+    print(f"classes ({ds.num_classes}): {', '.join(ds.class_names)}")
+    if args.verify:
+        data.verify_cache(args.name)
+        print("cache checksums: ok")
+    return 0
+
+
+def _data_prepare(args) -> int:
+    from jaxnet import data
+
+    ds = data.load(args.name, data_dir=args.data_dir)
+    print(f"{ds.name}: {len(ds.train)} train, {len(ds.test)} test examples cached; {ds.source}")
+    return 0
+
+
+def _wrap(option: str, fn, *args):
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"argument {option}: {str(err).split(': ', 1)[-1]}") from None
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write JSON to ``path`` through a temporary file in the same directory, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

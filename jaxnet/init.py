@@ -1,0 +1,89 @@
+"""Weight initialisers ``init(key, shape, dtype) -> array`` and a default per activation.
+
+Glorot (Xavier), He (Kaiming) and LeCun come from ``jax.nn.initializers``; ``standard`` is
+Glorot & Bengio (2010)'s baseline U[-1/sqrt(fan_in), 1/sqrt(fan_in)].
+For a dense kernel of shape (fan_in, fan_out):
+
+================  ===========================================
+glorot_uniform    U[-a, a], a = sqrt(6 / (fan_in + fan_out))
+glorot_normal     truncated N, std sqrt(2 / (fan_in + fan_out))
+he_uniform        U[-a, a], a = sqrt(6 / fan_in)
+he_normal         truncated N, std sqrt(2 / fan_in)
+lecun_uniform     U[-a, a], a = sqrt(3 / fan_in)
+lecun_normal      truncated N, std sqrt(1 / fan_in)
+standard          U[-a, a], a = 1 / sqrt(fan_in)
+zeros             0
+================  ===========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxnet import _checks
+
+
+def standard(key, shape, dtype=jnp.float32):
+    """U[-1/sqrt(fan_in), 1/sqrt(fan_in)] with fan_in = shape[0] (Glorot & Bengio 2010, eq. 15)."""
+    bound = 1.0 / jnp.sqrt(jnp.asarray(shape[0], dtype))
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def zeros(key, shape, dtype=jnp.float32):
+    """All zeros (the usual bias initialiser); ``key`` is ignored."""
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+_ini = jax.nn.initializers
+INITIALIZERS: dict[str, Callable] = {
+    "glorot_uniform": _ini.glorot_uniform(),
+    "glorot_normal": _ini.glorot_normal(),
+    "he_uniform": _ini.he_uniform(),
+    "he_normal": _ini.he_normal(),
+    "lecun_uniform": _ini.lecun_uniform(),
+    "lecun_normal": _ini.lecun_normal(),
+    "standard": standard,
+    "zeros": zeros,
+}
+# Short names: the uniform variant, as in Keras (glorot_uniform is Keras's default).
+ALIASES = {"glorot": "glorot_uniform", "xavier": "glorot_uniform", "he": "he_uniform",
+           "kaiming": "he_uniform", "lecun": "lecun_uniform"}
+
+# He for the ReLU family (Kaiming et al. 2015), Glorot for symmetric saturating activations.
+_DEFAULT_BY_ACTIVATION = {
+    "relu": "he_uniform", "leaky_relu": "he_uniform", "elu": "he_uniform",
+    "gelu": "he_uniform", "silu": "he_uniform", "swish": "he_uniform",
+}
+
+
+def default_for(activation) -> str:
+    """Name of the default initialiser for an activation name (Glorot unless ReLU-like).
+
+    Example:
+        >>> default_for("relu"), default_for("tanh")
+        ('he_uniform', 'glorot_uniform')
+    """
+    return _DEFAULT_BY_ACTIVATION.get(activation if isinstance(activation, str) else "",
+                                      "glorot_uniform")
+
+
+def canonical(name: str) -> str:
+    """The registered name for ``name`` (resolving aliases such as ``"he"``)."""
+    name = ALIASES.get(name, name)
+    _checks.one_of("init", name, list(INITIALIZERS) + list(ALIASES))
+    return name
+
+
+def get(name: str | Callable) -> Callable:
+    """Return the initialiser called ``name`` (a callable is returned unchanged).
+
+    Raises:
+        ValueError: for an unknown name; the message lists the valid ones.
+    """
+    if callable(name):
+        return name
+    return INITIALIZERS[canonical(name)]

@@ -1,0 +1,124 @@
+"""Per-example losses (the caller reduces) and ``make_loss``, which builds L(theta, batch).
+
+Every loss here takes ``(outputs, targets)`` and returns one value per example, shape (batch,).
+The cross-entropies take logits (unnormalised scores) and use optax's log-sum-exp forms, so the
+seed's ``Dense(10, activation="softmax")`` + ``categorical_crossentropy`` becomes a linear output
+layer + :func:`softmax_cross_entropy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnet import _checks
+from jaxnet._typing import Network
+
+
+def softmax_cross_entropy(logits, labels):
+    """-log softmax(logits)[label]; ``labels`` are integer classes (batch,) or one-hot (batch, C).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(softmax_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0])  # log 4
+        1.3862943649291992
+    """
+    if labels.ndim == logits.ndim:
+        return optax.softmax_cross_entropy(logits, labels.astype(logits.dtype))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+
+
+def sigmoid_binary_cross_entropy(logits, labels):
+    """Binary cross-entropy of sigmoid(logits) against labels in {0, 1}, averaged over outputs."""
+    labels = labels.reshape(logits.shape).astype(logits.dtype)
+    return _mean_over_features(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+
+def mean_squared_error(predictions, targets):
+    """Mean over output features of (prediction - target)^2."""
+    targets = targets.reshape(predictions.shape).astype(predictions.dtype)
+    return _mean_over_features(optax.squared_error(predictions, targets))
+
+
+def mean_absolute_error(predictions, targets):
+    """Mean over output features of |prediction - target|."""
+    targets = targets.reshape(predictions.shape).astype(predictions.dtype)
+    return _mean_over_features(jnp.abs(predictions - targets))
+
+
+def l2_penalty(theta):
+    """0.5 * sum of squared weights over every ``"w"`` leaf (biases are not penalised)."""
+    total = jnp.float32(0.0)
+    for path, leaf in jax.tree.leaves_with_path(theta):
+        if getattr(path[-1], "key", None) == "w":
+            total = total + 0.5 * jnp.sum(jnp.square(leaf))
+    return total
+
+
+LOSSES: dict[str, Callable] = {
+    "softmax_cross_entropy": softmax_cross_entropy,
+    "categorical_crossentropy": softmax_cross_entropy,
+    "sparse_categorical_crossentropy": softmax_cross_entropy,
+    "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
+    "binary_crossentropy": sigmoid_binary_cross_entropy,
+    "mean_squared_error": mean_squared_error,
+    "mse": mean_squared_error,
+    "mean_absolute_error": mean_absolute_error,
+    "mae": mean_absolute_error,
+}
+
+
+def get(name: str | Callable) -> Callable:
+    """Return the per-example loss called ``name`` (a callable is returned unchanged)."""
+    if callable(name):
+        return name
+    _checks.one_of("loss", name, LOSSES)
+    return LOSSES[name]
+
+
+def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0):
+    """Build L(theta, batch) = weighted mean of ``loss(f(x, theta), y)`` (+ l2 * penalty).
+
+    Args:
+        network: the (init, apply) pair f.
+        loss: a per-example loss or its name.
+        l2: weight of :func:`l2_penalty`.
+
+    Returns:
+        ``L(theta, batch, *, key=None, train=False) -> (scalar, outputs)`` where ``batch`` is
+        ``(x, y)`` or ``(x, y, weights)``; weights (0/1 per example) mask padding. θ comes
+        first, so ``jax.grad(L, has_aux=True)`` differentiates it.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxnet.layers import mlp
+        >>> net = mlp([3])
+        >>> L = make_loss(net)
+        >>> theta = net.init(jax.random.key(0), (2,))
+        >>> grads, _ = jax.grad(L, has_aux=True)(theta, (jnp.ones((4, 2)), jnp.zeros(4, int)))
+        >>> grads[0]["w"].shape
+        (2, 3)
+    """
+    per_example = get(loss)
+
+    def L(theta, batch, *, key=None, train=False):
+        x, y, *rest = batch
+        outputs = network.apply(x, theta, key=key, train=train)
+        values = per_example(outputs, y)
+        if rest:
+            w = rest[0].astype(values.dtype)
+            value = jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+        else:
+            value = jnp.mean(values)
+        if l2:
+            value = value + l2 * l2_penalty(theta)
+        return value, outputs
+
+    return L
+
+
+def _mean_over_features(values):
+    return values.reshape(values.shape[0], -1).mean(axis=1) if values.ndim > 1 else values

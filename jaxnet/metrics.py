@@ -1,0 +1,64 @@
+"""Per-example metrics (sum them to fold over batches inside ``lax.scan``) and the confusion matrix.
+
+Labels may be integer classes (batch,) or one-hot (batch, C) everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxnet import _checks
+
+
+def _class_labels(labels, logits):
+    return jnp.argmax(labels, axis=-1) if labels.ndim == logits.ndim else labels
+
+
+def accuracy(logits, labels):
+    """1.0 where argmax(logits) equals the label, else 0.0; shape (batch,).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> accuracy(jnp.array([[0., 1.], [1., 0.]]), jnp.array([1, 1])).tolist()
+        [1.0, 0.0]
+    """
+    labels = _class_labels(labels, logits)
+    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def top_k_accuracy(logits, labels, k: int = 5):
+    """1.0 where the label is among the ``k`` highest scores, else 0.0; shape (batch,)."""
+    k = _checks.positive_int("k", k)
+    labels = _class_labels(labels, logits)
+    _, top = jax.lax.top_k(logits, min(k, logits.shape[-1]))
+    return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def confusion_matrix(logits, labels, num_classes: int | None = None, weights=None):
+    """Counts ``C[true, predicted]``, shape (num_classes, num_classes); additive over batches.
+
+    Args:
+        logits: scores (batch, num_classes).
+        labels: integer classes (batch,) or one-hot.
+        num_classes: defaults to ``logits.shape[-1]``.
+        weights: optional per-example weights (e.g. a 0/1 padding mask).
+    """
+    n = num_classes or logits.shape[-1]
+    labels = _class_labels(labels, logits).astype(jnp.int32)
+    pred = jnp.argmax(logits, axis=-1)
+    w = jnp.ones(labels.shape, jnp.int32) if weights is None else weights.astype(jnp.int32)
+    return jnp.zeros((n, n), jnp.int32).at[labels, pred].add(w)
+
+
+METRICS: dict[str, Callable] = {"accuracy": accuracy, "top_5_accuracy": top_k_accuracy}
+
+
+def get(name: str | Callable) -> Callable:
+    """Return the per-example metric called ``name`` (a callable is returned unchanged)."""
+    if callable(name):
+        return name
+    _checks.one_of("metrics", name, METRICS)
+    return METRICS[name]

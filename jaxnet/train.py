@@ -1,0 +1,492 @@
+"""Training: theta_hat = argmin L, compiled as one program per epoch.
+
+An epoch is one ``lax.scan`` over the batches with the data on the device (uint8 images stay
+uint8 until the network's first layer), the shuffle drawn on the device from an explicit key, and
+the validation pass inside the same program. The host wakes once per epoch to report progress,
+check early stopping and stop on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnet import _checks, layers, losses
+from jaxnet import metrics as metrics_lib
+from jaxnet._typing import Network
+
+_CLASSIFICATION_LOSSES = {"softmax_cross_entropy", "categorical_crossentropy",
+                          "sparse_categorical_crossentropy"}
+
+OPTIMIZERS: dict[str, Callable] = {
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "nadam": optax.nadam,
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "rmsprop": optax.rmsprop,
+    "adagrad": optax.adagrad,
+    "lamb": optax.lamb,
+    "lion": optax.lion,
+}
+
+
+def get_optimizer(optimizer, learning_rate=1e-3) -> optax.GradientTransformation:
+    """An optax transformation from a name (``"adam"``, ``"sgd"``, ...) and a learning rate.
+
+    An ``optax.GradientTransformation`` is returned unchanged. ``learning_rate`` may be a
+    number or an optax schedule.
+
+    Raises:
+        ValueError: an unknown name (listing the valid ones) or a learning rate <= 0.
+    """
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer: expected a name or an optax.GradientTransformation, "
+                        f"got {type(optimizer).__name__}")
+    _checks.one_of("optimizer", optimizer, OPTIMIZERS)
+    if not callable(learning_rate):
+        learning_rate = _checks.positive_float("learning_rate", learning_rate)
+    return OPTIMIZERS[optimizer](learning_rate)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Attributes:
+        monitor: a history key such as ``"val_loss"`` or ``"val_accuracy"``.
+        patience: epochs without improvement before stopping.
+        min_delta: smallest change that counts as an improvement.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies, min otherwise).
+        restore_best: return the theta of the best epoch rather than the last.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "auto"
+    restore_best: bool = True
+
+    def __post_init__(self):
+        _checks.positive_int("patience", self.patience, allow_zero=True)
+        _checks.one_of("mode", self.mode, ("min", "max", "auto"))
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        maximise = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
+        return value > best + self.min_delta if maximise else value < best - self.min_delta
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, like Keras's ``History``: ``history.history["val_loss"][epoch]``.
+
+    Attributes:
+        history: per-epoch metrics: loss, accuracy, val_loss, val_accuracy (those computed).
+        epoch_times: wall time of each epoch in seconds (the first includes nothing of compile).
+        compile_time: seconds spent tracing and compiling the epoch program.
+        traces: how many times the epoch function was traced (1: nothing retraced).
+        stop_reason: why training ended before ``epochs`` (early stopping, non-finite loss).
+        best_epoch: the epoch early stopping restored, if any (0-based).
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch_times: list[float] = field(default_factory=list)
+    compile_time: float = 0.0
+    traces: int = 0
+    stop_reason: str | None = None
+    best_epoch: int | None = None
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_times)
+
+    def append(self, metrics: dict[str, float], seconds: float) -> None:
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append(v)
+        self.epoch_times.append(seconds)
+
+
+# --- compiled pieces ---------------------------------------------------------------------------
+
+
+def _batch_plan(n: int, batch_size: int, order=None):
+    """Indices (steps, batch) and a 0/1 mask: the last batch is padded and masked, so every
+    example is used once per epoch exactly as Keras does with a partial last batch."""
+    steps = -(-n // batch_size)
+    total = steps * batch_size
+    order = jnp.arange(n, dtype=jnp.int32) if order is None else order.astype(jnp.int32)
+    idx = jnp.concatenate([order, jnp.zeros((total - n,), jnp.int32)])
+    mask = jnp.arange(total) < n
+    return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def _sums_to_means(sums: dict, n: int, prefix: str = "") -> dict:
+    return {prefix + k: v / n for k, v in sums.items()}
+
+
+def _eval_sums(L, metric_fns, theta, x, y, batch_size: int) -> dict:
+    """Sum of loss and metrics over all of (x, y), batch by batch (traced inside jit)."""
+    idx, mask = _batch_plan(len(y), batch_size)
+
+    def body(sums, plan):
+        bidx, bmask = plan
+        yb = y[bidx]
+        value, out = L(theta, (x[bidx], yb, bmask))
+        new = {"loss": value * bmask.sum()}
+        for name, fn in metric_fns.items():
+            new[name] = jnp.sum(fn(out, yb) * bmask)
+        return jax.tree.map(jnp.add, sums, new), None
+
+    zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
+    sums, _ = jax.lax.scan(body, zeros, (idx, mask))
+    return sums
+
+
+def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
+               n_val: int, batch_size: int, shuffle: bool, trace_counter: list | None = None):
+    """Build ``epoch(theta, opt_state, key, data) -> (theta, opt_state, metrics, bad_step)``.
+
+    ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed as arguments (never
+    baked into the program as constants). ``bad_step`` is the first step whose loss was not
+    finite, or -1. Pure: jit it once and call it every epoch.
+    """
+
+    def epoch(theta, opt_state, key, data):
+        if trace_counter is not None:
+            trace_counter.append(1)
+        x_tr, y_tr, x_val, y_val = data
+        shuffle_key, dropout_key = jax.random.split(key)
+        order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
+        idx, mask = _batch_plan(n_train, batch_size, order)
+        grad_fn = jax.value_and_grad(L, has_aux=True)
+
+        def step(carry, plan):
+            theta, opt_state, sums, bad = carry
+            i, bidx, bmask = plan
+            yb = y_tr[bidx]
+            (value, out), grads = grad_fn(theta, (x_tr[bidx], yb, bmask),
+                                          key=jax.random.fold_in(dropout_key, i), train=True)
+            updates, opt_state = tx.update(grads, opt_state, theta)
+            theta = optax.apply_updates(theta, updates)
+            new = {"loss": value * bmask.sum()}
+            for name, fn in metric_fns.items():
+                new[name] = jnp.sum(fn(out, yb) * bmask)
+            bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
+            return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), None
+
+        zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
+        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+        (theta, opt_state, sums, bad), _ = jax.lax.scan(
+            step, (theta, opt_state, zeros, jnp.int32(-1)), (steps, idx, mask))
+        out = _sums_to_means(sums, n_train)
+        if n_val:
+            val = _eval_sums(L, metric_fns, theta, x_val, y_val, batch_size)
+            out |= _sums_to_means(val, n_val, "val_")
+        return theta, opt_state, out, bad
+
+    return epoch
+
+
+# --- user-facing functions ---------------------------------------------------------------------
+
+
+def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", optimizer="adam",
+        learning_rate=1e-3, epochs: int = 10, batch_size: int = 128,
+        validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
+        metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
+        early_stopping: EarlyStopping | None = None, verbose: int = 1,
+        check_inputs: bool = True, compile_cache: bool | None = None):
+    """Train ``network`` on (x, y): theta_hat = argmin L(theta), Keras's ``model.fit``.
+
+    Args:
+        network: the (init, apply) pair.
+        x: inputs (N, ...) as a numpy or jax array; uint8 images may stay uint8 (put
+            ``rescale(1/255)`` in the network).
+        y: integer class labels (N,), one-hot labels (N, C), or regression targets.
+        theta: initial parameters; default ``network.init`` with a key from ``seed``.
+        loss: a per-example loss or its name (see :mod:`jaxnet.losses`).
+        optimizer: a name (``"adam"``, ``"sgd"``, ...) or an ``optax.GradientTransformation``.
+        learning_rate: used with an optimizer name; a number or an optax schedule.
+        epochs: passes over the training data (0 returns theta unchanged).
+        batch_size: examples per step; the last batch of an epoch may be smaller.
+        validation_split: fraction of (x, y) held out from the end, as in Keras.
+        validation_data: ``(x_val, y_val)``; overrides ``validation_split``.
+        shuffle: reshuffle the training data every epoch (on the device).
+        metrics: metric names or functions; default ``("accuracy",)`` for classification.
+        l2: weight decay as an L2 penalty on weight matrices.
+        seed: seeds initialisation, shuffling and dropout; the same seed gives the same theta.
+        early_stopping: an :class:`EarlyStopping`, or None.
+        verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        check_inputs: reject NaN/inf in float inputs before training.
+        compile_cache: use JAX's persistent compilation cache (default on unless
+            ``JAXNET_COMPILE_CACHE=0``).
+
+    Returns:
+        ``(theta_hat, history)``.
+
+    Raises:
+        ValueError / TypeError: bad arguments; each message names the argument.
+    """
+    epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    loss_name = loss if isinstance(loss, str) else None
+    loss_fn = losses.get(loss)
+    tx = get_optimizer(optimizer, learning_rate)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+        raise TypeError(f"seed: expected an integer, got {seed!r}")
+    metric_fns = _metric_fns(metrics, loss_name)
+
+    x, y = _check_xy("x", "y", x, y, check_inputs)
+    if validation_data is not None:
+        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+            raise ValueError("validation_data: expected a pair (x_val, y_val)")
+        x_val, y_val = _check_xy("validation_data[0]", "validation_data[1]",
+                                 *validation_data, check_inputs)
+    else:
+        split = _checks.fraction("validation_split", validation_split)
+        split_at = int(math.ceil(len(y) * (1.0 - split)))
+        x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
+    if len(y) == 0:
+        raise ValueError("validation_split: leaves no training examples")
+
+    input_shape = tuple(x.shape[1:])
+    if x_val.shape[1:] != input_shape:
+        raise ValueError(f"validation_data[0]: expected examples of shape {input_shape}, "
+                         f"got {tuple(x_val.shape[1:])}")
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    if theta is None:
+        theta = network.init(init_key, input_shape)
+    else:
+        layers.check_params(network, theta, input_shape)
+    _check_labels(network, theta, input_shape, loss_name, y, "y")
+    _check_labels(network, theta, input_shape, loss_name, y_val, "validation_data[1]")
+
+    history = History()
+    if early_stopping is not None:
+        known = ["loss", *metric_fns] + ([f"val_{k}" for k in ("loss", *metric_fns)]
+                                         if len(y_val) else [])
+        _checks.one_of("early_stopping.monitor", early_stopping.monitor, known)
+    if epochs == 0:
+        return theta, history
+    enable_compile_cache(compile_cache)
+
+    L = losses.make_loss(network, loss_fn, l2=l2)
+    traces: list = []
+    epoch_fn = make_epoch(L, tx, metric_fns, n_train=len(y), n_val=len(y_val),
+                          batch_size=batch_size, shuffle=shuffle, trace_counter=traces)
+    data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
+    opt_state = tx.init(theta)
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(epoch_fn).lower(theta, opt_state, train_key, data).compile()
+    history.compile_time = time.perf_counter() - t0
+
+    steps = -(-len(y) // batch_size)
+    best, best_state, wait = None, None, 0
+    for epoch in range(epochs):
+        t_epoch = time.perf_counter()
+        bar = _progress(verbose, epoch, epochs, steps)
+        new_theta, new_opt_state, dev_metrics, bad = compiled(
+            theta, opt_state, jax.random.fold_in(train_key, epoch), data)
+        values = _ordered(jax.device_get(dev_metrics), metric_fns)
+        seconds = time.perf_counter() - t_epoch
+        bad = int(bad)
+        if bad >= 0 or not all(math.isfinite(v) for v in values.values()):
+            where = f"step {bad}" if bad >= 0 else "validation"
+            history.stop_reason = (f"non-finite loss at epoch {epoch + 1}, {where}; "
+                                   f"returning theta from the end of epoch {epoch}")
+            _close(bar, verbose, epoch, epochs, values, seconds)
+            warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
+            break
+        theta, opt_state = new_theta, new_opt_state
+        history.append(values, seconds)
+        _close(bar, verbose, epoch, epochs, values, seconds)
+        if early_stopping is not None:
+            value = values[early_stopping.monitor]
+            if early_stopping.better(value, best):
+                best, best_state, wait = value, (epoch, theta), 0
+            else:
+                wait += 1
+                if wait >= early_stopping.patience:
+                    history.stop_reason = (f"early stopping: {early_stopping.monitor} did not "
+                                           f"improve for {wait} epochs")
+                    if early_stopping.restore_best:
+                        history.best_epoch, theta = best_state
+                    break
+    history.traces = len(traces)
+    return theta, history
+
+
+def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
+             metrics: Sequence | None = None, batch_size: int = 1024,
+             check_inputs: bool = True) -> dict[str, float]:
+    """Mean loss and metrics of theta on (x, y), e.g. ``{"loss": 0.35, "accuracy": 0.87}``."""
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    loss_name = loss if isinstance(loss, str) else None
+    metric_fns = _metric_fns(metrics, loss_name)
+    x, y = _check_xy("x", "y", x, y, check_inputs)
+    layers.check_params(network, theta, tuple(x.shape[1:]))
+    _check_labels(network, theta, tuple(x.shape[1:]), loss_name, y, "y")
+    fn = _compiled_eval(network.apply, losses.get(loss), tuple(metric_fns.items()), batch_size)
+    sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
+    return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
+
+
+def predict(network: Network, theta, x, *, batch_size: int = 1024) -> jax.Array:
+    """Network outputs f(x, theta_hat) for every example, computed in batches; shape (N, ...)."""
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    x = _checks.array_like("x", x)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"x: expected at least one example, got shape {tuple(x.shape)}")
+    layers.check_params(network, theta, tuple(x.shape[1:]))
+    return _compiled_predict(network.apply, batch_size)(theta, jnp.asarray(x))
+
+
+def params_sha256(theta) -> str:
+    """SHA-256 of theta's leaves' bytes (C order, little-endian) in ``jax.tree.leaves`` order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(theta)):
+        h.update(np.ascontiguousarray(leaf).astype(np.asarray(leaf).dtype.newbyteorder("<"))
+                 .tobytes())
+    return h.hexdigest()
+
+
+def enable_compile_cache(enabled: bool | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache in ``~/.cache/jaxnet/xla`` (or
+    ``$JAXNET_COMPILE_CACHE_DIR``), unless disabled here or by ``JAXNET_COMPILE_CACHE=0``, or
+    the user already chose a cache directory. Returns the directory in use, if any."""
+    if enabled is None:
+        enabled = os.environ.get("JAXNET_COMPILE_CACHE", "1") not in ("0", "false", "no")
+    current = jax.config.jax_compilation_cache_dir
+    if not enabled or current:
+        return current
+    path = os.environ.get("JAXNET_COMPILE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxnet", "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Small programs compile in well under JAX's 1 s default threshold; cache them too.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+_EVAL_CACHE: dict = {}
+
+
+def _compiled_eval(apply, loss_fn, metric_items, batch_size):
+    key = (apply, loss_fn, metric_items, batch_size)
+    if key not in _EVAL_CACHE:
+        net = Network(None, apply, "", {})
+        L = losses.make_loss(net, loss_fn)
+        metric_fns = dict(metric_items)
+        _EVAL_CACHE[key] = jax.jit(
+            lambda theta, x, y: _eval_sums(L, metric_fns, theta, x, y, batch_size))
+    return _EVAL_CACHE[key]
+
+
+def _compiled_predict(apply, batch_size):
+    key = ("predict", apply, batch_size)
+    if key not in _EVAL_CACHE:
+        def run(theta, x):
+            n = x.shape[0]
+            bs = min(batch_size, n)
+            idx, _ = _batch_plan(n, bs)
+            _, out = jax.lax.scan(lambda c, b: (c, apply(x[b], theta)), None, idx)
+            return out.reshape(-1, *out.shape[2:])[:n]
+
+        _EVAL_CACHE[key] = jax.jit(run)
+    return _EVAL_CACHE[key]
+
+
+def _metric_fns(metrics, loss_name) -> dict[str, Callable]:
+    if metrics is None:
+        metrics = ("accuracy",) if loss_name in _CLASSIFICATION_LOSSES else ()
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    return {(m if isinstance(m, str) else getattr(m, "__name__", f"metric_{i}")): metrics_lib.get(m)
+            for i, m in enumerate(metrics)}
+
+
+def _check_xy(xname: str, yname: str, x, y, check_finite: bool):
+    x, y = _checks.array_like(xname, x), _checks.array_like(yname, y)
+    if x.ndim < 2:
+        raise ValueError(f"{xname}: expected shape (examples, features...), got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise ValueError(f"{xname}: expected at least one example, got shape {tuple(x.shape)}")
+    if y.ndim < 1 or len(y) != len(x):
+        raise ValueError(f"{yname}: expected {len(x)} labels to match {xname}, got shape "
+                         f"{tuple(y.shape)}")
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == bool):
+        raise TypeError(f"{xname}: expected a numeric dtype, got {x.dtype}")
+    if check_finite and jnp.issubdtype(x.dtype, jnp.floating) and not bool(np.isfinite(x).all()):
+        raise ValueError(f"{xname}: contains NaN or inf (pass check_inputs=False to skip "
+                         f"this check)")
+    return x, y
+
+
+def _check_labels(network, theta, input_shape, loss_name, y, arg):
+    """Integer labels in [0, classes) and one-hot widths matching the network's output."""
+    if loss_name not in _CLASSIFICATION_LOSSES or len(y) == 0:
+        return
+    classes = layers.output_shape(network, input_shape, theta)[-1]
+    if y.ndim == 1:
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise TypeError(f"{arg}: expected integer class labels or one-hot rows, got {y.dtype}")
+        lo, hi = int(np.min(y)), int(np.max(y))
+        if lo < 0 or hi >= classes:
+            raise ValueError(f"{arg}: labels must lie in [0, {classes}) for a network with "
+                             f"{classes} outputs, got range [{lo}, {hi}]")
+    elif y.ndim != 2 or y.shape[1] != classes:
+        raise ValueError(f"{arg}: expected integer labels (N,) or one-hot (N, {classes}), "
+                         f"got shape {tuple(y.shape)}")
+
+
+def _ordered(values: dict, metric_fns: dict) -> dict[str, float]:
+    """Keras's order: loss, metrics, val_loss, val_metrics."""
+    names = ["loss", *metric_fns]
+    return {k: float(values[k]) for k in [*names, *(f"val_{n}" for n in names)] if k in values}
+
+
+def _progress(verbose, epoch, epochs, steps):
+    if verbose != 1:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", leave=True,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def _format(values: dict) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in values.items())
+
+
+def _close(bar, verbose, epoch, epochs, values, seconds):
+    if bar is not None:
+        bar.update(bar.total - bar.n)
+        bar.set_postfix_str(_format(values), refresh=True)
+        bar.close()
+    elif verbose == 2:
+        print(f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {_format(values)}",
+              file=sys.stderr, flush=True)
