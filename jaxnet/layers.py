@@ -222,7 +222,8 @@ def check_params(network: Network, theta, input_shape: Shape) -> None:
         g_shape, g_dtype = tuple(np.shape(g)), getattr(g, "dtype", None)
         if g_shape != e.shape or g_dtype != e.dtype:
             raise ValueError(f"theta{jax.tree_util.keystr(path)}: expected "
-                             f"{e.dtype}{list(e.shape)}, got {g_dtype}{list(g_shape)}")
+                             f"{e.dtype}{list(e.shape)}, got {g_dtype}{list(g_shape)} (for "
+                             f"examples of shape {tuple(input_shape)})")
 
 
 def count_params(theta) -> int:

@@ -375,11 +375,14 @@ def params_sha256(theta) -> str:
 def enable_compile_cache(enabled: bool | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``~/.cache/jaxnet/xla`` (or
     ``$JAXNET_COMPILE_CACHE_DIR``), unless disabled here or by ``JAXNET_COMPILE_CACHE=0``, or
-    the user already chose a cache directory. Returns the directory in use, if any."""
+    the user already chose a cache directory. Returns the directory in use (None when
+    disabled)."""
     if enabled is None:
         enabled = os.environ.get("JAXNET_COMPILE_CACHE", "1") not in ("0", "false", "no")
+    if not enabled:
+        return None
     current = jax.config.jax_compilation_cache_dir
-    if not enabled or current:
+    if current:
         return current
     path = os.environ.get("JAXNET_COMPILE_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "jaxnet", "xla")

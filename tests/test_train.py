@@ -1,0 +1,211 @@
+"""fit / evaluate / predict: convergence, determinism, one compilation, Keras semantics."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxnet as jn
+
+
+def blobs(n=600, classes=3, dim=5, seed=0):
+    """Separable Gaussian blobs: a small problem an MLP must solve."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (classes, dim))
+    y = rng.integers(0, classes, n).astype(np.int32)
+    x = (centers[y] + rng.normal(0, 0.5, (n, dim))).astype(np.float32)
+    return x, y
+
+
+X, Y = blobs()
+NET = jn.mlp([16, 3], "tanh")
+
+
+def test_fit_converges_on_a_small_problem():
+    theta, history = jn.fit(NET, X, Y, epochs=15, batch_size=32, validation_split=0.2,
+                            learning_rate=1e-2, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert history["val_accuracy"][-1] > 0.95
+    assert jn.evaluate(NET, theta, X, Y)["accuracy"] > 0.95
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_same_seed_same_theta_other_seed_other_theta():
+    run = lambda seed: jn.fit(NET, X, Y, epochs=2, verbose=0, seed=seed)[0]  # noqa: E731
+    assert jn.params_sha256(run(3)) == jn.params_sha256(run(3))
+    assert jn.params_sha256(run(3)) != jn.params_sha256(run(4))
+
+
+def test_epoch_compiles_once_across_epochs():
+    _, history = jn.fit(NET, X, Y, epochs=4, verbose=0, validation_split=0.1)
+    assert history.traces == 1
+    assert history.compile_time > 0 and len(history.epoch_times) == 4
+
+
+def test_epoch_program_equals_a_plain_python_loop():
+    """One compiled epoch (no shuffle, partial last batch) equals optax steps in a Python loop."""
+    tx = optax.adam(1e-2)
+    theta0 = NET.init(jax.random.key(0), (5,))
+    theta, _ = jn.fit(NET, X, Y, theta=theta0, epochs=1, batch_size=128, shuffle=False,
+                      optimizer=tx, verbose=0)
+    L = jn.make_loss(NET)
+    ref, opt = theta0, tx.init(theta0)
+    for start in range(0, len(Y), 128):  # 600 = 4 x 128 + 88: the last batch is partial
+        grads, _ = jax.grad(L, has_aux=True)(ref, (X[start:start + 128], Y[start:start + 128]))
+        updates, opt = tx.update(grads, opt, ref)
+        ref = optax.apply_updates(ref, updates)
+    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_validation_split_holds_out_the_last_fraction_like_keras():
+    # Train on nothing useful: give the last 20% labels no other example has. If they were
+    # trained on, training accuracy would include them.
+    _, h = jn.fit(NET, X, Y, epochs=1, validation_split=0.2, verbose=0)
+    _, h2 = jn.fit(NET, X[:480], Y[:480], epochs=1, validation_data=(X[480:], Y[480:]),
+                   verbose=0)
+    assert h.history == h2.history
+
+
+def test_evaluate_and_predict_agree():
+    theta = NET.init(jax.random.key(0), (5,))
+    out = jn.predict(NET, theta, X, batch_size=64)  # 600 is not a multiple of 64
+    assert out.shape == (600, 3)
+    np.testing.assert_allclose(out, NET.apply(X, theta), rtol=1e-5, atol=1e-6)
+    result = jn.evaluate(NET, theta, X, Y, batch_size=64)
+    acc = float((np.argmax(out, 1) == Y).mean())
+    np.testing.assert_allclose(result["accuracy"], acc, rtol=1e-6)
+    loss = float(jn.losses.softmax_cross_entropy(out, Y).mean())
+    np.testing.assert_allclose(result["loss"], loss, rtol=1e-5)
+
+
+def test_uint8_images_train_without_host_conversion():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 256).astype(np.int32)
+    x = np.where(y[:, None, None] == 1, 200, 30).astype(np.uint8) + rng.integers(
+        0, 20, (256, 4, 4), dtype=np.uint8)
+    net = jn.mlp([8, 2], flatten_input=True, input_scale=1 / 255)
+    theta, h = jn.fit(net, x, y, epochs=5, batch_size=32, learning_rate=1e-2, verbose=0)
+    assert jn.evaluate(net, theta, x, y)["accuracy"] == 1.0
+
+
+def test_early_stopping_restores_the_best_epoch():
+    # A learning rate far too large makes val_loss rise after the first epochs.
+    stop = jn.EarlyStopping(monitor="val_loss", patience=1)
+    theta, h = jn.fit(NET, X, Y, epochs=30, optimizer="sgd", learning_rate=5.0, verbose=0,
+                      validation_split=0.2, early_stopping=stop)
+    if h.stop_reason is None:
+        pytest.skip("val_loss never stopped improving")  # pragma: no cover - seed-dependent
+    assert h.stop_reason.startswith("early stopping")
+    best = int(np.argmin(h["val_loss"]))
+    assert h.best_epoch == best and h.epochs < 30
+
+
+def test_early_stopping_stops_after_patience():
+    stop = jn.EarlyStopping(monitor="loss", patience=2, min_delta=1e9)  # nothing improves
+    _, h = jn.fit(NET, X, Y, epochs=10, verbose=0, early_stopping=stop)
+    assert h.epochs == 3 and h.best_epoch == 0
+
+
+def test_non_finite_loss_stops_with_the_epoch_and_step():
+    x = X.copy()
+    x[200, 0] = np.nan  # example 200 is in batch 6 (0-based) of 32 when not shuffled
+    theta0 = NET.init(jax.random.key(0), (5,))
+    with pytest.warns(RuntimeWarning, match=r"non-finite loss at epoch 1, step 6"):
+        theta, h = jn.fit(NET, x, Y, theta=theta0, epochs=3, batch_size=32, shuffle=False,
+                          check_inputs=False, verbose=0)
+    assert h.epochs == 0 and "epoch 1, step 6" in h.stop_reason
+    assert jn.params_sha256(theta) == jn.params_sha256(theta0)  # theta before the bad epoch
+
+
+def test_verbose_prints_keras_style_progress(capsys):
+    jn.fit(NET, X, Y, epochs=2, verbose=1, validation_split=0.2)
+    err = capsys.readouterr().err
+    assert "Epoch 2/2" in err and "4/4" in err and "val_accuracy" in err
+    jn.fit(NET, X, Y, epochs=1, verbose=0)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(batch_size=0), "batch_size: expected an integer >= 1, got 0"),
+    (dict(epochs=-1), "epochs: expected an integer >= 0, got -1"),
+    (dict(validation_split=1.0), r"validation_split: expected a number in \[0, 1\), got 1.0"),
+    (dict(learning_rate=0.0), "learning_rate: expected a finite number > 0, got 0.0"),
+    (dict(optimizer="adma"), "optimizer: unknown name 'adma'"),
+    (dict(loss="hinge"), "loss: unknown name 'hinge'"),
+    (dict(verbose=3), "verbose: expected 0, 1 or 2"),
+    (dict(early_stopping=jn.EarlyStopping(monitor="val_loss")), "early_stopping.monitor"),
+])
+def test_bad_arguments_name_the_argument(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        jn.fit(NET, X, Y, **{"verbose": 0, **kwargs})
+
+
+def test_bad_data_names_the_argument():
+    with pytest.raises(ValueError, match=r"y: labels must lie in \[0, 3\).*\[1, 7\]"):
+        jn.fit(NET, X, np.where(Y == 0, 7, Y), verbose=0)
+    with pytest.raises(ValueError, match="y: expected 600 labels"):
+        jn.fit(NET, X, Y[:10], verbose=0)
+    with pytest.raises(ValueError, match="x: expected shape"):
+        jn.fit(NET, X[:, 0], Y, verbose=0)
+    with pytest.raises(ValueError, match="x: expected at least one example"):
+        jn.fit(NET, X[:0], Y[:0], verbose=0)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="x: contains NaN or inf"):
+        jn.fit(NET, bad, Y, verbose=0)
+    with pytest.raises(ValueError, match=r"float32\[4, 16\], got .* examples of shape \(4,\)"):
+        jn.fit(NET, X[:, :4], Y, verbose=0, theta=NET.init(jax.random.key(0), (5,)))
+    with pytest.raises(TypeError, match="x: expected an array, got list"):
+        jn.fit(NET, X.tolist(), Y, verbose=0)
+
+
+def test_theta_that_does_not_match_the_network():
+    other = jn.mlp([8, 3]).init(jax.random.key(0), (5,))
+    with pytest.raises(ValueError, match=r"theta\[0\]\['b'\]: expected float32\[16\], got float32\[8\]"):
+        jn.fit(NET, X, Y, theta=other, verbose=0)
+
+
+def test_epochs_zero_returns_initial_theta():
+    theta, h = jn.fit(NET, X, Y, epochs=0, verbose=0, seed=1)
+    ref = NET.init(jax.random.split(jax.random.key(1))[0], (5,))
+    assert jn.params_sha256(theta) == jn.params_sha256(ref) and h.epochs == 0
+
+
+def test_dropout_network_trains_and_is_deterministic():
+    net = jn.serial(jn.dense(32, "relu"), jn.dropout(0.2), jn.dense(3))
+    a, _ = jn.fit(net, X, Y, epochs=5, learning_rate=1e-2, batch_size=32, verbose=0, seed=0)
+    b, _ = jn.fit(net, X, Y, epochs=5, learning_rate=1e-2, batch_size=32, verbose=0, seed=0)
+    assert jn.params_sha256(a) == jn.params_sha256(b)
+    assert jn.evaluate(net, a, X, Y)["accuracy"] > 0.9
+
+
+def test_regression_with_mse_has_no_accuracy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3).astype(np.float32)[:, None]
+    net = jn.mlp([1], "identity")
+    theta, h = jn.fit(net, x, y, loss="mse", epochs=40, batch_size=32, learning_rate=5e-2,
+                      verbose=0)
+    assert set(h.history) == {"loss"} and h["loss"][-1] < 1e-3
+    np.testing.assert_allclose(theta[0]["w"][:, 0], [1.0, -2.0, 0.5], atol=0.02)
+
+
+@pytest.mark.parametrize("env, expected", [({}, "set"), ({"JAXNET_COMPILE_CACHE": "0"}, "None")])
+def test_persistent_compile_cache_is_on_by_default_with_an_opt_out(env, expected, tmp_path):
+    code = ("import jax, numpy as np, jaxnet as jn\n"
+            "x = np.ones((8, 2), np.float32); y = np.zeros(8, np.int32)\n"
+            "jn.fit(jn.mlp([2]), x, y, epochs=1, verbose=0)\n"
+            "d = jax.config.jax_compilation_cache_dir\n"
+            "print('None' if d is None else 'set' if d.startswith(%r) else d)" % str(tmp_path))
+    base = {k: v for k, v in os.environ.items() if k != "JAXNET_COMPILE_CACHE"}
+    env = {**base, "JAXNET_COMPILE_CACHE_DIR": str(tmp_path / "xla"), **env}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.strip() == expected
+    assert (tmp_path / "xla").exists() == (expected == "set")
