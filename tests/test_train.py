@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -167,7 +166,8 @@ def test_bad_data_names_the_argument():
 
 def test_theta_that_does_not_match_the_network():
     other = jn.mlp([8, 3]).init(jax.random.key(0), (5,))
-    with pytest.raises(ValueError, match=r"theta\[0\]\['b'\]: expected float32\[16\], got float32\[8\]"):
+    msg = r"theta\[0\]\['b'\]: expected float32\[16\], got float32\[8\]"
+    with pytest.raises(ValueError, match=msg):
         jn.fit(NET, X, Y, theta=other, verbose=0)
 
 
@@ -202,7 +202,7 @@ def test_persistent_compile_cache_is_on_by_default_with_an_opt_out(env, expected
             "x = np.ones((8, 2), np.float32); y = np.zeros(8, np.int32)\n"
             "jn.fit(jn.mlp([2]), x, y, epochs=1, verbose=0)\n"
             "d = jax.config.jax_compilation_cache_dir\n"
-            "print('None' if d is None else 'set' if d.startswith(%r) else d)" % str(tmp_path))
+            f"print('None' if d is None else 'set' if d.startswith({str(tmp_path)!r}) else d)")
     base = {k: v for k, v in os.environ.items() if k != "JAXNET_COMPILE_CACHE"}
     env = {**base, "JAXNET_COMPILE_CACHE_DIR": str(tmp_path / "xla"), **env}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
