@@ -26,3 +26,17 @@ def test_importing_data_does_not_import_jax_or_tensorflow():
     code = "import sys, jaxnet.data; print('jax' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_readme_functional_core_snippet_runs():
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("## The functional core", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - our own README
+    assert scope["outputs"].shape == (8, 32, 10)
+    assert scope["grads"][0]["w"].shape == (784, 64)

@@ -1,0 +1,82 @@
+"""`jaxnet train`: one-line errors with exit code 2, the JSON report, reproducibility."""
+
+import json
+import sys
+
+import pytest
+from conftest import REPO, needs_fashion, run_cli
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--epochs", "-1"], "--epochs"),
+    (["--epochs", "two"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "-1e-3"], "--lr"),
+    (["--validation-split", "1"], "--validation-split"),
+    (["--hidden", "64", "0"], "--hidden"),
+    (["--activation", "rleu"], "--activation"),
+    (["--optimizer", "adamm"], "--optimizer"),
+    (["--init", "glorrot"], "--init"),
+    (["--dataset", "imagenet"], "--dataset"),
+    (["--data-dir", "/no/such/dir"], "--data-dir"),
+    (["--verbose", "5"], "--verbose"),
+    (["--no-such-option"], "--no-such-option"),
+])
+def test_invalid_option_exits_2_with_one_line_naming_it(args, option):
+    out = run_cli("train", *args)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert option in out.stderr and out.stdout == ""
+
+
+def _train_small(idx_dir, tmp_path, name, *extra):
+    path = tmp_path / f"{name}.json"
+    out = run_cli("train", "--dataset", "mnist", "--data-dir", str(idx_dir), "--epochs", "2",
+                  "--batch-size", "16", "--seed", "3", "--json", str(path), *extra,
+                  env={"JAXNET_DATA_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    return out, json.loads(path.read_text())
+
+
+def test_train_writes_the_report_and_is_reproducible(idx_dir, tmp_path):
+    out, report = _train_small(idx_dir[0], tmp_path, "a", "--hidden", "32", "--verbose", "0")
+    assert out.stdout.strip().splitlines()[-1].startswith("test_accuracy: ")
+    assert out.stdout.strip().splitlines()[-2].startswith("test_loss: ")
+    assert report["config"]["hidden"] == [32] and report["config"]["seed"] == 3
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "wall_s"} <= set(report["epochs"][0])
+    assert report["compile_s"] > 0 and report["total_s"] > report["compile_s"]
+    assert set(report["test"]) == {"loss", "accuracy"} and len(report["params_sha256"]) == 64
+    _, again = _train_small(idx_dir[0], tmp_path, "b", "--hidden", "32", "--verbose", "0")
+    assert again["params_sha256"] == report["params_sha256"]
+    assert again["test"] == report["test"]
+
+
+def test_no_validation_split(idx_dir, tmp_path):
+    _, report = _train_small(idx_dir[0], tmp_path, "c", "--validation-split", "0",
+                             "--verbose", "2")
+    assert "val_loss" not in report["epochs"][0]
+
+
+def test_module_entry_point_help():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "jaxnet.cli", "train", "--help"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "--validation-split" in out.stdout
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_real_fashion_mnist_run_twice_gives_the_same_params(tmp_path):
+    shas = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.json"
+        out = run_cli("train", "--dataset", "fashion_mnist", "--epochs", "2", "--seed", "3",
+                      "--json", str(path), "--verbose", "0")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(path.read_text())
+        assert report["dataset"]["train"] == 60_000 and report["test"]["accuracy"] > 0.8
+        shas.append(report["params_sha256"])
+    assert shas[0] == shas[1]
