@@ -191,6 +191,17 @@ def mlp(sizes, activation="relu", *, init=None, output_activation=None,
     return serial(*layers)
 
 
+_DETERMINISTIC = frozenset({"dense", "activation", "flatten", "rescale", "serial"})
+
+
+def is_stochastic(network: Network) -> bool:
+    """Whether ``apply(..., train=True)`` may use its key (dropout, or any layer jaxnet does
+    not know, to be safe). Training skips per-step key derivation when this is False."""
+    if network.name not in _DETERMINISTIC:
+        return True
+    return any(is_stochastic(child) for child in network.children)
+
+
 def output_shape(network: Network, input_shape: Shape, theta=None) -> Shape:
     """Per-example output shape of ``network`` (computed abstractly, no FLOPs)."""
     input_shape = _shape("input_shape", input_shape)

@@ -162,12 +162,14 @@ def _eval_sums(L, metric_fns, theta, x, y, batch_size: int) -> dict:
 
 
 def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
-               n_val: int, batch_size: int, shuffle: bool, trace_counter: list | None = None):
+               n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
+               trace_counter: list | None = None):
     """Build ``epoch(theta, opt_state, key, data) -> (theta, opt_state, metrics, bad_step)``.
 
     ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed as arguments (never
     baked into the program as constants). ``bad_step`` is the first step whose loss was not
-    finite, or -1. Pure: jit it once and call it every epoch.
+    finite, or -1. ``stochastic=False`` skips deriving a key per step (no dropout).
+    Pure: jit it once and call it every epoch.
     """
 
     def epoch(theta, opt_state, key, data):
@@ -183,8 +185,8 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
             theta, opt_state, sums, bad = carry
             i, bidx, bmask = plan
             yb = y_tr[bidx]
-            (value, out), grads = grad_fn(theta, (x_tr[bidx], yb, bmask),
-                                          key=jax.random.fold_in(dropout_key, i), train=True)
+            key = jax.random.fold_in(dropout_key, i) if stochastic else None
+            (value, out), grads = grad_fn(theta, (x_tr[bidx], yb, bmask), key=key, train=True)
             updates, opt_state = tx.update(grads, opt_state, theta)
             theta = optax.apply_updates(theta, updates)
             new = {"loss": value * bmask.sum()}
@@ -294,7 +296,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     L = losses.make_loss(network, loss_fn, l2=l2)
     traces: list = []
     epoch_fn = make_epoch(L, tx, metric_fns, n_train=len(y), n_val=len(y_val),
-                          batch_size=batch_size, shuffle=shuffle, trace_counter=traces)
+                          batch_size=batch_size, shuffle=shuffle,
+                          stochastic=layers.is_stochastic(network), trace_counter=traces)
     data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
     opt_state = tx.init(theta)
 

@@ -180,3 +180,10 @@ def test_bad_constructor_arguments():
         jn.mlp([3], "relu6")
     with pytest.raises(ValueError, match="sizes: expected at least one"):
         jn.mlp([])
+
+
+def test_is_stochastic():
+    assert not layers.is_stochastic(jn.mlp([4, 2], flatten_input=True, input_scale=0.5))
+    assert layers.is_stochastic(jn.serial(jn.dense(3), jn.dropout(0.1)))
+    custom = jn.Network(lambda k, s: {}, lambda x, t, key=None, train=False: x, "mine", {})
+    assert layers.is_stochastic(jn.serial(custom))  # unknown layers may use the key
