@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 _T_START = time.perf_counter()
 
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     t.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache")
+    t.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state here")
+    t.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="checkpoint every N epochs (default: 1)")
+    t.add_argument("--keep-checkpoints", type=int, default=3, metavar="K",
+                   help="keep the newest K checkpoints (default: 3)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the newest valid checkpoint in --checkpoint-dir")
     t.set_defaults(func=_train)
 
     d = sub.add_parser("data", help="inspect or prepare datasets")
@@ -70,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from jaxnet.data import DatasetUnavailableError
+
+    # Warnings (a skipped corrupt checkpoint, a non-finite loss) as one line each.
+    warnings.showwarning = lambda message, category, *rest, **kw: print(
+        f"jaxnet {args.command}: warning: {message}", file=sys.stderr)
 
     try:
         return args.func(args) or 0
@@ -93,6 +105,15 @@ def _train(args) -> int:
     _option("--validation-split", 0 <= args.validation_split < 1, "a number in [0, 1)",
             args.validation_split)
     _option("--hidden", all(h >= 1 for h in args.hidden), "widths >= 1", args.hidden)
+    _option("--checkpoint-every", args.checkpoint_every >= 1, "an integer >= 1",
+            args.checkpoint_every)
+    _option("--keep-checkpoints", args.keep_checkpoints >= 1, "an integer >= 1",
+            args.keep_checkpoints)
+    _option("--resume", not args.resume or args.checkpoint_dir is not None,
+            "--checkpoint-dir DIR as well", "--resume")
+    if args.checkpoint_dir is not None and os.path.exists(args.checkpoint_dir) and not (
+            os.path.isdir(args.checkpoint_dir)):
+        raise UsageError(f"argument --checkpoint-dir: {args.checkpoint_dir!r} is not a directory")
     from jaxnet import activations, data, init, train
 
     _wrap("--dataset", data.spec_for, args.dataset)
@@ -113,7 +134,9 @@ def _train(args) -> int:
     theta, history = train.fit(
         net, ds.train.x, ds.train.y, optimizer=args.optimizer, learning_rate=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
-        seed=args.seed, verbose=args.verbose, compile_cache=not args.no_compile_cache)
+        seed=args.seed, verbose=args.verbose, compile_cache=not args.no_compile_cache,
+        checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume)
     if history.stop_reason:
         print(history.stop_reason, file=sys.stderr)
     test = train.evaluate(net, theta, ds.test.x, ds.test.y)

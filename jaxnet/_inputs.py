@@ -1,0 +1,48 @@
+"""Validation of training and evaluation data: shapes, dtypes, finiteness, label ranges.
+
+Every error names the argument and says what was expected.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnet import _checks, layers
+
+CLASSIFICATION_LOSSES = {"softmax_cross_entropy", "categorical_crossentropy",
+                         "sparse_categorical_crossentropy"}
+
+
+def check_xy(xname: str, yname: str, x, y, check_finite: bool):
+    x, y = _checks.array_like(xname, x), _checks.array_like(yname, y)
+    if x.ndim < 2:
+        raise ValueError(f"{xname}: expected shape (examples, features...), got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise ValueError(f"{xname}: expected at least one example, got shape {tuple(x.shape)}")
+    if y.ndim < 1 or len(y) != len(x):
+        raise ValueError(f"{yname}: expected {len(x)} labels to match {xname}, got shape "
+                         f"{tuple(y.shape)}")
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == bool):
+        raise TypeError(f"{xname}: expected a numeric dtype, got {x.dtype}")
+    if check_finite and jnp.issubdtype(x.dtype, jnp.floating) and not bool(np.isfinite(x).all()):
+        raise ValueError(f"{xname}: contains NaN or inf (pass check_inputs=False to skip "
+                         f"this check)")
+    return x, y
+
+
+def check_labels(network, theta, input_shape, loss_name, y, arg):
+    """Integer labels in [0, classes) and one-hot widths matching the network's output."""
+    if loss_name not in CLASSIFICATION_LOSSES or len(y) == 0:
+        return
+    classes = layers.output_shape(network, input_shape, theta)[-1]
+    if y.ndim == 1:
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise TypeError(f"{arg}: expected integer class labels or one-hot rows, got {y.dtype}")
+        lo, hi = int(np.min(y)), int(np.max(y))
+        if lo < 0 or hi >= classes:
+            raise ValueError(f"{arg}: labels must lie in [0, {classes}) for a network with "
+                             f"{classes} outputs, got range [{lo}, {hi}]")
+    elif y.ndim != 2 or y.shape[1] != classes:
+        raise ValueError(f"{arg}: expected integer labels (N,) or one-hot (N, {classes}), "
+                         f"got shape {tuple(y.shape)}")

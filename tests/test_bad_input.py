@@ -1,0 +1,103 @@
+"""Bad input gets an error naming the argument: property-based over shapes, plus dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxnet as jn
+
+dims = st.integers(1, 6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=dims, n_in=dims, widths=st.lists(dims, min_size=1, max_size=3))
+def test_mlp_output_shape_for_any_sizes(batch, n_in, widths):
+    net = jn.mlp(widths, "tanh")
+    theta = net.init(jax.random.key(0), (n_in,))
+    assert net.apply(jnp.ones((batch, n_in)), theta).shape == (batch, widths[-1])
+    assert jn.output_shape(net, (n_in,)) == (widths[-1],)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_in=dims, wrong=dims, batch=dims)
+def test_wrong_feature_count_is_named(n_in, wrong, batch):
+    if wrong == n_in:
+        wrong += 1
+    net = jn.mlp([3])
+    theta = net.init(jax.random.key(0), (n_in,))
+    with pytest.raises(ValueError, match=rf"expected input of shape \(batch, {n_in}\), "
+                                         rf"got \({batch}, {wrong}\)"):
+        net.apply(jnp.ones((batch, wrong)), theta)
+    with pytest.raises(ValueError, match=r"theta\[0\]\['w'\]: expected float32"):
+        jn.evaluate(net, theta, np.ones((batch, wrong), np.float32), np.zeros(batch, np.int32))
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 20), m=st.integers(1, 20))
+def test_label_count_mismatch_is_named(n, m):
+    if n == m:
+        m += 1
+    msg = f"y: expected {n} labels to match x, got shape \\({m},\\)"
+    with pytest.raises(ValueError, match=msg):
+        jn.fit(jn.mlp([2]), np.ones((n, 3), np.float32), np.zeros(m, np.int32), verbose=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(classes=st.integers(2, 5), label=st.integers(-3, 9))
+def test_label_range_is_checked_against_the_network(classes, label):
+    x, y = np.ones((4, 2), np.float32), np.array([0, 1, 0, label], np.int32)
+    net = jn.mlp([classes])
+    if 0 <= label < classes:
+        return
+    with pytest.raises(ValueError, match=rf"y: labels must lie in \[0, {classes}\)"):
+        jn.evaluate(net, net.init(jax.random.key(0), (2,)), x, y)
+
+
+@pytest.mark.parametrize("x, error, match", [
+    (np.array([["a", "b"]] * 4), TypeError, "x: expected a numeric dtype, got <U1"),
+    (np.full((4, 2), np.inf, np.float32), ValueError, "x: contains NaN or inf"),
+    (np.ones(4, np.float32), ValueError, r"x: expected shape \(examples, features...\)"),
+    ([[1.0, 2.0]] * 4, TypeError, "x: expected an array, got list"),
+])
+def test_bad_x(x, error, match):
+    with pytest.raises(error, match=match):
+        jn.fit(jn.mlp([2]), x, np.zeros(4, np.int32), verbose=0)
+
+
+def test_float_labels_for_classification_and_one_hot_width():
+    x = np.ones((4, 2), np.float32)
+    with pytest.raises(TypeError, match="y: expected integer class labels or one-hot rows"):
+        jn.fit(jn.mlp([2]), x, np.zeros(4, np.float32), verbose=0)
+    with pytest.raises(ValueError, match=r"y: expected integer labels \(N,\) or one-hot \(N, 2\)"):
+        jn.fit(jn.mlp([2]), x, np.zeros((4, 3), np.float32), verbose=0)
+
+
+def test_validation_data_shape_and_form():
+    x, y = np.ones((8, 2), np.float32), np.zeros(8, np.int32)
+    with pytest.raises(ValueError, match="validation_data: expected a pair"):
+        jn.fit(jn.mlp([2]), x, y, validation_data=x, verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[0\]: expected examples of shape"):
+        jn.fit(jn.mlp([2]), x, y, validation_data=(np.ones((3, 5), np.float32), y[:3]),
+               verbose=0)
+
+
+def test_nan_check_can_be_switched_off():
+    x = np.ones((8, 2), np.float32)
+    x[0, 0] = np.nan
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        jn.fit(jn.mlp([2]), x, np.zeros(8, np.int32), verbose=0, check_inputs=False,
+               shuffle=False)
+
+
+def test_predict_and_evaluate_arguments():
+    net = jn.mlp([2])
+    theta = net.init(jax.random.key(0), (3,))
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
+        jn.predict(net, theta, np.ones((2, 3)), batch_size=0)
+    with pytest.raises(ValueError, match="x: expected at least one example"):
+        jn.predict(net, theta, np.ones((0, 3)))
+    with pytest.raises(TypeError, match="batch_size: expected an integer, got 2.5"):
+        jn.evaluate(net, theta, np.ones((2, 3)), np.zeros(2, np.int32), batch_size=2.5)
