@@ -25,7 +25,8 @@ _EXPORTS = {
     "EarlyStopping": "train", "get_optimizer": "train", "params_sha256": "train",
     "enable_compile_cache": "train",
 }
-_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "train", "data", "cli")
+_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "train", "checkpoint", "data",
+               "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

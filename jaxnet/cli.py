@@ -62,6 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest valid checkpoint in --checkpoint-dir")
     t.set_defaults(func=_train)
 
+    b = sub.add_parser("bench", help="studies: depth-activation")
+    bsub = b.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    s = bsub.add_parser("depth-activation", help="train a depth x activation grid of MLPs")
+    s.add_argument("--dataset", default="fashion_mnist")
+    s.add_argument("--data-dir", help="directory of MNIST-format IDX files")
+    s.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5, 8], metavar="D")
+    s.add_argument("--width", type=int, default=64)
+    s.add_argument("--activations", nargs="+", default=["sigmoid", "tanh", "relu"],
+                   metavar="NAME")
+    s.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
+    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--optimizer", default="adam")
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--init", default=None,
+                   help="glorot|he|lecun|standard|... (default: per activation)")
+    s.add_argument("--validation-split", type=float, default=0.2)
+    s.add_argument("--out", default="depth_activation", metavar="DIR")
+    s.add_argument("--sequential", action="store_true",
+                   help="train the same grid one model at a time (for the speed comparison)")
+    s.add_argument("--no-plots", action="store_true")
+    s.add_argument("--verbose", type=int, default=1, choices=(0, 1))
+    s.set_defaults(func=_bench_depth_activation)
+
     d = sub.add_parser("data", help="inspect or prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     for name, func, helptext in (("info", _data_info, "counts, shapes and source"),
@@ -160,6 +184,35 @@ def _train(args) -> int:
         write_json_atomic(args.json, report)
     print(f"test_loss: {test['loss']:.6f}")
     print(f"test_accuracy: {test['accuracy']:.6f}")
+    return 0
+
+
+def _bench_depth_activation(args) -> int:
+    _option("--depths", all(v >= 1 for v in args.depths), "integers >= 1", args.depths)
+    _option("--width", args.width >= 1, "an integer >= 1", args.width)
+    _option("--seeds", args.seeds >= 1, "an integer >= 1", args.seeds)
+    _option("--epochs", args.epochs >= 1, "an integer >= 1", args.epochs)
+    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
+    _option("--lr", args.lr > 0 and args.lr != float("inf"), "a number > 0", args.lr)
+    _option("--validation-split", 0 <= args.validation_split < 1, "a number in [0, 1)",
+            args.validation_split)
+    from jaxnet import activations, data, init, study, train
+
+    _wrap("--dataset", data.spec_for, args.dataset)
+    _wrap("--optimizer", train.get_optimizer, args.optimizer, args.lr)
+    for name in args.activations:
+        _wrap("--activations", activations.get, name)
+        _option("--activations", name != "softmax", "hidden activations", name)
+    if args.init is not None:
+        _wrap("--init", init.canonical, args.init)
+    report = study.depth_activation(
+        dataset=args.dataset, data_dir=args.data_dir, depths=args.depths, width=args.width,
+        activations=args.activations, seeds=args.seeds, epochs=args.epochs,
+        batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.lr,
+        init=args.init, validation_split=args.validation_split, sequential=args.sequential,
+        out=args.out, plots=not args.no_plots, verbose=args.verbose)
+    print(study.markdown(report), end="")
+    print(f"wrote {os.path.join(args.out, 'results.json')}")
     return 0
 
 

@@ -161,7 +161,7 @@ def _eval_sums(L, metric_fns, theta, x, y, batch_size: int) -> dict:
 
 def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
                n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
-               trace_counter: list | None = None):
+               masked: bool = False, trace_counter: list | None = None):
     """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
 
     It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
@@ -169,10 +169,12 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     interrupted before it. ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed
     as arguments (never baked into the program as constants). ``bad_step`` is the first step
     whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
-    Pure: jit it once and call it every epoch.
+    ``masked=True`` adds a trailing ``active`` argument: a step changes theta and the optimizer
+    state only while ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep`
+    freezes one member without stopping the others). Pure: jit it once, call it every epoch.
     """
 
-    def epoch(theta, opt_state, key, index, data):
+    def epoch(theta, opt_state, key, index, data, active=True):
         if trace_counter is not None:
             trace_counter.append(1)
         x_tr, y_tr, x_val, y_val = data
@@ -187,8 +189,14 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
             yb = y_tr[bidx]
             key = jax.random.fold_in(dropout_key, i) if stochastic else None
             (value, out), grads = grad_fn(theta, (x_tr[bidx], yb, bmask), key=key, train=True)
-            updates, opt_state = tx.update(grads, opt_state, theta)
-            theta = optax.apply_updates(theta, updates)
+            updates, new_opt_state = tx.update(grads, opt_state, theta)
+            new_theta = optax.apply_updates(theta, updates)
+            if masked:
+                ok = active & (bad < 0) & jnp.isfinite(value)
+                keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+                new_theta = jax.tree.map(keep, new_theta, theta)
+                new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+            theta, opt_state = new_theta, new_opt_state
             new = {"loss": value * bmask.sum()}
             for name, fn in metric_fns.items():
                 new[name] = jnp.sum(fn(out, yb) * bmask)

@@ -1,0 +1,129 @@
+"""Plots (matplotlib, the ``jaxnet[plots]`` extra): learning curves and the study's charts.
+
+Every function writes a PNG and returns its path; axes are labelled and series have legends.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'jaxnet[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(history: dict, path, title: str = "Learning curves") -> Path:
+    """Loss and accuracy per epoch (train and validation) from ``History.history``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + metric)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, marker="o",
+                        label=("validation " if prefix else "training ") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def study_plots(report: dict, out) -> list[Path]:
+    """The depth x activation study's three PNGs in ``out``."""
+    out = Path(out)
+    return [accuracy_vs_depth(report, out / "accuracy_vs_depth.png"),
+            study_learning_curves(report, out / "learning_curves.png"),
+            grad_norms(report, out / "grad_norms.png")]
+
+
+def _by_activation(members):
+    groups: dict = {}
+    for m in members:
+        groups.setdefault(m["activation"], []).append(m)
+    return groups
+
+
+def accuracy_vs_depth(report: dict, path) -> Path:
+    """Test accuracy (mean +- std over seeds) against depth, one line per activation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for act, members in _by_activation(report["members"]).items():
+        depths = sorted({m["depth"] for m in members})
+        accs = [[m["test_accuracy"] for m in members if m["depth"] == d] for d in depths]
+        means = [statistics.mean(a) for a in accs]
+        stds = [statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs]
+        ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, label=act)
+    ax.set_xlabel("hidden layers (depth)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Test accuracy against depth")
+    ax.grid(alpha=0.3)
+    ax.legend(title="activation")
+    return _save(fig, path)
+
+
+def study_learning_curves(report: dict, path) -> Path:
+    """Validation (or training) accuracy per epoch, mean over seeds, one panel per depth."""
+    plt = _pyplot()
+    depths = sorted({m["depth"] for m in report["members"]})
+    fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], depths, strict=True):
+        for act, members in _by_activation(report["members"]).items():
+            runs = [m["history"] for m in members if m["depth"] == d]
+            key = "val_accuracy" if runs and runs[0].get("val_accuracy") else "accuracy"
+            curves = [r.get(key, []) for r in runs if r.get(key)]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            ax.plot(range(1, n + 1), [statistics.mean(c[i] for c in curves) for i in range(n)],
+                    marker="o", label=act)
+        ax.set_title(f"depth {d}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation accuracy (mean over seeds)")
+    axes[0][-1].legend(title="activation")
+    return _save(fig, path)
+
+
+def grad_norms(report: dict, path) -> Path:
+    """||dL/dW|| per layer at initialisation (input side first), log scale, deepest grid depth."""
+    plt = _pyplot()
+    deepest = max(m["depth"] for m in report["members"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, title in ((axes[0], "grad_norms_init", "at initialisation"),
+                           (axes[1], "grad_norms_final", "after training")):
+        for act, members in _by_activation(report["members"]).items():
+            rows = [m[key] for m in members if m["depth"] == deepest and m.get(key)]
+            if not rows:
+                continue
+            layers = range(1, len(rows[0]) + 1)
+            ax.plot(layers, [statistics.mean(r[i] for r in rows) for i in range(len(rows[0]))],
+                    marker="o", label=act)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer (1 = input side)")
+        ax.set_title(f"gradient norm per layer, {title}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("||dL/dW|| (mean over seeds)")
+    axes[1].legend(title=f"activation (depth {deepest})")
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,118 @@
+"""jaxnet.sweep: members trained as one program equal members trained alone; masking;
+diagnostics; the depth x activation study's files."""
+
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+from conftest import run_cli
+from test_train import X, Y
+
+import jaxnet as jn
+from jaxnet import diagnostics, study, sweep
+
+RAW = dict(flatten_input=False, input_scale=None, diagnostics_examples=0, verbose=0)
+
+
+def _alone(member, epochs, optimizer="adam", **kw):
+    net = member.network(3, flatten_input=False, input_scale=None)
+    tx = optax.chain(optax.add_decayed_weights(member.weight_decay),
+                     jn.train.OPTIMIZERS[optimizer](member.learning_rate))
+    return jn.fit(net, X, Y, optimizer=tx, epochs=epochs, seed=member.seed, verbose=0, **kw)
+
+
+def test_each_member_equals_training_it_alone():
+    members = [sweep.Member((16,), "tanh", seed=0), sweep.Member((16,), "relu", seed=1),
+               sweep.Member((16,), "sigmoid", seed=2, learning_rate=3e-3),
+               sweep.Member((16,), "gelu", init="standard", seed=3, weight_decay=1e-3),
+               sweep.Member((8, 8), "relu", seed=4)]  # a second group
+    results = sweep.fit_many(members, X, Y, epochs=3, batch_size=64, validation_split=0.2,
+                             **RAW)
+    assert [r.member for r in results] == members
+    for r in results:
+        theta, history = _alone(r.member, 3, batch_size=64, validation_split=0.2)
+        for a, b in zip(jax.tree.leaves(r.theta), jax.tree.leaves(theta), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        for k, v in history.history.items():
+            np.testing.assert_allclose(r.history[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_a_diverging_member_is_frozen_and_the_others_carry_on():
+    members = [sweep.Member((16,), "relu", seed=0, learning_rate=1e-2),
+               sweep.Member((16,), "relu", seed=1, learning_rate=1e12)]
+    results = sweep.fit_many(members, X, Y, optimizer="sgd", epochs=3, batch_size=32, **RAW)
+    good, bad = results
+    assert bad.stop_reason.startswith("non-finite loss at epoch 1, step")
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(bad.theta))
+    assert len(good.history["loss"]) == 3 and good.stop_reason is None
+    theta, _ = _alone(good.member, 3, optimizer="sgd", batch_size=32)
+    for a, b in zip(jax.tree.leaves(good.theta), jax.tree.leaves(theta), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_per_member_early_stopping():
+    members = [sweep.Member((16,), "relu", seed=s) for s in range(2)]
+    stop = jn.EarlyStopping(monitor="loss", patience=1, min_delta=1e9)
+    results = sweep.fit_many(members, X, Y, epochs=5, early_stopping=stop, **RAW)
+    for r in results:
+        assert len(r.history["loss"]) == 2 and r.best_epoch == 0
+        assert r.stop_reason.startswith("early stopping")
+    with pytest.raises(ValueError, match="early_stopping.monitor"):
+        sweep.fit_many(members, X, Y, epochs=1, early_stopping=jn.EarlyStopping(), **RAW)
+
+
+def test_member_validation():
+    with pytest.raises(ValueError, match="activation: unknown name 'rleu'"):
+        sweep.Member(activation="rleu")
+    with pytest.raises(ValueError, match="learning_rate: expected a finite number > 0"):
+        sweep.Member(learning_rate=0)
+    with pytest.raises(ValueError, match="softmax is for outputs"):
+        sweep.Member(activation="softmax")
+    assert sweep.Member(init="he").init_name == "he_uniform"
+    assert sweep.Member(activation="tanh").init_name == "glorot_uniform"
+    with pytest.raises(ValueError, match="members: expected at least one"):
+        sweep.fit_many([], X, Y)
+
+
+def test_grad_norms_decay_toward_the_input_for_deep_sigmoid():
+    x = np.random.default_rng(0).uniform(0, 1, (256, 20)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 256).astype(np.int32)
+    deep = {a: jn.mlp([32] * 8 + [10], a) for a in ("sigmoid", "relu")}
+    norms = {a: diagnostics.report(n, n.init(jax.random.key(0), (20,)), x, y)["grad_norms"]
+             for a, n in deep.items()}
+    assert len(norms["sigmoid"]) == 9
+    assert norms["sigmoid"][0] < 0.1 * norms["sigmoid"][-2]  # vanishing toward the input
+    assert norms["relu"][0] > 0.1 * norms["relu"][-2]
+    stats = diagnostics.report(deep["sigmoid"], deep["sigmoid"].init(jax.random.key(0), (20,)),
+                               x, y)["activations"]
+    assert len(stats["saturated"]) == 9 and stats["saturated"][-1] is None  # linear output
+    assert all(0 <= s <= 1 for s in stats["saturated"][:-1])
+
+
+def test_study_writes_results_and_readable_plots(tmp_path, idx_dir):
+    report = study.depth_activation(dataset="mnist", data_dir=idx_dir[0], depths=(1, 2),
+                                    width=8, activations=("tanh", "relu"), seeds=2, epochs=2,
+                                    batch_size=16, out=tmp_path / "out", verbose=0,
+                                    diagnostics_examples=32)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert len(saved["members"]) == 8 and saved["wall_s"] > 0 and saved["compile_s"] > 0
+    m = saved["members"][0]
+    assert {"depth", "width", "activation", "init", "seed", "history", "test_accuracy",
+            "grad_norms_init", "grad_norms_final", "wall_s"} <= set(m)
+    assert len(m["grad_norms_init"]) == m["depth"] + 1
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| depth | tanh | relu |" in md and "+-" in md
+    for name in ("accuracy_vs_depth.png", "learning_curves.png", "grad_norms.png"):
+        png = (tmp_path / "out" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_cli_bench_rejects_bad_options():
+    out = run_cli("bench", "depth-activation", "--activations", "relu", "rleu")
+    assert out.returncode == 2 and "--activations" in out.stderr
+    assert out.stderr.count("\n") == 1
+    out = run_cli("bench", "depth-activation", "--depths", "0")
+    assert out.returncode == 2 and "--depths" in out.stderr
