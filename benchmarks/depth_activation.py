@@ -26,6 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from jaxnet._env import use_all_cpu_cores
+
+use_all_cpu_cores()  # as `jaxnet bench` does: sweeps shard their members over the cores
+
 PAPER_ERRORS = {  # Glorot & Bengio 2010, Table 1, MNIST test error (%)
     ("sigmoid", "standard"): 2.21, ("tanh", "standard"): 1.76,
     ("tanh", "glorot_uniform"): 1.64, ("softsign", "standard"): 1.64,

@@ -25,8 +25,8 @@ _EXPORTS = {
     "EarlyStopping": "train", "get_optimizer": "train", "params_sha256": "train",
     "enable_compile_cache": "train",
 }
-_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "train", "checkpoint", "data",
-               "cli")
+_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "train", "sweep",
+               "diagnostics", "study", "plot", "checkpoint", "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from jaxnet._env import use_all_cpu_cores
+
+        use_all_cpu_cores()  # sweeps shard their members over the CPU cores
     from jaxnet.data import DatasetUnavailableError
 
     # Warnings (a skipped corrupt checkpoint, a non-finite loss) as one line each.

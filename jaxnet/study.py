@@ -26,7 +26,7 @@ def grid(depths, width, activations, seeds, init=None, learning_rate=1e-3):
 
 
 def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
-                validation_split, num_outputs, diag_n):
+                validation_split, num_outputs, diag_n, data_seed):
     """The same grid, one ``jaxnet.fit`` per member (the way a Keras user would run it)."""
     results = []
     for m in members:
@@ -36,6 +36,7 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
                          train.OPTIMIZERS[optimizer](m.learning_rate))
         theta0 = net.init(train._split_seed(m.seed)[0], tuple(x.shape[1:]))
         theta, history = train.fit(net, x, y, optimizer=tx, epochs=epochs, seed=m.seed,
+                                   shuffle_seed=data_seed,
                                    batch_size=batch_size, validation_split=validation_split,
                                    verbose=0)
         res = sweep.MemberResult(m, theta, history.history, history.stop_reason,
@@ -52,8 +53,11 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
                      width=64, activations=("sigmoid", "tanh", "relu"), seeds=2, epochs=5,
                      batch_size=128, optimizer="adam", learning_rate=1e-3, init=None,
                      validation_split=0.2, sequential=False, out="depth_activation",
-                     plots=True, diagnostics_examples=1000, verbose=1) -> dict:
+                     plots=True, diagnostics_examples=1000, data_seed=0, verbose=1) -> dict:
     """Run the study and write ``OUT/results.json``, ``OUT/results.md`` and the plots.
+
+    Both modes use the same data order for every member (``data_seed``), so the one-program
+    and sequential results agree member for member.
 
     Returns:
         The report written to ``results.json``: ``{"members": [...], "wall_s": ...,
@@ -68,13 +72,15 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
         results = _sequential(members, ds.train.x, ds.train.y, ds.test.x, ds.test.y,
                               optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                               validation_split=validation_split,
-                              num_outputs=ds.num_classes, diag_n=diagnostics_examples)
+                              num_outputs=ds.num_classes, diag_n=diagnostics_examples,
+                              data_seed=data_seed)
     else:
         results = sweep.fit_many(members, ds.train.x, ds.train.y, optimizer=optimizer,
                                  epochs=epochs, batch_size=batch_size,
                                  validation_split=validation_split,
                                  test_data=(ds.test.x, ds.test.y),
-                                 diagnostics_examples=diagnostics_examples, verbose=verbose)
+                                 diagnostics_examples=diagnostics_examples,
+                                 data_seed=data_seed, verbose=verbose)
     total = time.perf_counter() - t0
     report = {
         "config": {"dataset": dataset, "depths": list(depths), "width": width,

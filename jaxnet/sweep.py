@@ -6,12 +6,17 @@ compiled epoch, ``vmap``-ed over a leading member axis. Within a group,
 
 - seeds and initialisers differ only in the initial theta (stacked along the member axis);
 - learning rates and weight decay live in the optimizer state (``optax.inject_hyperparams``);
-- activations are selected per member with ``lax.switch`` on a member index.
+- activations are selected per member with ``lax.switch`` on a member index;
+- every member sees the same data order (``data_seed``), so the first layer of all members is
+  one matrix multiply, and comparisons between members are paired (common random numbers);
+- the member axis is sharded over the local devices (on a CPU, start Python with
+  ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` to use every core, as
+  ``jaxnet bench`` does); members never communicate, so this costs nothing per step.
 
 Each member keeps its own history and early-stopping state. A member whose loss turns
 non-finite is frozen at its last good step by masking its updates, and a member that stops
 early is frozen the same way; the others carry on. A member's result equals training it alone
-with :func:`jaxnet.fit` and the same seed (within float tolerance).
+with ``jaxnet.fit(..., seed=member.seed, shuffle_seed=data_seed)`` (within float tolerance).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnet import _checks, _inputs, activations, diagnostics, layers, losses, train
 from jaxnet import init as initializers
@@ -94,7 +100,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
              batch_size: int = 128, validation_split: float = 0.0, validation_data=None,
              early_stopping: train.EarlyStopping | None = None, test_data=None,
              flatten_input: bool = True, input_scale: float | None = 1 / 255,
-             diagnostics_examples: int = 1000, verbose: int = 1) -> list[MemberResult]:
+             data_seed: int = 0, devices=None, diagnostics_examples: int = 1000,
+             verbose: int = 1) -> list[MemberResult]:
     """Train every member; one compiled, vmapped program per group of equal widths.
 
     Args:
@@ -105,6 +112,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         early_stopping: applied to each member on its own.
         test_data: ``(x_test, y_test)``; each member's test loss and accuracy are reported.
         flatten_input, input_scale: the input layers every member's MLP starts with.
+        data_seed: seeds the data order every member shares.
+        devices: devices to shard the member axis over; default all local devices.
         diagnostics_examples: training examples used for the per-layer diagnostics at
             initialisation and at the end (0 to skip).
         verbose: 0 silent, 1 one line per group and epoch.
@@ -145,19 +154,18 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         group = [members[i] for i in idx]
         t0 = time.perf_counter()
         trained, initial = _fit_group(group, data, num_outputs, optimizer, epochs, batch_size,
-                                      early_stopping, net_kwargs, verbose)
+                                      early_stopping, net_kwargs, data_seed, devices, verbose)
+        if test_data is not None:  # one vmapped evaluation per activation
+            for net, js in _by_activation(group, num_outputs, net_kwargs):
+                tests = _evaluate_many(net, [trained[j].theta for j in js], *test_data)
+                for j, test in zip(js, tests, strict=True):
+                    trained[j].test = test
         wall = (time.perf_counter() - t0) / len(group)
-        for m, i, res in zip(group, idx, trained, strict=True):
-            t_eval = time.perf_counter()
-            if test_data is not None:
-                res.test = train.evaluate(m.network(num_outputs, **net_kwargs), res.theta,
-                                          *test_data)
-            res.wall_s = wall + time.perf_counter() - t_eval
+        for i, res in zip(idx, trained, strict=True):
+            res.wall_s = wall
             results[i] = res
-        if diagnostics_examples:  # one vmapped program per activation (not timed as training)
-            for act in sorted({m.activation for m in group}):
-                js = [j for j, m in enumerate(group) if m.activation == act]
-                net = group[js[0]].network(num_outputs, **net_kwargs)
+        if diagnostics_examples:  # likewise, and not timed as training
+            for net, js in _by_activation(group, num_outputs, net_kwargs):
                 for attr, thetas in (("diagnostics_init", [initial[j] for j in js]),
                                      ("diagnostics_final", [trained[j].theta for j in js])):
                     reports = diagnostics.report_many(net, thetas, diag_x, diag_y)
@@ -169,8 +177,27 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     return results
 
 
+def _by_activation(group, num_outputs, net_kwargs):
+    """(network, member indices) for each activation in a group of equal widths."""
+    for act in sorted({m.activation for m in group}):
+        js = [j for j, m in enumerate(group) if m.activation == act]
+        yield group[js[0]].network(num_outputs, **net_kwargs), js
+
+
+def _evaluate_many(net, thetas, x, y, batch_size: int = 1024) -> list[dict]:
+    """Test loss and accuracy of several thetas of one network, as one vmapped program."""
+    x, y = _inputs.check_xy("test_data[0]", "test_data[1]", x, y, True)
+    L = losses.make_loss(net, losses.softmax_cross_entropy)
+    metric_fns = {"accuracy": metrics_lib.accuracy}
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *thetas)
+    sums = jax.jit(jax.vmap(lambda t, x, y: train._eval_sums(L, metric_fns, t, x, y, batch_size),
+                            in_axes=(0, None, None)))(stacked, jnp.asarray(x), jnp.asarray(y))
+    sums = jax.device_get(sums)
+    return [{k: float(v[i]) / len(y) for k, v in sums.items()} for i in range(len(thetas))]
+
+
 def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_stopping,
-               net_kwargs, verbose) -> tuple[list[MemberResult], list]:
+               net_kwargs, data_seed, devices, verbose) -> tuple[list[MemberResult], list]:
     """Train members with equal widths as one vmapped program; also returns initial thetas.
 
     Each result's ``compile_s`` is its share of the group's compile time."""
@@ -187,19 +214,34 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         lambda learning_rate, weight_decay: optax.chain(
             optax.add_decayed_weights(weight_decay), base(learning_rate)))
 
-    thetas, opt_states, keys = [], [], []
-    for m in group:
-        init_key, train_key = train._split_seed(m.seed)
-        theta = jax.jit(m.network(num_outputs, **net_kwargs).init, static_argnums=1)(
-            init_key, input_shape)
-        thetas.append(theta)
-        opt_states.append(tx(learning_rate=m.learning_rate,
-                             weight_decay=m.weight_decay).init(theta))
-        keys.append(train_key)
+    # Initial thetas: one vmapped init per initialiser (the same bits as each alone).
+    thetas: list = [None] * len(group)
+    for name in sorted({m.init_name for m in group}):
+        js = [j for j, m in enumerate(group) if m.init_name == name]
+        net = group[js[0]].network(num_outputs, **net_kwargs)
+        keys = jnp.stack([train._split_seed(group[j].seed)[0] for j in js])
+        stacked = jax.jit(jax.vmap(net.init, in_axes=(0, None)), static_argnums=1)(
+            keys, input_shape)
+        for i, j in enumerate(js):
+            thetas[j] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    # Pad the member axis to a multiple of the device count with frozen copies.
+    devices = list(devices if devices is not None else jax.local_devices())
+    pad = -len(group) % len(devices)
+    padded = group + group[-1:] * pad
     stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
-    theta, opt_state, key = stack(thetas), stack(opt_states), jnp.stack(keys)
-    act_index = jnp.asarray([names.index(m.activation) for m in group], jnp.int32)
-    active = jnp.ones(len(group), bool)
+    theta = stack(thetas + thetas[-1:] * pad)
+    hyper = [jnp.asarray([getattr(m, k) for m in padded], jnp.float32)
+             for k in ("learning_rate", "weight_decay")]
+    opt_state = jax.jit(jax.vmap(lambda t, lr, wd: tx(learning_rate=lr, weight_decay=wd).init(t)))(
+        theta, *hyper)
+    mesh = Mesh(np.array(devices), ("members",))
+    by_member = NamedSharding(mesh, PartitionSpec("members"))
+    theta, opt_state = jax.device_put((theta, opt_state), by_member)
+    act_index = jax.device_put(jnp.asarray([names.index(m.activation) for m in padded],
+                                           jnp.int32), by_member)
+    active = np.arange(len(group) + pad) < len(group)
+    key = train._split_seed(data_seed)[1]
+    data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
     metric_fns = {"accuracy": metrics_lib.accuracy}
 
     def member_epoch(theta, opt_state, key, act_index, active, index, data):
@@ -214,7 +256,8 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     stoppers = [train._Stopper(early_stopping) if early_stopping else None for _ in group]
     if epochs:
         t0 = time.perf_counter()
-        vmapped = jax.jit(jax.vmap(member_epoch, in_axes=(0, 0, 0, 0, 0, None, None)))
+        vmapped = jax.jit(jax.vmap(member_epoch, in_axes=(0, 0, None, 0, 0, None, None)))
+        active = jax.device_put(active, by_member)
         compiled = vmapped.lower(theta, opt_state, key, act_index, active, 0, data).compile()
         for res in results:
             res.compile_s = (time.perf_counter() - t0) / len(group)
@@ -223,7 +266,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         theta, opt_state, dev_metrics, bad = compiled(theta, opt_state, key, act_index,
                                                       active, epoch, data)
         values, bad = jax.device_get((dev_metrics, bad))
-        still = np.asarray(active).copy()
+        still = np.asarray(jax.device_get(active)).copy()
         for j, res in enumerate(results):
             if not still[j]:
                 continue
@@ -241,7 +284,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
                 res.stop_reason = (f"early stopping: {s.config.monitor} did not improve for "
                                    f"{s.wait} epochs")
                 still[j] = False
-        active = jnp.asarray(still)
+        active = jax.device_put(still, by_member)
         if verbose:
             print(f"  epoch {epoch + 1}/{epochs}: {int(still.sum())}/{len(group)} members "
                   f"active, {time.perf_counter() - t:.2f} s", file=sys.stderr, flush=True)

@@ -223,7 +223,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         learning_rate=1e-3, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
-        early_stopping: EarlyStopping | None = None, verbose: int = 1,
+        shuffle_seed: int | None = None, early_stopping: EarlyStopping | None = None,
+        verbose: int = 1,
         check_inputs: bool = True, compile_cache: bool | None = None,
         checkpoint_dir=None, checkpoint_every: int = 1, keep_checkpoints: int = 3,
         resume: bool = False):
@@ -246,6 +247,9 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         metrics: metric names or functions; default ``("accuracy",)`` for classification.
         l2: weight decay as an L2 penalty on weight matrices.
         seed: seeds initialisation, shuffling and dropout; the same seed gives the same theta.
+        shuffle_seed: seeds the data order (and dropout) separately from initialisation;
+            default: derived from ``seed``. :func:`jaxnet.sweep.fit_many` shares one data
+            order across members; this reproduces one of its members alone.
         early_stopping: an :class:`EarlyStopping`, or None.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         check_inputs: reject NaN/inf in float inputs before training.
@@ -293,6 +297,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
                          f"got {tuple(x_val.shape[1:])}")
     enable_compile_cache(compile_cache)
     init_key, train_key = _split_seed(seed)
+    if shuffle_seed is not None:
+        if not isinstance(shuffle_seed, int | np.integer) or isinstance(shuffle_seed, bool):
+            raise TypeError(f"shuffle_seed: expected an integer, got {shuffle_seed!r}")
+        train_key = _split_seed(shuffle_seed)[1]
     if theta is None:
         # One compiled program (persistently cached) instead of a dozen eager random ops,
         # each compiled on its own: about 2 s of a 10-epoch run on this machine.
@@ -328,7 +336,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
 
         every = _checks.positive_int("checkpoint_every", checkpoint_every)
         manager = ckpt.CheckpointManager(checkpoint_dir, keep=keep_checkpoints)
-        run = {"seed": int(seed), "batch_size": batch_size, "shuffle": bool(shuffle),
+        run = {"seed": int(seed), "shuffle_seed": shuffle_seed, "batch_size": batch_size,
+               "shuffle": bool(shuffle),
                "n_train": len(y), "n_val": len(y_val), "l2": float(l2),
                "loss": loss_name or "<function>", "network": layers.to_config(network),
                "optimizer": optimizer if isinstance(optimizer, str) else "<optax>",

@@ -20,7 +20,8 @@ def _alone(member, epochs, optimizer="adam", **kw):
     net = member.network(3, flatten_input=False, input_scale=None)
     tx = optax.chain(optax.add_decayed_weights(member.weight_decay),
                      jn.train.OPTIMIZERS[optimizer](member.learning_rate))
-    return jn.fit(net, X, Y, optimizer=tx, epochs=epochs, seed=member.seed, verbose=0, **kw)
+    return jn.fit(net, X, Y, optimizer=tx, epochs=epochs, seed=member.seed, shuffle_seed=0,
+                  verbose=0, **kw)
 
 
 def test_each_member_equals_training_it_alone():
@@ -116,3 +117,33 @@ def test_cli_bench_rejects_bad_options():
     assert out.stderr.count("\n") == 1
     out = run_cli("bench", "depth-activation", "--depths", "0")
     assert out.returncode == 2 and "--depths" in out.stderr
+
+
+def test_members_sharded_over_eight_cpu_devices_match_one_device(tmp_path):
+    """The member axis sharded over 8 host devices (5 members: 3 frozen pads) gives the
+    same members as one device."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys, jax, numpy as np\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from test_train import X, Y\n"
+            "from jaxnet import sweep\n"
+            "ms = [sweep.Member((16,), a, seed=s) for a in ('tanh', 'relu') for s in range(2)]\n"
+            "ms.append(sweep.Member((16,), 'sigmoid', seed=9))\n"
+            "rs = sweep.fit_many(ms, X, Y, epochs=2, batch_size=64, flatten_input=False,\n"
+            "                    input_scale=None, diagnostics_examples=0, verbose=0)\n"
+            "print(json.dumps([len(jax.devices())] + [[float(v) for v in\n"
+            "      np.concatenate([np.ravel(a) for a in jax.tree.leaves(r.theta)])[:50]]\n"
+            "      for r in rs]))\n")
+    runs = {}
+    for n in (1, 8):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs[1][0] == 1 and runs[8][0] == 8
+    np.testing.assert_allclose(np.array(runs[8][1:]), np.array(runs[1][1:]), rtol=1e-4,
+                               atol=1e-5)
