@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the newest K checkpoints (default: 3)")
     t.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint in --checkpoint-dir")
+    t.add_argument("--data-parallel", action="store_true", default=None,
+                   help="split each batch over all devices (default: when there are several)")
+    t.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-process run: process 0's address (with --num-processes, "
+                        "--process-id)")
+    t.add_argument("--num-processes", type=int, metavar="N")
+    t.add_argument("--process-id", type=int, metavar="I")
     t.set_defaults(func=_train)
 
     b = sub.add_parser("bench", help="studies: depth-activation")
@@ -142,6 +149,14 @@ def _train(args) -> int:
     if args.checkpoint_dir is not None and os.path.exists(args.checkpoint_dir) and not (
             os.path.isdir(args.checkpoint_dir)):
         raise UsageError(f"argument --checkpoint-dir: {args.checkpoint_dir!r} is not a directory")
+    multi = (args.coordinator, args.num_processes, args.process_id)
+    _option("--coordinator", all(v is None for v in multi) or all(v is not None for v in multi),
+            "--coordinator, --num-processes and --process-id together", "only some of them")
+    if args.coordinator is not None:
+        from jaxnet import parallel
+
+        _wrap("--coordinator", parallel.initialize, args.coordinator, args.num_processes,
+              args.process_id)
     from jaxnet import activations, data, init, train
 
     _wrap("--dataset", data.spec_for, args.dataset)
@@ -164,7 +179,8 @@ def _train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
         seed=args.seed, verbose=args.verbose, compile_cache=not args.no_compile_cache,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, resume=args.resume)
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume,
+        data_parallel=args.data_parallel)
     if history.stop_reason:
         print(history.stop_reason, file=sys.stderr)
     test = train.evaluate(net, theta, ds.test.x, ds.test.y)
@@ -179,6 +195,8 @@ def _train(args) -> int:
                         **{k: v[i] for k, v in history.history.items()}}
                        for i, t in enumerate(history.epoch_times)],
             "compile_s": history.compile_time,
+            "devices": history.devices,
+            "processes": args.num_processes or 1,
             "load_s": load_s,
             "total_s": total_s,
             "stop_reason": history.stop_reason,

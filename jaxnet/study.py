@@ -36,7 +36,7 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
                          train.OPTIMIZERS[optimizer](m.learning_rate))
         theta0 = net.init(train._split_seed(m.seed)[0], tuple(x.shape[1:]))
         theta, history = train.fit(net, x, y, optimizer=tx, epochs=epochs, seed=m.seed,
-                                   shuffle_seed=data_seed,
+                                   shuffle_seed=data_seed, data_parallel=False,
                                    batch_size=batch_size, validation_split=validation_split,
                                    verbose=0)
         res = sweep.MemberResult(m, theta, history.history, history.stop_reason,

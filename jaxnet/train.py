@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import _checks, _inputs, layers, losses
+from jaxnet import _checks, _inputs, layers, losses, parallel
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
 
@@ -101,6 +101,7 @@ class History:
         traces: how many times the epoch function was traced (1: nothing retraced).
         stop_reason: why training ended before ``epochs`` (early stopping, non-finite loss).
         best_epoch: the epoch early stopping restored, if any (0-based).
+        devices: how many devices each batch was split over (1 without data parallelism).
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -109,6 +110,7 @@ class History:
     traces: int = 0
     stop_reason: str | None = None
     best_epoch: int | None = None
+    devices: int = 1
 
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
@@ -141,14 +143,20 @@ def _sums_to_means(sums: dict, n: int, prefix: str = "") -> dict:
     return {prefix + k: v / n for k, v in sums.items()}
 
 
-def _eval_sums(L, metric_fns, theta, x, y, batch_size: int) -> dict:
+def _constrain(arrays, sharding):
+    if sharding is None:
+        return arrays
+    return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
+
+
+def _eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None) -> dict:
     """Sum of loss and metrics over all of (x, y), batch by batch (traced inside jit)."""
     idx, mask = _batch_plan(len(y), batch_size)
 
     def body(sums, plan):
         bidx, bmask = plan
-        yb = y[bidx]
-        value, out = L(theta, (x[bidx], yb, bmask))
+        xb, yb, bmask = _constrain((x[bidx], y[bidx], bmask), batch_sharding)
+        value, out = L(theta, (xb, yb, bmask))
         new = {"loss": value * bmask.sum()}
         for name, fn in metric_fns.items():
             new[name] = jnp.sum(fn(out, yb) * bmask)
@@ -161,7 +169,7 @@ def _eval_sums(L, metric_fns, theta, x, y, batch_size: int) -> dict:
 
 def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
                n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
-               masked: bool = False, trace_counter: list | None = None):
+               masked: bool = False, batch_sharding=None, trace_counter: list | None = None):
     """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
 
     It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
@@ -171,7 +179,9 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
     ``masked=True`` adds a trailing ``active`` argument: a step changes theta and the optimizer
     state only while ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep`
-    freezes one member without stopping the others). Pure: jit it once, call it every epoch.
+    freezes one member without stopping the others). ``batch_sharding`` splits every batch over
+    a device mesh (data parallelism; see :mod:`jaxnet.parallel`). Pure: jit it once, call it
+    every epoch.
     """
 
     def epoch(theta, opt_state, key, index, data, active=True):
@@ -186,9 +196,9 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         def step(carry, plan):
             theta, opt_state, sums, bad = carry
             i, bidx, bmask = plan
-            yb = y_tr[bidx]
+            xb, yb, bmask = _constrain((x_tr[bidx], y_tr[bidx], bmask), batch_sharding)
             key = jax.random.fold_in(dropout_key, i) if stochastic else None
-            (value, out), grads = grad_fn(theta, (x_tr[bidx], yb, bmask), key=key, train=True)
+            (value, out), grads = grad_fn(theta, (xb, yb, bmask), key=key, train=True)
             updates, new_opt_state = tx.update(grads, opt_state, theta)
             new_theta = optax.apply_updates(theta, updates)
             if masked:
@@ -209,7 +219,7 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
             step, (theta, opt_state, zeros, jnp.int32(-1)), (steps, idx, mask))
         out = _sums_to_means(sums, n_train)
         if n_val:
-            val = _eval_sums(L, metric_fns, theta, x_val, y_val, batch_size)
+            val = _eval_sums(L, metric_fns, theta, x_val, y_val, batch_size, batch_sharding)
             out |= _sums_to_means(val, n_val, "val_")
         return theta, opt_state, out, bad
 
@@ -227,7 +237,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         verbose: int = 1,
         check_inputs: bool = True, compile_cache: bool | None = None,
         checkpoint_dir=None, checkpoint_every: int = 1, keep_checkpoints: int = 3,
-        resume: bool = False):
+        resume: bool = False, data_parallel: bool | None = None):
     """Train ``network`` on (x, y): theta_hat = argmin L(theta), Keras's ``model.fit``.
 
     Args:
@@ -260,6 +270,9 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         keep_checkpoints: how many of the newest checkpoints to keep.
         resume: continue from the newest valid checkpoint in ``checkpoint_dir``, exactly as if
             training had never stopped (same seed and settings required).
+        data_parallel: split every batch over all devices (of all processes), theta
+            replicated; default: when more than one device is present. ``batch_size`` must be
+            a multiple of the device count.
 
     Returns:
         ``(theta_hat, history)``.
@@ -277,6 +290,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         raise TypeError(f"seed: expected an integer, got {seed!r}")
     metric_fns = _metric_fns(metrics, loss_name)
+    mesh = None
+    if data_parallel or (data_parallel is None and jax.device_count() > 1):
+        mesh = parallel.data_mesh()
+        parallel.check_batch_size(batch_size, mesh)
 
     x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
     if validation_data is not None:
@@ -325,7 +342,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     traces: list = []
     epoch_fn = make_epoch(L, tx, metric_fns, n_train=len(y), n_val=len(y_val),
                           batch_size=batch_size, shuffle=shuffle,
-                          stochastic=layers.is_stochastic(network), trace_counter=traces)
+                          stochastic=layers.is_stochastic(network), trace_counter=traces,
+                          batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
     opt_state = tx.init(theta)
     steps = -(-len(y) // batch_size)
 
@@ -358,7 +376,13 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         if start >= epochs:
             return theta, history
 
-    data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
+    history.devices = mesh.size if mesh is not None else 1
+    if mesh is not None:  # global arrays, replicated on every device of every process
+        theta, opt_state, train_key, data = parallel.replicate(
+            (theta, opt_state, train_key, (x, y, x_val, y_val)), mesh)
+    else:
+        data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
+    fetch = parallel.local if mesh is not None else jax.device_get
     t0 = time.perf_counter()
     compiled = jax.jit(epoch_fn).lower(theta, opt_state, train_key, 0, data).compile()
     history.compile_time = time.perf_counter() - t0
@@ -368,9 +392,9 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         bar = _progress(verbose, epoch, epochs, steps)
         new_theta, new_opt_state, dev_metrics, bad = compiled(
             theta, opt_state, train_key, epoch, data)
-        values = _ordered(jax.device_get(dev_metrics), metric_fns)
+        values = _ordered(fetch(dev_metrics), metric_fns)
         seconds = time.perf_counter() - t_epoch
-        bad = int(bad)
+        bad = int(fetch(bad))
         if bad >= 0 or not all(math.isfinite(v) for v in values.values()):
             where = f"step {bad}" if bad >= 0 else "validation"
             history.stop_reason = (f"non-finite loss at epoch {epoch + 1}, {where}; "
@@ -382,11 +406,13 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         history.append(values, seconds)
         _close(bar, verbose, epoch, epochs, values, seconds)
         stop = stopper is not None and stopper.update(epoch, values[stopper.config.monitor], theta)
-        if manager is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs or stop):
+        if manager is not None and jax.process_index() == 0 and (
+                (epoch + 1) % every == 0 or epoch + 1 == epochs or stop):
             trees = {"theta": theta, "opt_state": opt_state,
                      "rng_key": jax.random.key_data(train_key)}
             if stopper is not None and stopper.config.restore_best:
                 trees["best_theta"] = stopper.best_theta
+            trees = fetch(trees)
             manager.save(epoch + 1, trees, {
                 "run": run, "step": (epoch + 1) * steps, "jaxnet_version": __version__,
                 "history": dataclasses.asdict(history),
@@ -398,6 +424,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
                 history.best_epoch, theta = stopper.best_epoch, stopper.best_theta
             break
     history.traces = len(traces)
+    if mesh is not None:  # hand back ordinary single-device arrays
+        theta = jax.tree.map(jnp.asarray, parallel.local(theta))
     return theta, history
 
 
