@@ -373,8 +373,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
                 history = History(**header["history"])
                 if stopper is not None:
                     stopper.load(header["early_stopping"], trees.get("best_theta"))
-        if start >= epochs:
-            return theta, history
+        if start >= epochs:  # already trained this far: hand back the checkpoint's theta
+            return jax.tree.map(jnp.asarray, theta), history
 
     history.devices = mesh.size if mesh is not None else 1
     if mesh is not None:  # global arrays, replicated on every device of every process

@@ -181,3 +181,10 @@ def test_cli_resume_with_a_truncated_newest_checkpoint(tmp_path, idx_dir):
     warning_lines = [ln for ln in out.stderr.splitlines() if "epoch-000002.ckpt" in ln]
     assert len(warning_lines) == 1 and "Traceback" not in out.stderr
     assert "skipping unreadable checkpoint" in warning_lines[0]
+
+
+def test_resume_of_a_finished_run_returns_its_theta(tmp_path):
+    theta, _ = jn.fit(NET, X, Y, epochs=2, verbose=0, checkpoint_dir=tmp_path)
+    again, h = jn.fit(NET, X, Y, epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    assert jn.params_sha256(again) == jn.params_sha256(theta) and h.epochs == 2
+    assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(again))
