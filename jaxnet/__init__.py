@@ -25,7 +25,7 @@ _EXPORTS = {
     "EarlyStopping": "train", "get_optimizer": "train", "params_sha256": "train",
     "enable_compile_cache": "train",
 }
-_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "train", "sweep",
+_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "epoch", "train", "sweep",
                "diagnostics", "study", "plot", "checkpoint", "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -163,6 +163,11 @@ class CheckpointManager:
                       if (m := _NAME.match(p.name)))
 
     def save(self, epoch: int, trees: dict, header: dict) -> Path:
+        """Write ``epoch-NNNNNN.ckpt``, drop checkpoints beyond ``keep``, and remove temporary
+        files a killed writer left behind (only the writing process calls this)."""
+        if self.directory.is_dir():
+            for stale in self.directory.glob(".epoch-*.ckpt.tmp-*"):
+                stale.unlink(missing_ok=True)
         path = save(self.path(epoch), trees, {**header, "epoch": epoch})
         for old in self.epochs()[:-self.keep]:
             self.path(old).unlink(missing_ok=True)

@@ -32,7 +32,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnet import _checks, _inputs, activations, diagnostics, layers, losses, train
+from jaxnet import _checks, _inputs, _progress, activations, diagnostics, layers, losses, train
+from jaxnet import epoch as epoch_lib
 from jaxnet import init as initializers
 from jaxnet import metrics as metrics_lib
 
@@ -190,7 +191,7 @@ def _evaluate_many(net, thetas, x, y, batch_size: int = 1024) -> list[dict]:
     L = losses.make_loss(net, losses.softmax_cross_entropy)
     metric_fns = {"accuracy": metrics_lib.accuracy}
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *thetas)
-    sums = jax.jit(jax.vmap(lambda t, x, y: train._eval_sums(L, metric_fns, t, x, y, batch_size),
+    sums = jax.jit(jax.vmap(lambda t, x, y: epoch_lib.eval_sums(L, metric_fns, t, x, y, batch_size),
                             in_axes=(0, None, None)))(stacked, jnp.asarray(x), jnp.asarray(y))
     sums = jax.device_get(sums)
     return [{k: float(v[i]) / len(y) for k, v in sums.items()} for i in range(len(thetas))]
@@ -246,7 +247,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
 
     def member_epoch(theta, opt_state, key, act_index, active, index, data):
         L = losses.make_loss(member_network(act_index), losses.softmax_cross_entropy)
-        epoch = train.make_epoch(L, tx(learning_rate=0.0, weight_decay=0.0), metric_fns,
+        epoch = epoch_lib.make_epoch(L, tx(learning_rate=0.0, weight_decay=0.0), metric_fns,
                                  n_train=len(data[1]), n_val=len(data[3]),
                                  batch_size=batch_size, shuffle=True, stochastic=False,
                                  masked=True)
@@ -270,7 +271,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         for j, res in enumerate(results):
             if not still[j]:
                 continue
-            row = train._ordered({k: v[j] for k, v in values.items()}, metric_fns)
+            row = _progress.ordered({k: v[j] for k, v in values.items()}, metric_fns)
             if bad[j] >= 0 or not all(math.isfinite(v) for v in row.values()):
                 res.stop_reason = (f"non-finite loss at epoch {epoch + 1}, step {bad[j]}; "
                                    f"frozen at its last good step")

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,6 +23,8 @@ import numpy as np
 import optax
 
 from jaxnet import _checks, _inputs, layers, losses, parallel
+from jaxnet import _progress as _progress_lib
+from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
 
@@ -123,107 +124,6 @@ class History:
         for k, v in metrics.items():
             self.history.setdefault(k, []).append(v)
         self.epoch_times.append(seconds)
-
-
-# --- compiled pieces ---------------------------------------------------------------------------
-
-
-def _batch_plan(n: int, batch_size: int, order=None):
-    """Indices (steps, batch) and a 0/1 mask: the last batch is padded and masked, so every
-    example is used once per epoch exactly as Keras does with a partial last batch."""
-    steps = -(-n // batch_size)
-    total = steps * batch_size
-    order = jnp.arange(n, dtype=jnp.int32) if order is None else order.astype(jnp.int32)
-    idx = jnp.concatenate([order, jnp.zeros((total - n,), jnp.int32)])
-    mask = jnp.arange(total) < n
-    return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
-
-
-def _sums_to_means(sums: dict, n: int, prefix: str = "") -> dict:
-    return {prefix + k: v / n for k, v in sums.items()}
-
-
-def _constrain(arrays, sharding):
-    if sharding is None:
-        return arrays
-    return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
-
-
-def _eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None) -> dict:
-    """Sum of loss and metrics over all of (x, y), batch by batch (traced inside jit)."""
-    idx, mask = _batch_plan(len(y), batch_size)
-
-    def body(sums, plan):
-        bidx, bmask = plan
-        xb, yb, bmask = _constrain((x[bidx], y[bidx], bmask), batch_sharding)
-        value, out = L(theta, (xb, yb, bmask))
-        new = {"loss": value * bmask.sum()}
-        for name, fn in metric_fns.items():
-            new[name] = jnp.sum(fn(out, yb) * bmask)
-        return jax.tree.map(jnp.add, sums, new), None
-
-    zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
-    sums, _ = jax.lax.scan(body, zeros, (idx, mask))
-    return sums
-
-
-def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
-               n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
-               masked: bool = False, batch_sharding=None, trace_counter: list | None = None):
-    """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
-
-    It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
-    ``fold_in(key, index)``, so epoch ``index`` shuffles the same way whether or not training was
-    interrupted before it. ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed
-    as arguments (never baked into the program as constants). ``bad_step`` is the first step
-    whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
-    ``masked=True`` adds a trailing ``active`` argument: a step changes theta and the optimizer
-    state only while ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep`
-    freezes one member without stopping the others). ``batch_sharding`` splits every batch over
-    a device mesh (data parallelism; see :mod:`jaxnet.parallel`). Pure: jit it once, call it
-    every epoch.
-    """
-
-    def epoch(theta, opt_state, key, index, data, active=True):
-        if trace_counter is not None:
-            trace_counter.append(1)
-        x_tr, y_tr, x_val, y_val = data
-        shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(key, index))
-        order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
-        idx, mask = _batch_plan(n_train, batch_size, order)
-        grad_fn = jax.value_and_grad(L, has_aux=True)
-
-        def step(carry, plan):
-            theta, opt_state, sums, bad = carry
-            i, bidx, bmask = plan
-            xb, yb, bmask = _constrain((x_tr[bidx], y_tr[bidx], bmask), batch_sharding)
-            key = jax.random.fold_in(dropout_key, i) if stochastic else None
-            (value, out), grads = grad_fn(theta, (xb, yb, bmask), key=key, train=True)
-            updates, new_opt_state = tx.update(grads, opt_state, theta)
-            new_theta = optax.apply_updates(theta, updates)
-            if masked:
-                ok = active & (bad < 0) & jnp.isfinite(value)
-                keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-                new_theta = jax.tree.map(keep, new_theta, theta)
-                new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-            theta, opt_state = new_theta, new_opt_state
-            new = {"loss": value * bmask.sum()}
-            for name, fn in metric_fns.items():
-                new[name] = jnp.sum(fn(out, yb) * bmask)
-            bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
-            return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), None
-
-        zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
-        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
-        (theta, opt_state, sums, bad), _ = jax.lax.scan(
-            step, (theta, opt_state, zeros, jnp.int32(-1)), (steps, idx, mask))
-        out = _sums_to_means(sums, n_train)
-        if n_val:
-            val = _eval_sums(L, metric_fns, theta, x_val, y_val, batch_size, batch_sharding)
-            out |= _sums_to_means(val, n_val, "val_")
-        return theta, opt_state, out, bad
-
-    return epoch
 
 
 # --- user-facing functions ---------------------------------------------------------------------
@@ -340,7 +240,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
 
     L = losses.make_loss(network, loss_fn, l2=l2)
     traces: list = []
-    epoch_fn = make_epoch(L, tx, metric_fns, n_train=len(y), n_val=len(y_val),
+    epoch_fn = epoch_lib.make_epoch(L, tx, metric_fns, n_train=len(y), n_val=len(y_val),
                           batch_size=batch_size, shuffle=shuffle,
                           stochastic=layers.is_stochastic(network), trace_counter=traces,
                           batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
@@ -389,22 +289,22 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
 
     for epoch in range(start, epochs):
         t_epoch = time.perf_counter()
-        bar = _progress(verbose, epoch, epochs, steps)
+        bar = _progress_lib.bar(verbose, epoch, epochs, steps)
         new_theta, new_opt_state, dev_metrics, bad = compiled(
             theta, opt_state, train_key, epoch, data)
-        values = _ordered(fetch(dev_metrics), metric_fns)
+        values = _progress_lib.ordered(fetch(dev_metrics), metric_fns)
         seconds = time.perf_counter() - t_epoch
         bad = int(fetch(bad))
         if bad >= 0 or not all(math.isfinite(v) for v in values.values()):
             where = f"step {bad}" if bad >= 0 else "validation"
             history.stop_reason = (f"non-finite loss at epoch {epoch + 1}, {where}; "
                                    f"returning theta from the end of epoch {epoch}")
-            _close(bar, verbose, epoch, epochs, values, seconds)
+            _progress_lib.close(bar, verbose, epoch, epochs, values, seconds)
             warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
             break
         theta, opt_state = new_theta, new_opt_state
         history.append(values, seconds)
-        _close(bar, verbose, epoch, epochs, values, seconds)
+        _progress_lib.close(bar, verbose, epoch, epochs, values, seconds)
         stop = stopper is not None and stopper.update(epoch, values[stopper.config.monitor], theta)
         if manager is not None and jax.process_index() == 0 and (
                 (epoch + 1) % every == 0 or epoch + 1 == epochs or stop):
@@ -537,7 +437,7 @@ def _compiled_eval(apply, loss_fn, metric_items, batch_size):
         L = losses.make_loss(net, loss_fn)
         metric_fns = dict(metric_items)
         _EVAL_CACHE[key] = jax.jit(
-            lambda theta, x, y: _eval_sums(L, metric_fns, theta, x, y, batch_size))
+            lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y, batch_size))
     return _EVAL_CACHE[key]
 
 
@@ -547,7 +447,7 @@ def _compiled_predict(apply, batch_size):
         def run(theta, x):
             n = x.shape[0]
             bs = min(batch_size, n)
-            idx, _ = _batch_plan(n, bs)
+            idx, _ = epoch_lib.batch_plan(n, bs)
             _, out = jax.lax.scan(lambda c, b: (c, apply(x[b], theta)), None, idx)
             return out.reshape(-1, *out.shape[2:])[:n]
 
@@ -562,32 +462,3 @@ def _metric_fns(metrics, loss_name) -> dict[str, Callable]:
         metrics = (metrics,)
     return {(m if isinstance(m, str) else getattr(m, "__name__", f"metric_{i}")): metrics_lib.get(m)
             for i, m in enumerate(metrics)}
-
-
-def _ordered(values: dict, metric_fns: dict) -> dict[str, float]:
-    """Keras's order: loss, metrics, val_loss, val_metrics."""
-    names = ["loss", *metric_fns]
-    return {k: float(values[k]) for k in [*names, *(f"val_{n}" for n in names)] if k in values}
-
-
-def _progress(verbose, epoch, epochs, steps):
-    if verbose != 1:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", leave=True,
-                file=sys.stderr, dynamic_ncols=True)
-
-
-def _format(values: dict) -> str:
-    return " - ".join(f"{k}: {v:.4f}" for k, v in values.items())
-
-
-def _close(bar, verbose, epoch, epochs, values, seconds):
-    if bar is not None:
-        bar.update(bar.total - bar.n)
-        bar.set_postfix_str(_format(values), refresh=True)
-        bar.close()
-    elif verbose == 2:
-        print(f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {_format(values)}",
-              file=sys.stderr, flush=True)

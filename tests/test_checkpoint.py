@@ -124,6 +124,12 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert jn.params_sha256(again) == jn.params_sha256(full) and h.epochs == 3
 
 
+def test_temporaries_left_by_a_killed_writer_are_removed_by_the_next_save(tmp_path):
+    tmp_path.joinpath(".epoch-000001.ckpt.tmp-abc123").write_bytes(b"half a checkpoint")
+    jn.fit(NET, X, Y, epochs=1, verbose=0, checkpoint_dir=tmp_path)
+    assert _epoch_files(tmp_path) == ["epoch-000001.ckpt"]
+
+
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
     x = X.copy()
     x[200, 0] = np.nan
@@ -134,7 +140,13 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def _epoch_files(directory):
+    """Everything in the directory (temporaries included)."""
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def _checkpoints(directory):
+    return [name for name in _epoch_files(directory) if name.endswith(".ckpt")
+            and not name.startswith(".")]
 
 
 @pytest.mark.slow
@@ -152,13 +164,12 @@ def test_kill_9_then_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_pa
     proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not _epoch_files(ckdir) and time.time() < deadline:
+    while not _checkpoints(ckdir) and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = _epoch_files(ckdir)
+    saved = _checkpoints(ckdir)
     assert saved and "epoch-000012.ckpt" not in saved, saved
-    assert all(name.startswith("epoch-") for name in saved)
     out = run_cli(*common, "--checkpoint-dir", str(ckdir), "--resume", "--json",
                   str(tmp_path / "run.json"), env=env)
     assert out.returncode == 0, out.stderr
@@ -167,6 +178,8 @@ def test_kill_9_then_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_pa
     a = json.loads((tmp_path / "ref.json").read_text())
     b = json.loads((tmp_path / "run.json").read_text())
     assert a["params_sha256"] == b["params_sha256"]
+    # Only checkpoint files remain, whatever the kill interrupted.
+    assert all(n.startswith("epoch-") for n in _epoch_files(ckdir)), _epoch_files(ckdir)
 
 
 def test_cli_resume_with_a_truncated_newest_checkpoint(tmp_path, idx_dir):

@@ -1,0 +1,110 @@
+"""One training epoch as one compiled program: ``lax.scan`` over batches, validation inside.
+
+The pieces :func:`jaxnet.fit` and :mod:`jaxnet.sweep` compile: a batch plan that masks the
+padded last batch, the epoch itself (shuffle on the device, optimizer steps, per-step
+non-finite detection, optional masking and batch sharding), and summed evaluation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def batch_plan(n: int, batch_size: int, order=None):
+    """Indices (steps, batch) and a 0/1 mask: the last batch is padded and masked, so every
+    example is used once per epoch exactly as Keras does with a partial last batch."""
+    steps = -(-n // batch_size)
+    total = steps * batch_size
+    order = jnp.arange(n, dtype=jnp.int32) if order is None else order.astype(jnp.int32)
+    idx = jnp.concatenate([order, jnp.zeros((total - n,), jnp.int32)])
+    mask = jnp.arange(total) < n
+    return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def sums_to_means(sums: dict, n: int, prefix: str = "") -> dict:
+    return {prefix + k: v / n for k, v in sums.items()}
+
+
+def constrain(arrays, sharding):
+    if sharding is None:
+        return arrays
+    return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
+
+
+def eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None) -> dict:
+    """Sum of loss and metrics over all of (x, y), batch by batch (traced inside jit)."""
+    idx, mask = batch_plan(len(y), batch_size)
+
+    def body(sums, plan):
+        bidx, bmask = plan
+        xb, yb, bmask = constrain((x[bidx], y[bidx], bmask), batch_sharding)
+        value, out = L(theta, (xb, yb, bmask))
+        new = {"loss": value * bmask.sum()}
+        for name, fn in metric_fns.items():
+            new[name] = jnp.sum(fn(out, yb) * bmask)
+        return jax.tree.map(jnp.add, sums, new), None
+
+    zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
+    sums, _ = jax.lax.scan(body, zeros, (idx, mask))
+    return sums
+
+
+def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
+               n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
+               masked: bool = False, batch_sharding=None, trace_counter: list | None = None):
+    """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
+
+    It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
+    ``fold_in(key, index)``, so epoch ``index`` shuffles the same way whether or not training was
+    interrupted before it. ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed
+    as arguments (never baked into the program as constants). ``bad_step`` is the first step
+    whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
+    ``masked=True`` adds a trailing ``active`` argument: a step changes theta and the optimizer
+    state only while ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep`
+    freezes one member without stopping the others). ``batch_sharding`` splits every batch over
+    a device mesh (data parallelism; see :mod:`jaxnet.parallel`). Pure: jit it once, call it
+    every epoch.
+    """
+
+    def epoch(theta, opt_state, key, index, data, active=True):
+        if trace_counter is not None:
+            trace_counter.append(1)
+        x_tr, y_tr, x_val, y_val = data
+        shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(key, index))
+        order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
+        idx, mask = batch_plan(n_train, batch_size, order)
+        grad_fn = jax.value_and_grad(L, has_aux=True)
+
+        def step(carry, plan):
+            theta, opt_state, sums, bad = carry
+            i, bidx, bmask = plan
+            xb, yb, bmask = constrain((x_tr[bidx], y_tr[bidx], bmask), batch_sharding)
+            key = jax.random.fold_in(dropout_key, i) if stochastic else None
+            (value, out), grads = grad_fn(theta, (xb, yb, bmask), key=key, train=True)
+            updates, new_opt_state = tx.update(grads, opt_state, theta)
+            new_theta = optax.apply_updates(theta, updates)
+            if masked:
+                ok = active & (bad < 0) & jnp.isfinite(value)
+                keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+                new_theta = jax.tree.map(keep, new_theta, theta)
+                new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+            theta, opt_state = new_theta, new_opt_state
+            new = {"loss": value * bmask.sum()}
+            for name, fn in metric_fns.items():
+                new[name] = jnp.sum(fn(out, yb) * bmask)
+            bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
+            return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), None
+
+        zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
+        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+        (theta, opt_state, sums, bad), _ = jax.lax.scan(
+            step, (theta, opt_state, zeros, jnp.int32(-1)), (steps, idx, mask))
+        out = sums_to_means(sums, n_train)
+        if n_val:
+            val = eval_sums(L, metric_fns, theta, x_val, y_val, batch_size, batch_sharding)
+            out |= sums_to_means(val, n_val, "val_")
+        return theta, opt_state, out, bad
+
+    return epoch
