@@ -9,6 +9,7 @@ check early stopping and stop on a non-finite loss.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -420,9 +421,6 @@ def enable_compile_cache(enabled: bool | None = None) -> str | None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-_EVAL_CACHE: dict = {}
-
-
 @jax.jit
 def _split_seed(seed):
     """(init_key, train_key) from an integer seed, as one compiled (cached) program."""
@@ -430,29 +428,26 @@ def _split_seed(seed):
     return keys[0], keys[1]
 
 
+@functools.lru_cache(maxsize=32)
 def _compiled_eval(apply, loss_fn, metric_items, batch_size):
-    key = (apply, loss_fn, metric_items, batch_size)
-    if key not in _EVAL_CACHE:
-        net = Network(None, apply, "", {})
-        L = losses.make_loss(net, loss_fn)
-        metric_fns = dict(metric_items)
-        _EVAL_CACHE[key] = jax.jit(
-            lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y, batch_size))
-    return _EVAL_CACHE[key]
+    """One jitted evaluation per (network, loss, metrics, batch size); the newest 32 kept."""
+    L = losses.make_loss(Network(None, apply, "", {}), loss_fn)
+    metric_fns = dict(metric_items)
+    return jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,
+                                                           batch_size))
 
 
+@functools.lru_cache(maxsize=32)
 def _compiled_predict(apply, batch_size):
-    key = ("predict", apply, batch_size)
-    if key not in _EVAL_CACHE:
-        def run(theta, x):
-            n = x.shape[0]
-            bs = min(batch_size, n)
-            idx, _ = epoch_lib.batch_plan(n, bs)
-            _, out = jax.lax.scan(lambda c, b: (c, apply(x[b], theta)), None, idx)
-            return out.reshape(-1, *out.shape[2:])[:n]
+    """One jitted batched forward pass per (network, batch size); the newest 32 kept."""
 
-        _EVAL_CACHE[key] = jax.jit(run)
-    return _EVAL_CACHE[key]
+    def run(theta, x):
+        n = x.shape[0]
+        idx, _ = epoch_lib.batch_plan(n, min(batch_size, n))
+        _, out = jax.lax.scan(lambda c, b: (c, apply(x[b], theta)), None, idx)
+        return out.reshape(-1, *out.shape[2:])[:n]
+
+    return jax.jit(run)
 
 
 def _metric_fns(metrics, loss_name) -> dict[str, Callable]:
