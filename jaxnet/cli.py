@@ -177,7 +177,8 @@ def _train(args) -> int:
     theta, history = train.fit(
         net, ds.train.x, ds.train.y, optimizer=args.optimizer, learning_rate=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
-        seed=args.seed, verbose=args.verbose, compile_cache=not args.no_compile_cache,
+        seed=args.seed, verbose=args.verbose,
+        compile_cache=False if args.no_compile_cache else None,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume,
         data_parallel=args.data_parallel)

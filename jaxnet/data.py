@@ -147,7 +147,9 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         source, fingerprint = "tensorflow-datasets", None
     if cache:
         _write_cache(entry, spec, train, test, source, fingerprint)
-        return _read_cache(entry, spec, fingerprint)
+        cached = _read_cache(entry, spec, fingerprint)
+        if cached is not None:  # None only while a concurrent writer swaps the entry
+            return cached
     return Dataset(spec.name, train, test, spec.class_names, source)
 
 
@@ -376,14 +378,19 @@ def _write_cache(entry: Path, spec: DatasetSpec, train: Split, test: Split, sour
             json.dump(meta, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if entry.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=entry.parent))
-            os.replace(entry, old / "entry")
-        os.replace(tmp, entry)
+        old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=entry.parent))
+        try:
+            os.replace(entry, old / "entry")  # move a previous entry aside, if any
+        except FileNotFoundError:
+            pass
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            # Another process (a multi-process run loading the same dataset) installed its
+            # entry between our two renames; it holds the same data, so keep it.
+            shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(entry.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -401,13 +401,17 @@ def params_sha256(theta) -> str:
 def enable_compile_cache(enabled: bool | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``~/.cache/jaxnet/xla`` (or
     ``$JAXNET_COMPILE_CACHE_DIR``), unless disabled here or by ``JAXNET_COMPILE_CACHE=0``, or
-    the user already chose a cache directory. Returns the directory in use (None when
-    disabled)."""
+    the user already chose a cache directory; not in multi-process runs (unless the user set
+    a directory). Returns the directory in use (None when disabled)."""
     if enabled is None:
         enabled = os.environ.get("JAXNET_COMPILE_CACHE", "1") not in ("0", "false", "no")
     if not enabled:
         return None
     current = jax.config.jax_compilation_cache_dir
+    if jax.process_count() > 1 and not current:
+        # Several processes must run the same executables; one hitting a shared cache while
+        # another compiles is a risk jaxnet does not take by default.
+        return None
     if current:
         return current
     path = os.environ.get("JAXNET_COMPILE_CACHE_DIR") or os.path.join(

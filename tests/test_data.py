@@ -230,3 +230,18 @@ def test_cli_data_info_and_prepare(idx_dir, tmp_path):
     assert "train: 60 examples, x uint8[60, 28, 28]" in out.stdout and "checksums: ok" in out.stdout
     out = run_cli("data", "info", "kmnist", env={**env, "JAXNET_DATA_DIR": str(tmp_path / "e")})
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "kmnist" in out.stderr
+
+
+def test_concurrent_writers_of_one_cache_entry_both_succeed(idx_dir, tmp_path):
+    """Several processes of one multi-process run may convert the same dataset at once."""
+    code = ("import sys, jaxnet.data as d\n"
+            f"ds = d.load('mnist', data_dir={str(idx_dir[0])!r}, "
+            f"cache_dir={str(tmp_path / 'cache')!r})\n"
+            "print(len(ds.train), int(ds.train.y.sum()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert len({o for o, _ in outs}) == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["mnist"]
+    data.verify_cache("mnist", tmp_path / "cache")

@@ -85,7 +85,13 @@ def test_two_processes_on_localhost_end_with_equal_params(tmp_path, idx_dir):
                "--process-id", str(rank), "--json", str(tmp_path / f"p{rank}.json")]
         procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
+    try:
+        outs = [p.communicate(timeout=180) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        errs = [p.communicate()[1][-2000:] for p in procs]
+        pytest.fail(f"two-process run did not finish in 180 s; stderr: {errs}")
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     reports = [json.loads((tmp_path / f"p{r}.json").read_text()) for r in range(2)]
