@@ -21,13 +21,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import serialization
+
+from jaxnet._io import atomic_write
 
 MAGIC = b"JAXNETCKPT 1\n"
 _NAME = re.compile(r"^epoch-(\d{6})\.ckpt$")
@@ -53,23 +54,7 @@ def save(path: str | os.PathLike, trees: dict, header: dict | None = None) -> Pa
     state["header"] = json.dumps(header or {}, sort_keys=True)
     payload = serialization.msgpack_serialize(state)
     blob = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, blob)
 
 
 def load(path: str | os.PathLike) -> tuple[dict, dict]:

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 
@@ -271,20 +270,10 @@ def _wrap(option: str, fn, *args):
 
 
 def write_json_atomic(path: str, obj) -> None:
-    """Write JSON to ``path`` through a temporary file in the same directory, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON to ``path`` atomically (see :func:`jaxnet._io.atomic_write`)."""
+    from jaxnet._io import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnet import _checks
+from jaxnet._io import fsync_dir
 
 CACHE_FORMAT = 1
 SYSTEM_DATA_ROOTS = ("/usr/share/datasets", "/usr/local/share/datasets")
@@ -389,7 +390,7 @@ def _write_cache(entry: Path, spec: DatasetSpec, train: Split, test: Split, sour
             # Another process (a multi-process run loading the same dataset) installed its
             # entry between our two renames; it holds the same data, so keep it.
             shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(entry.parent)
+        fsync_dir(entry.parent)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -405,14 +406,6 @@ def _remove_stale_temporaries(entry: Path, max_age_s: float = 3600.0) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
         except OSError:
             pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:

@@ -33,6 +33,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnet import _checks, _inputs, _progress, activations, diagnostics, layers, losses, train
+from jaxnet import data as data_lib
 from jaxnet import epoch as epoch_lib
 from jaxnet import init as initializers
 from jaxnet import metrics as metrics_lib
@@ -133,9 +134,7 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         x_val, y_val = _inputs.check_xy("validation_data[0]", "validation_data[1]",
                                         *validation_data, True)
     else:
-        split_at = int(math.ceil(len(y) * (1.0 - _checks.fraction("validation_split",
-                                                                    validation_split))))
-        x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
+        (x, y), (x_val, y_val) = data_lib.validation_split(x, y, validation_split)
     if y.ndim != 1 or not np.issubdtype(np.asarray(y).dtype, np.integer):
         raise TypeError("y: fit_many expects integer class labels of shape (N,)")
     num_outputs = int(max(np.max(y), np.max(y_val) if len(y_val) else 0)) + 1
@@ -178,6 +177,11 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     return results
 
 
+def _stack(trees: list):
+    """Pytrees with equal structure -> one pytree with a leading member axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
 def _by_activation(group, num_outputs, net_kwargs):
     """(network, member indices) for each activation in a group of equal widths."""
     for act in sorted({m.activation for m in group}):
@@ -190,7 +194,7 @@ def _evaluate_many(net, thetas, x, y, batch_size: int = 1024) -> list[dict]:
     x, y = _inputs.check_xy("test_data[0]", "test_data[1]", x, y, True)
     L = losses.make_loss(net, losses.softmax_cross_entropy)
     metric_fns = {"accuracy": metrics_lib.accuracy}
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *thetas)
+    stacked = _stack(thetas)
     sums = jax.jit(jax.vmap(lambda t, x, y: epoch_lib.eval_sums(L, metric_fns, t, x, y, batch_size),
                             in_axes=(0, None, None)))(stacked, jnp.asarray(x), jnp.asarray(y))
     sums = jax.device_get(sums)
@@ -229,8 +233,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     devices = list(devices if devices is not None else jax.local_devices())
     pad = -len(group) % len(devices)
     padded = group + group[-1:] * pad
-    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
-    theta = stack(thetas + thetas[-1:] * pad)
+    theta = _stack(thetas + thetas[-1:] * pad)
     hyper = [jnp.asarray([getattr(m, k) for m in padded], jnp.float32)
              for k in ("learning_rate", "weight_decay")]
     opt_state = jax.jit(jax.vmap(lambda t, lr, wd: tx(learning_rate=lr, weight_decay=wd).init(t)))(

@@ -25,6 +25,7 @@ import optax
 
 from jaxnet import _checks, _inputs, layers, losses, parallel
 from jaxnet import _progress as _progress_lib
+from jaxnet import data as data_lib
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
@@ -203,9 +204,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         x_val, y_val = _inputs.check_xy("validation_data[0]", "validation_data[1]",
                                  *validation_data, check_inputs)
     else:
-        split = _checks.fraction("validation_split", validation_split)
-        split_at = int(math.ceil(len(y) * (1.0 - split)))
-        x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
+        (x, y), (x_val, y_val) = data_lib.validation_split(x, y, validation_split)
     if len(y) == 0:
         raise ValueError("validation_split: leaves no training examples")
 
@@ -293,9 +292,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         bar = _progress_lib.bar(verbose, epoch, epochs, steps)
         new_theta, new_opt_state, dev_metrics, bad = compiled(
             theta, opt_state, train_key, epoch, data)
-        values = _progress_lib.ordered(fetch(dev_metrics), metric_fns)
+        host_metrics, bad = fetch((dev_metrics, bad))  # one host round-trip per epoch
+        values = _progress_lib.ordered(host_metrics, metric_fns)
         seconds = time.perf_counter() - t_epoch
-        bad = int(fetch(bad))
+        bad = int(bad)
         if bad >= 0 or not all(math.isfinite(v) for v in values.values()):
             where = f"step {bad}" if bad >= 0 else "validation"
             history.stop_reason = (f"non-finite loss at epoch {epoch + 1}, {where}; "
