@@ -33,27 +33,48 @@ def constrain(arrays, sharding):
     return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
 
 
-def eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None) -> dict:
-    """Sum of loss and metrics over all of (x, y), batch by batch (traced inside jit)."""
+def _batch_sums(metric_fns, value, out, yb, bmask) -> dict:
+    """This batch's share of the sums: loss times examples, metrics summed over the batch
+    (the last axis, so a group loss with one value per member gives one sum per member)."""
+    new = {"loss": value * bmask.sum()}
+    for name, fn in metric_fns.items():
+        new[name] = jnp.sum(fn(out, yb) * bmask, axis=-1)
+    return new
+
+
+def _zeros(metric_fns, members: int | None) -> dict:
+    shape = () if members is None else (members,)
+    return {k: jnp.zeros(shape, jnp.float32) for k in ("loss", *metric_fns)}
+
+
+def eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None,
+              members: int | None = None) -> dict:
+    """Sum of loss and metrics over all of (x, y), batch by batch (traced inside jit).
+
+    ``members``: ``L`` is a group loss returning one value per member (see
+    :func:`make_epoch`); every sum then has shape ``(members,)``."""
     idx, mask = batch_plan(len(y), batch_size)
 
     def body(sums, plan):
         bidx, bmask = plan
         xb, yb, bmask = constrain((x[bidx], y[bidx], bmask), batch_sharding)
         value, out = L(theta, (xb, yb, bmask))
-        new = {"loss": value * bmask.sum()}
-        for name, fn in metric_fns.items():
-            new[name] = jnp.sum(fn(out, yb) * bmask)
+        new = _batch_sums(metric_fns, value, out, yb, bmask)
         return jax.tree.map(jnp.add, sums, new), None
 
-    zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
-    sums, _ = jax.lax.scan(body, zeros, (idx, mask))
+    sums, _ = jax.lax.scan(body, _zeros(metric_fns, members), (idx, mask))
     return sums
+
+
+def _keep_where(ok, new, old):
+    """``new`` where ``ok`` else ``old``; ``ok`` is a scalar or one flag per leading index."""
+    return jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - ok.ndim)), new, old)
 
 
 def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
                n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
-               masked: bool = False, batch_sharding=None, trace_counter: list | None = None):
+               masked: bool = False, batch_sharding=None, members: int | None = None,
+               trace_counter: list | None = None):
     """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
 
     It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
@@ -61,11 +82,20 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     interrupted before it. ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed
     as arguments (never baked into the program as constants). ``bad_step`` is the first step
     whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
-    ``masked=True`` adds a trailing ``active`` argument: a step changes theta and the optimizer
-    state only while ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep`
-    freezes one member without stopping the others). ``batch_sharding`` splits every batch over
+    ``masked=True`` adds a trailing ``active`` argument: a step changes theta only while
+    ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep` freezes one member
+    without stopping the others). A frozen model's optimizer receives zero gradients, so its
+    state stays finite but is not kept as it was; theta is what a frozen model keeps. (Masking
+    theta and the gradient rather than every optimizer-state leaf saves about a tenth of a
+    sweep's step on XLA:CPU.) ``batch_sharding`` splits every batch over
     a device mesh (data parallelism; see :mod:`jaxnet.parallel`). Pure: jit it once, call it
     every epoch.
+
+    ``members`` trains a group of independent models at once: ``L`` then returns one loss per
+    member (shape ``(members,)``) and outputs with a leading member axis, ``tx`` updates
+    stacked states (e.g. ``jax.vmap``-ed), ``active`` has one flag per member, and the
+    metrics and ``bad_step`` have one entry per member. The gradient is that of the summed
+    losses, which for independent members is each member's own gradient.
     """
 
     def epoch(theta, opt_state, key, index, data, active=True):
@@ -75,35 +105,40 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(key, index))
         order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
         idx, mask = batch_plan(n_train, batch_size, order)
-        grad_fn = jax.value_and_grad(L, has_aux=True)
+
+        def objective(theta, batch, key):
+            value, out = L(theta, batch, key=key, train=True)
+            return jnp.sum(value), (value, out)
+
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
 
         def step(carry, plan):
             theta, opt_state, sums, bad = carry
             i, bidx, bmask = plan
             xb, yb, bmask = constrain((x_tr[bidx], y_tr[bidx], bmask), batch_sharding)
             key = jax.random.fold_in(dropout_key, i) if stochastic else None
-            (value, out), grads = grad_fn(theta, (xb, yb, bmask), key=key, train=True)
-            updates, new_opt_state = tx.update(grads, opt_state, theta)
-            new_theta = optax.apply_updates(theta, updates)
+            (_, (value, out)), grads = grad_fn(theta, (xb, yb, bmask), key)
             if masked:
                 ok = active & (bad < 0) & jnp.isfinite(value)
-                keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-                new_theta = jax.tree.map(keep, new_theta, theta)
-                new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-            theta, opt_state = new_theta, new_opt_state
-            new = {"loss": value * bmask.sum()}
-            for name, fn in metric_fns.items():
-                new[name] = jnp.sum(fn(out, yb) * bmask)
+                grads = jax.tree.map(lambda g: _keep_where(ok, g, jnp.zeros_like(g)), grads)
+            updates, opt_state = tx.update(grads, opt_state, theta)
+            new_theta = optax.apply_updates(theta, updates)
+            if masked:
+                new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
+                                         new_theta, theta)
+            theta = new_theta
+            new = _batch_sums(metric_fns, value, out, yb, bmask)
             bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
             return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), None
 
-        zeros = {k: jnp.float32(0.0) for k in ("loss", *metric_fns)}
         steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+        no_bad = jnp.full(() if members is None else (members,), -1, jnp.int32)
         (theta, opt_state, sums, bad), _ = jax.lax.scan(
-            step, (theta, opt_state, zeros, jnp.int32(-1)), (steps, idx, mask))
+            step, (theta, opt_state, _zeros(metric_fns, members), no_bad), (steps, idx, mask))
         out = sums_to_means(sums, n_train)
         if n_val:
-            val = eval_sums(L, metric_fns, theta, x_val, y_val, batch_size, batch_sharding)
+            val = eval_sums(L, metric_fns, theta, x_val, y_val, batch_size, batch_sharding,
+                            members)
             out |= sums_to_means(val, n_val, "val_")
         return theta, opt_state, out, bad
 

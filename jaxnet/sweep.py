@@ -2,16 +2,22 @@
 
 ``fit_many(members, x, y)`` trains every :class:`Member` (an MLP and its training
 hyperparameters) at once: members with the same layer widths form a group, and a group is one
-compiled epoch, ``vmap``-ed over a leading member axis. Within a group,
+compiled, scan-fused epoch over a stacked member axis. Within a group,
 
 - seeds and initialisers differ only in the initial theta (stacked along the member axis);
-- learning rates and weight decay live in the optimizer state (``optax.inject_hyperparams``);
-- activations are selected per member with ``lax.switch`` on a member index;
-- every member sees the same data order (``data_seed``), so the first layer of all members is
-  one matrix multiply, and comparisons between members are paired (common random numbers);
-- the member axis is sharded over the local devices (on a CPU, start Python with
+- learning rates and weight decay live in the optimizer state (``optax.inject_hyperparams``,
+  the update ``vmap``-ed over members);
+- every member sees the same batches (``data_seed``), so the first dense layer of all of a
+  device's members is one matrix multiply, ``x @ [w_1 ... w_m]``; comparisons between members
+  are paired (common random numbers);
+- the member axis is split over the local devices (``shard_map``; on a CPU, start Python with
   ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` to use every core, as
-  ``jaxnet bench`` does); members never communicate, so this costs nothing per step.
+  ``jaxnet bench`` does); members never communicate, so this costs nothing per step;
+- on each device the members are ordered by activation, and after the shared first matrix
+  multiply each run of one activation is a ``vmap`` of the rest of its own network; no member
+  evaluates another's activation. Devices whose runs differ take different branches of one
+  ``lax.switch`` on the device's index (members are dealt round robin, so usually all devices
+  have the same runs and there is no switch).
 
 Each member keeps its own history and early-stopping state. A member whose loss turns
 non-finite is frozen at its last good step by masking its updates, and a member that stops
@@ -21,6 +27,8 @@ with ``jaxnet.fit(..., seed=member.seed, shuffle_seed=data_seed)`` (within float
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import sys
 import time
@@ -68,6 +76,9 @@ class Member:
             raise ValueError("activation: softmax is for outputs, not hidden layers")
         if self.init is not None:
             object.__setattr__(self, "init", initializers.canonical(self.init))
+        if (not isinstance(self.seed, int | np.integer) or isinstance(self.seed, bool)
+                or not -2**31 <= self.seed < 2**31):
+            raise ValueError(f"seed: expected an integer in [-2**31, 2**31), got {self.seed!r}")
         _checks.positive_float("learning_rate", self.learning_rate)
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
@@ -137,6 +148,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         (x, y), (x_val, y_val) = data_lib.validation_split(x, y, validation_split)
     if y.ndim != 1 or not np.issubdtype(np.asarray(y).dtype, np.integer):
         raise TypeError("y: fit_many expects integer class labels of shape (N,)")
+    if test_data is not None:
+        test_data = _inputs.check_xy("test_data[0]", "test_data[1]", *test_data, True)
     num_outputs = int(max(np.max(y), np.max(y_val) if len(y_val) else 0)) + 1
     if early_stopping is not None:
         known = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if len(y_val) else [])
@@ -154,17 +167,13 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         group = [members[i] for i in idx]
         t0 = time.perf_counter()
         trained, initial = _fit_group(group, data, num_outputs, optimizer, epochs, batch_size,
-                                      early_stopping, net_kwargs, data_seed, devices, verbose)
-        if test_data is not None:  # one vmapped evaluation per activation
-            for net, js in _by_activation(group, num_outputs, net_kwargs):
-                tests = _evaluate_many(net, [trained[j].theta for j in js], *test_data)
-                for j, test in zip(js, tests, strict=True):
-                    trained[j].test = test
+                                      early_stopping, net_kwargs, data_seed, devices, verbose,
+                                      test_data)
         wall = (time.perf_counter() - t0) / len(group)
         for i, res in zip(idx, trained, strict=True):
             res.wall_s = wall
             results[i] = res
-        if diagnostics_examples:  # likewise, and not timed as training
+        if diagnostics_examples:  # one vmapped program per activation; not timed
             for net, js in _by_activation(group, num_outputs, net_kwargs):
                 for attr, thetas in (("diagnostics_init", [initial[j] for j in js]),
                                      ("diagnostics_final", [trained[j].theta for j in js])):
@@ -189,114 +198,266 @@ def _by_activation(group, num_outputs, net_kwargs):
         yield group[js[0]].network(num_outputs, **net_kwargs), js
 
 
-def _evaluate_many(net, thetas, x, y, batch_size: int = 1024) -> list[dict]:
-    """Test loss and accuracy of several thetas of one network, as one vmapped program."""
-    x, y = _inputs.check_xy("test_data[0]", "test_data[1]", x, y, True)
-    L = losses.make_loss(net, losses.softmax_cross_entropy)
-    metric_fns = {"accuracy": metrics_lib.accuracy}
-    stacked = _stack(thetas)
-    sums = jax.jit(jax.vmap(lambda t, x, y: epoch_lib.eval_sums(L, metric_fns, t, x, y, batch_size),
-                            in_axes=(0, None, None)))(stacked, jnp.asarray(x), jnp.asarray(y))
-    sums = jax.device_get(sums)
-    return [{k: float(v[i]) / len(y) for k, v in sums.items()} for i in range(len(thetas))]
+@dataclass(frozen=True)
+class _Layout:
+    """Where the members of one group live: a member axis of ``slots``, split evenly over
+    ``devices``; on each device the slots are sorted by activation, so a device's members form
+    ``runs`` of one activation each, ``((name, count), ...)``. Devices whose runs coincide
+    share a program branch. Pads (``active`` False) are frozen copies that even out the
+    devices."""
+
+    devices: tuple
+    slots: tuple[int, ...]  # member index held by each slot
+    active: tuple[bool, ...]
+    branches: tuple[tuple[tuple[str, int], ...], ...]
+    branch_of_device: tuple[int, ...]
+
+    def slot_of(self, j: int) -> int:
+        """The slot that trains member ``j`` (the other copies of it are pads)."""
+        return next(p for p, (m, a) in enumerate(zip(self.slots, self.active, strict=True))
+                    if m == j and a)
+
+
+def _layout(group, devices) -> _Layout:
+    k = max(1, min(len(devices), len(group)))
+    order = sorted(range(len(group)), key=lambda j: (group[j].activation, j))
+    per = -(-len(group) // k)
+    slots, active, runs = [], [], []
+    for d in range(k):
+        mine = order[d::k]  # round robin over the sorted members: similar runs everywhere
+        pads = per - len(mine)
+        mine += mine[-1:] * pads
+        slots += mine
+        active += [True] * (per - pads) + [False] * pads
+        acts = [group[j].activation for j in mine]
+        runs.append(tuple((a, sum(1 for _ in g)) for a, g in itertools.groupby(acts)))
+    branches = tuple(dict.fromkeys(runs))
+    return _Layout(tuple(devices[:k]), tuple(slots), tuple(active), branches,
+                   tuple(branches.index(r) for r in runs))
+
+
+def _per_device(layout: _Layout, build):
+    """One jitted program over the layout's devices. ``build(runs)`` returns
+    ``fn(member_args, shared_args)`` for a device whose slots form ``runs``; every device
+    calls the one built for its runs on its own slots.
+
+    Returns ``program(branch_ids, member_args, shared_args)``."""
+    branches = [build(runs) for runs in layout.branches]
+
+    def local(branch_ids, member_args, shared_args):
+        if len(branches) == 1:
+            return branches[0](member_args, shared_args)
+        return jax.lax.switch(branch_ids[0], branches, member_args, shared_args)
+
+    mesh = Mesh(np.array(layout.devices), ("members",))
+    # Members never communicate, so no collective needs shard_map's replication checks.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(_MEMBERS, _MEMBERS, _SHARED),
+                                 out_specs=_MEMBERS, check_vma=False))
+
+
+def _group_loss(hidden, num_outputs, net_kwargs, runs):
+    """``L(theta, (x, y, weights)) -> (losses (m,), logits (m, batch, classes))`` for the m
+    members of ``runs`` with stacked theta: each member's mean softmax cross-entropy, as
+    ``losses.make_loss`` computes it for one network.
+
+    Every member sees the same batch, so the first dense layer of all of them is one matrix
+    multiply (x @ [w_1 ... w_m]); the members then split into their runs, each a ``vmap`` of
+    the rest of its own network (activation, further dense layers) over its members."""
+    nets = {act: layers.mlp([*hidden, num_outputs], act, **net_kwargs) for act, _ in runs}
+    children = next(iter(nets.values())).children
+    first = next(i for i, c in enumerate(children) if c.name == "dense")
+
+    def apply(theta, x):
+        h = x
+        for layer, params in zip(children[:first], theta[:first], strict=True):
+            h = layer.apply(h, params)  # flatten / rescale: the same for every member
+        h = layers._float_input(h)
+        w = theta[first]["w"]  # (m, fan_in, units)
+        m, fan_in, units = w.shape
+        z = (h @ jnp.moveaxis(w, 0, 1).reshape(fan_in, m * units)).reshape(-1, m, units)
+        z = z + theta[first]["b"]
+        outs, start = [], 0
+        for act, count in runs:
+            layer_list = nets[act].children
+            f = activations.get(layer_list[first].config["activation"])
+
+            def rest(z_member, theta_member, f=f, later=layer_list[first + 1:]):
+                h = f(z_member)
+                for layer, params in zip(later, theta_member, strict=True):
+                    h = layer.apply(h, params)
+                return h
+
+            part = jax.tree.map(lambda a, s=start, c=count: a[s:s + c], theta[first + 1:])
+            outs.append(jax.vmap(rest, in_axes=(1, 0))(z[:, start:start + count], part))
+            start += count
+        return jnp.concatenate(outs)
+
+    def L(theta, batch, *, key=None, train=False):
+        x, y, weights = batch
+        logits = apply(theta, x)
+        values = losses.softmax_cross_entropy(logits, y)  # (m, batch)
+        weights = weights.astype(values.dtype)
+        return jnp.sum(values * weights, -1) / jnp.maximum(jnp.sum(weights), 1.0), logits
+
+    return L
+
+
+_MEMBERS, _SHARED = PartitionSpec("members"), PartitionSpec()
+
+
+def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx):
+    """Initial theta and optimizer state of every slot, as one compiled program (each member's
+    theta has the bits ``jaxnet.fit(seed=member.seed)`` starts from)."""
+    names = sorted({m.init_name for m in group})
+    rows = {}  # member index -> row in the concatenation of the per-initialiser stacks
+    for name in names:
+        for j, m in enumerate(group):
+            if m.init_name == name:
+                rows[j] = len(rows)
+    take = np.array([rows[j] for j in layout.slots], np.int32)
+    nets = {name: next(m for m in group if m.init_name == name).network(num_outputs, **net_kwargs)
+            for name in names}
+    seeds = {name: np.array([m.seed for m in group if m.init_name == name], np.int32)
+             for name in names}
+    hyper = [np.array([getattr(group[j], k) for j in layout.slots], np.float32)
+             for k in ("learning_rate", "weight_decay")]
+
+    def init(seeds, lr, wd):
+        stacks = [jax.vmap(lambda s, n=n: nets[n].init(train._split_seed(s)[0], input_shape))(
+            seeds[n]) for n in names]
+        theta = jax.tree.map(lambda *xs: jnp.concatenate(xs)[take], *stacks)
+        opt_state = jax.vmap(lambda t, lr, wd: tx(learning_rate=lr, weight_decay=wd).init(t))(
+            theta, lr, wd)
+        return theta, opt_state
+
+    by_member = NamedSharding(Mesh(np.array(layout.devices), ("members",)), _MEMBERS)
+    options = train.init_compiler_options(nets[names[0]], input_shape)  # the rule fit uses
+    return jax.jit(init, out_shardings=by_member).lower(seeds, *hyper).compile(options)(
+        seeds, *hyper)
+
+
+def _host_member(tree, p: int):
+    """Slot ``p`` of a host copy of stacked arrays, as device arrays."""
+    return jax.tree.map(lambda a: jnp.asarray(a[p]), tree)
 
 
 def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_stopping,
-               net_kwargs, data_seed, devices, verbose) -> tuple[list[MemberResult], list]:
-    """Train members with equal widths as one vmapped program; also returns initial thetas.
+               net_kwargs, data_seed, devices, verbose, test_data
+               ) -> tuple[list[MemberResult], list]:
+    """Train members with equal widths as one program; also returns their initial thetas.
 
     Each result's ``compile_s`` is its share of the group's compile time."""
-    names = sorted({m.activation for m in group})
-    fns = [activations.get(n) for n in names]
-    input_shape = tuple(data[0].shape[1:])
-
-    def member_network(act_index):
-        act = (lambda z: jax.lax.switch(act_index, fns, z)) if len(fns) > 1 else fns[0]
-        return layers.mlp([*group[0].hidden, num_outputs], act, **net_kwargs)
-
+    layout = _layout(group, list(devices if devices is not None else jax.local_devices()))
+    mesh = Mesh(np.array(layout.devices), ("members",))
+    by_member, shared = NamedSharding(mesh, _MEMBERS), NamedSharding(mesh, _SHARED)
     base = train.OPTIMIZERS[optimizer]
     tx = optax.inject_hyperparams(
         lambda learning_rate, weight_decay: optax.chain(
             optax.add_decayed_weights(weight_decay), base(learning_rate)))
-
-    # Initial thetas: one vmapped init per initialiser (the same bits as each alone).
-    thetas: list = [None] * len(group)
-    for name in sorted({m.init_name for m in group}):
-        js = [j for j, m in enumerate(group) if m.init_name == name]
-        net = group[js[0]].network(num_outputs, **net_kwargs)
-        keys = jnp.stack([train._split_seed(group[j].seed)[0] for j in js])
-        stacked = jax.jit(jax.vmap(net.init, in_axes=(0, None)), static_argnums=1)(
-            keys, input_shape)
-        for i, j in enumerate(js):
-            thetas[j] = jax.tree.map(lambda a, i=i: a[i], stacked)
-    # Pad the member axis to a multiple of the device count with frozen copies.
-    devices = list(devices if devices is not None else jax.local_devices())
-    pad = -len(group) % len(devices)
-    padded = group + group[-1:] * pad
-    theta = _stack(thetas + thetas[-1:] * pad)
-    hyper = [jnp.asarray([getattr(m, k) for m in padded], jnp.float32)
-             for k in ("learning_rate", "weight_decay")]
-    opt_state = jax.jit(jax.vmap(lambda t, lr, wd: tx(learning_rate=lr, weight_decay=wd).init(t)))(
-        theta, *hyper)
-    mesh = Mesh(np.array(devices), ("members",))
-    by_member = NamedSharding(mesh, PartitionSpec("members"))
-    theta, opt_state = jax.device_put((theta, opt_state), by_member)
-    act_index = jax.device_put(jnp.asarray([names.index(m.activation) for m in padded],
-                                           jnp.int32), by_member)
-    active = np.arange(len(group) + pad) < len(group)
+    theta, opt_state = _init_program(group, layout, num_outputs, net_kwargs,
+                                     tuple(data[0].shape[1:]), tx)
+    initial = jax.device_get(theta)
+    initial = [_host_member(initial, layout.slot_of(j)) for j in range(len(group))]
+    per = len(layout.slots) // len(layout.devices)  # slots per device
+    branch_ids = jax.device_put(np.repeat(np.array(layout.branch_of_device, np.int32), per),
+                                by_member)
     key = train._split_seed(data_seed)[1]
-    data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
+    data = jax.device_put(data, shared)
     metric_fns = {"accuracy": metrics_lib.accuracy}
+    per_member = jax.vmap(tx(learning_rate=0.0, weight_decay=0.0).update)  # rates: in the state
 
-    def member_epoch(theta, opt_state, key, act_index, active, index, data):
-        L = losses.make_loss(member_network(act_index), losses.softmax_cross_entropy)
-        epoch = epoch_lib.make_epoch(L, tx(learning_rate=0.0, weight_decay=0.0), metric_fns,
-                                 n_train=len(data[1]), n_val=len(data[3]),
-                                 batch_size=batch_size, shuffle=True, stochastic=False,
-                                 masked=True)
-        return epoch(theta, opt_state, key, index, data, active)
+    loss_for = functools.partial(_group_loss, group[0].hidden, num_outputs, net_kwargs)
+
+    def epoch_for(runs):
+        L = loss_for(runs)
+        epoch = epoch_lib.make_epoch(L, optax.GradientTransformation(None, per_member),
+                                     metric_fns, n_train=len(data[1]), n_val=len(data[3]),
+                                     batch_size=batch_size, shuffle=True, stochastic=False,
+                                     masked=True, members=per)
+        return lambda member_args, shared_args: epoch(*member_args[:2], *shared_args,
+                                                      member_args[2])
 
     results = [MemberResult(m, None) for m in group]
     stoppers = [train._Stopper(early_stopping) if early_stopping else None for _ in group]
+    slot_of = [layout.slot_of(j) for j in range(len(group))]
+    active = np.array(layout.active)
     if epochs:
         t0 = time.perf_counter()
-        vmapped = jax.jit(jax.vmap(member_epoch, in_axes=(0, 0, None, 0, 0, None, None)))
-        active = jax.device_put(active, by_member)
-        compiled = vmapped.lower(theta, opt_state, key, act_index, active, 0, data).compile()
+        program = _per_device(layout, epoch_for)
+        compiled = program.lower(branch_ids, (theta, opt_state, active),
+                                 (key, 0, data)).compile()
         for res in results:
             res.compile_s = (time.perf_counter() - t0) / len(group)
+    evaluate = None
     for epoch in range(epochs):
         t = time.perf_counter()
-        theta, opt_state, dev_metrics, bad = compiled(theta, opt_state, key, act_index,
-                                                      active, epoch, data)
+        theta, opt_state, dev_metrics, bad = compiled(
+            branch_ids, (theta, opt_state, jax.device_put(active, by_member)), (key, epoch, data))
+        if evaluate is None and test_data is not None:  # compiled while the epoch runs
+            evaluate = _test_program(layout, branch_ids, loss_for, theta, *test_data)
         values, bad = jax.device_get((dev_metrics, bad))
-        still = np.asarray(jax.device_get(active)).copy()
+        host_theta = None
         for j, res in enumerate(results):
-            if not still[j]:
+            p = slot_of[j]
+            if not active[p]:
                 continue
-            row = _progress.ordered({k: v[j] for k, v in values.items()}, metric_fns)
-            if bad[j] >= 0 or not all(math.isfinite(v) for v in row.values()):
-                res.stop_reason = (f"non-finite loss at epoch {epoch + 1}, step {bad[j]}; "
+            row = _progress.ordered({k: v[p] for k, v in values.items()}, metric_fns)
+            if bad[p] >= 0 or not all(math.isfinite(v) for v in row.values()):
+                res.stop_reason = (f"non-finite loss at epoch {epoch + 1}, step {bad[p]}; "
                                    f"frozen at its last good step")
-                still[j] = False
+                active[p] = False
                 continue
             for k, v in row.items():
                 res.history.setdefault(k, []).append(v)
             s = stoppers[j]
-            if s is not None and s.update(epoch, row[s.config.monitor],
-                                          jax.tree.map(lambda a, j=j: a[j], theta)):
+            if s is None:
+                continue
+            if s.config.better(row[s.config.monitor], s.best) and host_theta is None:
+                host_theta = jax.device_get(theta)
+            if s.update(epoch, row[s.config.monitor],
+                        _host_member(host_theta, p) if host_theta is not None else None):
                 res.stop_reason = (f"early stopping: {s.config.monitor} did not improve for "
                                    f"{s.wait} epochs")
-                still[j] = False
-        active = jax.device_put(still, by_member)
+                active[p] = False
         if verbose:
-            print(f"  epoch {epoch + 1}/{epochs}: {int(still.sum())}/{len(group)} members "
+            print(f"  epoch {epoch + 1}/{epochs}: {int(active.sum())}/{len(group)} members "
                   f"active, {time.perf_counter() - t:.2f} s", file=sys.stderr, flush=True)
-        if not still.any():
+        if not active.any():
             break
+    final = jax.tree.map(np.array, jax.device_get(theta))  # writable host copies
+    restored = False
     for j, res in enumerate(results):
-        res.theta = jax.tree.map(lambda a, j=j: a[j], theta)
+        res.theta = _host_member(final, slot_of[j])
         s = stoppers[j]
         if s is not None and s.config.restore_best and s.best_theta is not None:
             res.theta, res.best_epoch = s.best_theta, s.best_epoch
-    return results, thetas
+            for whole, best in zip(jax.tree.leaves(final), jax.tree.leaves(s.best_theta),
+                                   strict=True):
+                whole[slot_of[j]] = best  # the test below evaluates what is returned
+            restored = True
+    if test_data is not None:
+        if restored:
+            theta = jax.device_put(final, by_member)
+        if evaluate is None:
+            evaluate = _test_program(layout, branch_ids, loss_for, theta, *test_data)
+        sums = jax.device_get(evaluate(theta))
+        for j, res in enumerate(results):
+            res.test = {k: float(v[slot_of[j]]) / len(test_data[1]) for k, v in sums.items()}
+    return results, initial
+
+
+def _test_program(layout, branch_ids, loss_for, theta, x, y, batch_size: int = 1024):
+    """``evaluate(theta)`` -> summed test loss and accuracy of every slot, compiled here as one
+    program (``loss_for(runs)`` is the group loss of a device's runs)."""
+    metric_fns = {"accuracy": metrics_lib.accuracy}
+    per = len(layout.slots) // len(layout.devices)
+
+    def eval_for(runs):
+        L = loss_for(runs)
+        return lambda theta, xy: epoch_lib.eval_sums(L, metric_fns, theta, *xy, batch_size,
+                                                     members=per)
+
+    mesh = Mesh(np.array(layout.devices), ("members",))
+    xy = jax.device_put((jnp.asarray(x), jnp.asarray(y)), NamedSharding(mesh, _SHARED))
+    compiled = _per_device(layout, eval_for).lower(branch_ids, theta, xy).compile()
+    return lambda theta: compiled(branch_ids, theta, xy)

@@ -56,10 +56,16 @@ def test_a_diverging_member_is_frozen_and_the_others_carry_on():
 def test_per_member_early_stopping():
     members = [sweep.Member((16,), "relu", seed=s) for s in range(2)]
     stop = jn.EarlyStopping(monitor="loss", patience=1, min_delta=1e9)
-    results = sweep.fit_many(members, X, Y, epochs=5, early_stopping=stop, **RAW)
+    results = sweep.fit_many(members, X, Y, epochs=5, early_stopping=stop, test_data=(X, Y),
+                             **RAW)
     for r in results:
         assert len(r.history["loss"]) == 2 and r.best_epoch == 0
         assert r.stop_reason.startswith("early stopping")
+        # the test metrics are those of the theta returned (the best epoch's, restored)
+        alone = jn.evaluate(r.member.network(3, flatten_input=False, input_scale=None),
+                            r.theta, X, Y)
+        np.testing.assert_allclose(r.test["accuracy"], alone["accuracy"], atol=1e-6)
+        np.testing.assert_allclose(r.test["loss"], alone["loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="early_stopping.monitor"):
         sweep.fit_many(members, X, Y, epochs=1, early_stopping=jn.EarlyStopping(), **RAW)
 
@@ -69,6 +75,10 @@ def test_member_validation():
         sweep.Member(activation="rleu")
     with pytest.raises(ValueError, match="learning_rate: expected a finite number > 0"):
         sweep.Member(learning_rate=0)
+    with pytest.raises(ValueError, match=r"seed: expected an integer in \[-2\*\*31"):
+        sweep.Member(seed=2**40)
+    with pytest.raises(ValueError, match="seed: expected an integer"):
+        sweep.Member(seed=1.5)
     with pytest.raises(ValueError, match="softmax is for outputs"):
         sweep.Member(activation="softmax")
     assert sweep.Member(init="he").init_name == "he_uniform"
@@ -119,9 +129,10 @@ def test_cli_bench_rejects_bad_options():
     assert out.returncode == 2 and "--depths" in out.stderr
 
 
-def test_members_sharded_over_eight_cpu_devices_match_one_device(tmp_path):
-    """The member axis sharded over 8 host devices (5 members: 3 frozen pads) gives the
-    same members as one device."""
+def test_members_sharded_over_two_and_eight_cpu_devices_match_one_device(tmp_path):
+    """Members spread over host devices give the same members as one device: 5 members on 2
+    devices (3 each: one frozen pad, and two different activation layouts, so the program
+    switches per device), and on 8 devices (one member on each of 5)."""
     import os
     import subprocess
     import sys
@@ -138,12 +149,13 @@ def test_members_sharded_over_eight_cpu_devices_match_one_device(tmp_path):
             "      np.concatenate([np.ravel(a) for a in jax.tree.leaves(r.theta)])[:50]]\n"
             "      for r in rs]))\n")
     runs = {}
-    for n in (1, 8):
+    for n in (1, 2, 8):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
         assert out.returncode == 0, out.stderr[-2000:]
         runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert runs[1][0] == 1 and runs[8][0] == 8
-    np.testing.assert_allclose(np.array(runs[8][1:]), np.array(runs[1][1:]), rtol=1e-4,
-                               atol=1e-5)
+    assert [runs[n][0] for n in (1, 2, 8)] == [1, 2, 8]
+    for n in (2, 8):
+        np.testing.assert_allclose(np.array(runs[n][1:]), np.array(runs[1][1:]), rtol=1e-4,
+                                   atol=1e-5)
