@@ -34,7 +34,6 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
         net = m.network(num_outputs)
         tx = optax.chain(optax.add_decayed_weights(m.weight_decay),
                          train.OPTIMIZERS[optimizer](m.learning_rate))
-        theta0 = net.init(train._split_seed(m.seed)[0], tuple(x.shape[1:]))
         theta, history = train.fit(net, x, y, optimizer=tx, epochs=epochs, seed=m.seed,
                                    shuffle_seed=data_seed, data_parallel=False,
                                    batch_size=batch_size, validation_split=validation_split,
@@ -43,6 +42,7 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
                                  compile_s=history.compile_time)
         res.test = train.evaluate(net, theta, x_test, y_test)
         res.wall_s = time.perf_counter() - t0  # training and evaluation, not diagnostics
+        theta0 = train.init_params(net, train._split_seed(m.seed)[0], tuple(x.shape[1:]))
         res.diagnostics_init = diagnostics.report(net, theta0, x[:diag_n], y[:diag_n])
         res.diagnostics_final = diagnostics.report(net, theta, x[:diag_n], y[:diag_n])
         results.append(res)

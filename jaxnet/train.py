@@ -221,8 +221,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     if theta is None:
         # One compiled program (persistently cached) instead of a dozen eager random ops,
         # each compiled on its own: about 2 s of a 10-epoch run on this machine.
-        theta = jax.jit(network.init, static_argnums=1).lower(init_key, input_shape).compile(
-            init_compiler_options(network, input_shape))(init_key)
+        theta = init_params(network, init_key, input_shape)
     else:
         layers.check_params(network, theta, input_shape)
     _inputs.check_labels(network, theta, input_shape, loss_name, y, "y")
@@ -429,6 +428,13 @@ def enable_compile_cache(enabled: bool | None = None) -> str | None:
 #: optimisation: threefry makes them slow to optimise (about 4 s for a small MLP on this
 #: machine, 0.8 s without) while they run once and briefly (+60 ns per parameter).
 SMALL_INIT_PARAMS = 2_000_000
+
+
+def init_params(network: Network, key, input_shape):
+    """``network.init(key, input_shape)`` as one compiled (persistently cached) program, with
+    :func:`init_compiler_options`: the theta ``fit`` starts from."""
+    return jax.jit(network.init, static_argnums=1).lower(key, input_shape).compile(
+        init_compiler_options(network, input_shape))(key)
 
 
 def init_compiler_options(network: Network, input_shape) -> dict:
