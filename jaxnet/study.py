@@ -29,6 +29,8 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
                 validation_split, num_outputs, diag_n, data_seed):
     """The same grid, one ``jaxnet.fit`` per member (the way a Keras user would run it)."""
     results = []
+    (x_diag, y_diag), _ = data_lib.validation_split(x, y, validation_split)
+    x_diag, y_diag = x_diag[:diag_n], y_diag[:diag_n]  # what fit_many diagnoses: training part
     for m in members:
         t0 = time.perf_counter()
         net = m.network(num_outputs)
@@ -42,9 +44,10 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
                                  compile_s=history.compile_time)
         res.test = train.evaluate(net, theta, x_test, y_test)
         res.wall_s = time.perf_counter() - t0  # training and evaluation, not diagnostics
-        theta0 = train.init_params(net, train._split_seed(m.seed)[0], tuple(x.shape[1:]))
-        res.diagnostics_init = diagnostics.report(net, theta0, x[:diag_n], y[:diag_n])
-        res.diagnostics_final = diagnostics.report(net, theta, x[:diag_n], y[:diag_n])
+        if diag_n:  # as fit_many: not timed
+            theta0 = train.init_params(net, train._split_seed(m.seed)[0], tuple(x.shape[1:]))
+            res.diagnostics_init = diagnostics.report(net, theta0, x_diag, y_diag)
+            res.diagnostics_final = diagnostics.report(net, theta, x_diag, y_diag)
         results.append(res)
     return results
 

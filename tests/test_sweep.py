@@ -159,3 +159,29 @@ def test_members_sharded_over_two_and_eight_cpu_devices_match_one_device(tmp_pat
     for n in (2, 8):
         np.testing.assert_allclose(np.array(runs[n][1:]), np.array(runs[1][1:]), rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_cli_bench_one_program_and_sequential_agree(tmp_path, idx_dir):
+    """`jaxnet bench depth-activation` end to end, both modes: the files, and the same
+    members (same data order) whichever way they were trained."""
+    common = ["bench", "depth-activation", "--dataset", "mnist", "--data-dir", str(idx_dir[0]),
+              "--depths", "1", "2", "--width", "8", "--activations", "tanh", "relu",
+              "--seeds", "2", "--epochs", "2", "--batch-size", "16", "--no-plots",
+              "--verbose", "0"]
+    reports = {}
+    for mode, extra in (("one", []), ("seq", ["--sequential"])):
+        out = run_cli(*common, "--out", str(tmp_path / mode), *extra)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "| depth | tanh | relu |" in out.stdout
+        reports[mode] = json.loads((tmp_path / mode / "results.json").read_text())
+        assert (tmp_path / mode / "results.md").exists()
+    assert reports["one"]["config"]["mode"] == "one program"
+    assert reports["seq"]["config"]["mode"] == "sequential"
+    one, seq = reports["one"]["members"], reports["seq"]["members"]
+    assert [(m["depth"], m["activation"], m["seed"]) for m in one] == \
+        [(m["depth"], m["activation"], m["seed"]) for m in seq]
+    for a, b in zip(one, seq, strict=True):
+        np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-6)
+        np.testing.assert_allclose(a["history"]["val_loss"], b["history"]["val_loss"],
+                                   rtol=1e-4)
+        np.testing.assert_allclose(a["grad_norms_init"], b["grad_norms_init"], rtol=1e-4)
