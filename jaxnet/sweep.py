@@ -331,9 +331,9 @@ def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx):
         return theta, opt_state
 
     by_member = NamedSharding(Mesh(np.array(layout.devices), ("members",)), _MEMBERS)
-    options = train.init_compiler_options(nets[names[0]], input_shape)  # the rule fit uses
-    return jax.jit(init, out_shardings=by_member).lower(seeds, *hyper).compile(options)(
-        seeds, *hyper)
+    lowered = jax.jit(init, out_shardings=by_member).lower(seeds, *hyper)
+    per_model = train.num_params(lowered.out_info[0]) // len(layout.slots)
+    return lowered.compile(train.init_compiler_options(per_model))(seeds, *hyper)  # as fit
 
 
 def _host_member(tree, p: int):

@@ -433,19 +433,21 @@ SMALL_INIT_PARAMS = 2_000_000
 def init_params(network: Network, key, input_shape):
     """``network.init(key, input_shape)`` as one compiled (persistently cached) program, with
     :func:`init_compiler_options`: the theta ``fit`` starts from."""
-    return jax.jit(network.init, static_argnums=1).lower(key, input_shape).compile(
-        init_compiler_options(network, input_shape))(key)
+    lowered = jax.jit(network.init, static_argnums=1).lower(key, input_shape)
+    return lowered.compile(init_compiler_options(num_params(lowered.out_info)))(key)
 
 
-def init_compiler_options(network: Network, input_shape) -> dict:
-    """XLA options for compiling ``network.init``: unoptimised for small networks (see
+def num_params(tree) -> int:
+    """Number of scalars in a pytree of arrays or shape structs."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def init_compiler_options(params_per_model: int) -> dict:
+    """XLA options for compiling an initialisation: unoptimised for small models (see
     :data:`SMALL_INIT_PARAMS`). The bits are the same either way for uniform initialisers and
     within a rounding step for normal ones; fit and the sweeps use the same rule, so a model's
     initial theta is the same whichever trains it."""
-    size = sum(math.prod(leaf.shape) for leaf in
-               jax.tree.leaves(layers.abstract_params(network, input_shape)))
-    return {"xla_backend_optimization_level": 0} if size <= SMALL_INIT_PARAMS else {}
-
+    return {"xla_backend_optimization_level": 0} if params_per_model <= SMALL_INIT_PARAMS else {}
 
 
 @jax.jit
