@@ -16,8 +16,8 @@ compiled, scan-fused epoch over a stacked member axis. Within a group,
 - on each device the members are ordered by activation, and after the shared first matrix
   multiply each run of one activation is a ``vmap`` of the rest of its own network; no member
   evaluates another's activation. Devices whose runs differ take different branches of one
-  ``lax.switch`` on the device's index (members are dealt round robin, so usually all devices
-  have the same runs and there is no switch).
+  ``lax.switch`` on a per-device branch number (members are dealt round robin, so usually all
+  devices have the same runs and there is no switch).
 
 Each member keeps its own history and early-stopping state. A member whose loss turns
 non-finite is frozen at its last good step by masking its updates, and a member that stops
