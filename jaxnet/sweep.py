@@ -186,11 +186,6 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     return results
 
 
-def _stack(trees: list):
-    """Pytrees with equal structure -> one pytree with a leading member axis."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def _by_activation(group, num_outputs, net_kwargs):
     """(network, member indices) for each activation in a group of equal widths."""
     for act in sorted({m.activation for m in group}):
