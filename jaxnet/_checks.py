@@ -29,6 +29,16 @@ def positive_int(arg: str, value, *, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def seed(arg: str, value) -> int:
+    """Return ``value`` as int, raising unless it is an integer that ``jax.random.key`` takes
+    (32 bits: JAX's default integer width)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{arg}: expected an integer, got {value!r}")
+    if not -2**31 <= value < 2**31:
+        raise ValueError(f"{arg}: expected an integer in [-2**31, 2**31), got {value!r}")
+    return int(value)
+
+
 def positive_float(arg: str, value) -> float:
     """Return ``value`` as float, raising ValueError unless it is finite and > 0."""
     try:

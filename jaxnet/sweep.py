@@ -76,9 +76,7 @@ class Member:
             raise ValueError("activation: softmax is for outputs, not hidden layers")
         if self.init is not None:
             object.__setattr__(self, "init", initializers.canonical(self.init))
-        if (not isinstance(self.seed, int | np.integer) or isinstance(self.seed, bool)
-                or not -2**31 <= self.seed < 2**31):
-            raise ValueError(f"seed: expected an integer in [-2**31, 2**31), got {self.seed!r}")
+        object.__setattr__(self, "seed", _checks.seed("seed", self.seed))
         _checks.positive_float("learning_rate", self.learning_rate)
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
@@ -139,6 +137,7 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         raise ValueError("members: expected at least one member, got none")
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
+    data_seed = _checks.seed("data_seed", data_seed)
     _checks.one_of("optimizer", optimizer, train.OPTIMIZERS)
     x, y = _inputs.check_xy("x", "y", x, y, True)
     if validation_data is not None:
@@ -166,14 +165,16 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     for hidden, idx in groups.items():
         group = [members[i] for i in idx]
         t0 = time.perf_counter()
-        trained, initial = _fit_group(group, data, num_outputs, optimizer, epochs, batch_size,
-                                      early_stopping, net_kwargs, data_seed, devices, verbose,
-                                      test_data)
+        trained, initial, slot_of = _fit_group(
+            group, data, num_outputs, optimizer, epochs, batch_size, early_stopping, net_kwargs,
+            data_seed, devices, verbose, test_data)
         wall = (time.perf_counter() - t0) / len(group)
         for i, res in zip(idx, trained, strict=True):
             res.wall_s = wall
             results[i] = res
         if diagnostics_examples:  # one vmapped program per activation; not timed
+            initial = jax.device_get(initial)
+            initial = [_host_member(initial, p) for p in slot_of]
             for net, js in _by_activation(group, num_outputs, net_kwargs):
                 for attr, thetas in (("diagnostics_init", [initial[j] for j in js]),
                                      ("diagnostics_final", [trained[j].theta for j in js])):
@@ -206,6 +207,14 @@ class _Layout:
     active: tuple[bool, ...]
     branches: tuple[tuple[tuple[str, int], ...], ...]
     branch_of_device: tuple[int, ...]
+
+    @property
+    def mesh(self) -> Mesh:
+        return Mesh(np.array(self.devices), ("members",))
+
+    @property
+    def per_device(self) -> int:
+        return len(self.slots) // len(self.devices)
 
     def slot_of(self, j: int) -> int:
         """The slot that trains member ``j`` (the other copies of it are pads)."""
@@ -244,9 +253,8 @@ def _per_device(layout: _Layout, build):
             return branches[0](member_args, shared_args)
         return jax.lax.switch(branch_ids[0], branches, member_args, shared_args)
 
-    mesh = Mesh(np.array(layout.devices), ("members",))
     # Members never communicate, so no collective needs shard_map's replication checks.
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(_MEMBERS, _MEMBERS, _SHARED),
+    return jax.jit(jax.shard_map(local, mesh=layout.mesh, in_specs=(_MEMBERS, _MEMBERS, _SHARED),
                                  out_specs=_MEMBERS, check_vma=False))
 
 
@@ -325,7 +333,7 @@ def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx):
             theta, lr, wd)
         return theta, opt_state
 
-    by_member = NamedSharding(Mesh(np.array(layout.devices), ("members",)), _MEMBERS)
+    by_member = NamedSharding(layout.mesh, _MEMBERS)
     lowered = jax.jit(init, out_shardings=by_member).lower(seeds, *hyper)
     per_model = train.num_params(lowered.out_info[0]) // len(layout.slots)
     return lowered.compile(train.init_compiler_options(per_model))(seeds, *hyper)  # as fit
@@ -339,23 +347,21 @@ def _host_member(tree, p: int):
 def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_stopping,
                net_kwargs, data_seed, devices, verbose, test_data
                ) -> tuple[list[MemberResult], list]:
-    """Train members with equal widths as one program; also returns their initial thetas.
+    """Train members with equal widths as one program. Returns the results, the initial
+    stacked theta of every slot and the slot of each member.
 
     Each result's ``compile_s`` is its share of the group's compile time."""
     layout = _layout(group, list(devices if devices is not None else jax.local_devices()))
-    mesh = Mesh(np.array(layout.devices), ("members",))
-    by_member, shared = NamedSharding(mesh, _MEMBERS), NamedSharding(mesh, _SHARED)
+    by_member, shared = NamedSharding(layout.mesh, _MEMBERS), NamedSharding(layout.mesh, _SHARED)
     base = train.OPTIMIZERS[optimizer]
     tx = optax.inject_hyperparams(
         lambda learning_rate, weight_decay: optax.chain(
             optax.add_decayed_weights(weight_decay), base(learning_rate)))
     theta, opt_state = _init_program(group, layout, num_outputs, net_kwargs,
                                      tuple(data[0].shape[1:]), tx)
-    initial = jax.device_get(theta)
-    initial = [_host_member(initial, layout.slot_of(j)) for j in range(len(group))]
-    per = len(layout.slots) // len(layout.devices)  # slots per device
-    branch_ids = jax.device_put(np.repeat(np.array(layout.branch_of_device, np.int32), per),
-                                by_member)
+    initial = theta  # fetched only if diagnostics ask for it
+    branch_ids = jax.device_put(
+        np.repeat(np.array(layout.branch_of_device, np.int32), layout.per_device), by_member)
     key = train._split_seed(data_seed)[1]
     data = jax.device_put(data, shared)
     metric_fns = {"accuracy": metrics_lib.accuracy}
@@ -368,7 +374,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         epoch = epoch_lib.make_epoch(L, optax.GradientTransformation(None, per_member),
                                      metric_fns, n_train=len(data[1]), n_val=len(data[3]),
                                      batch_size=batch_size, shuffle=True, stochastic=False,
-                                     masked=True, members=per)
+                                     masked=True, members=layout.per_device)
         return lambda member_args, shared_args: epoch(*member_args[:2], *shared_args,
                                                       member_args[2])
 
@@ -438,21 +444,19 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         sums = jax.device_get(evaluate(theta))
         for j, res in enumerate(results):
             res.test = {k: float(v[slot_of[j]]) / len(test_data[1]) for k, v in sums.items()}
-    return results, initial
+    return results, initial, slot_of
 
 
 def _test_program(layout, branch_ids, loss_for, theta, x, y, batch_size: int = 1024):
     """``evaluate(theta)`` -> summed test loss and accuracy of every slot, compiled here as one
     program (``loss_for(runs)`` is the group loss of a device's runs)."""
     metric_fns = {"accuracy": metrics_lib.accuracy}
-    per = len(layout.slots) // len(layout.devices)
 
     def eval_for(runs):
         L = loss_for(runs)
         return lambda theta, xy: epoch_lib.eval_sums(L, metric_fns, theta, *xy, batch_size,
-                                                     members=per)
+                                                     members=layout.per_device)
 
-    mesh = Mesh(np.array(layout.devices), ("members",))
-    xy = jax.device_put((jnp.asarray(x), jnp.asarray(y)), NamedSharding(mesh, _SHARED))
+    xy = jax.device_put((jnp.asarray(x), jnp.asarray(y)), NamedSharding(layout.mesh, _SHARED))
     compiled = _per_device(layout, eval_for).lower(branch_ids, theta, xy).compile()
     return lambda theta: compiled(branch_ids, theta, xy)

@@ -189,8 +189,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     tx = get_optimizer(optimizer, learning_rate)
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
-        raise TypeError(f"seed: expected an integer, got {seed!r}")
+    seed = _checks.seed("seed", seed)
     metric_fns = _metric_fns(metrics, loss_name)
     mesh = None
     if data_parallel or (data_parallel is None and jax.device_count() > 1):
@@ -215,8 +214,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     enable_compile_cache(compile_cache)
     init_key, train_key = _split_seed(seed)
     if shuffle_seed is not None:
-        if not isinstance(shuffle_seed, int | np.integer) or isinstance(shuffle_seed, bool):
-            raise TypeError(f"shuffle_seed: expected an integer, got {shuffle_seed!r}")
+        shuffle_seed = _checks.seed("shuffle_seed", shuffle_seed)
         train_key = _split_seed(shuffle_seed)[1]
     if theta is None:
         # One compiled program (persistently cached) instead of a dozen eager random ops,

@@ -101,3 +101,11 @@ def test_predict_and_evaluate_arguments():
         jn.predict(net, theta, np.ones((0, 3)))
     with pytest.raises(TypeError, match="batch_size: expected an integer, got 2.5"):
         jn.evaluate(net, theta, np.ones((2, 3)), np.zeros(2, np.int32), batch_size=2.5)
+
+
+def test_seeds_must_be_32_bit_integers():
+    net, x, y = jn.mlp([2]), np.ones((4, 3), np.float32), np.zeros(4, np.int32)
+    with pytest.raises(TypeError, match="seed: expected an integer, got 1.5"):
+        jn.fit(net, x, y, epochs=1, seed=1.5, verbose=0)
+    with pytest.raises(ValueError, match=r"shuffle_seed: expected an integer in \[-2\*\*31"):
+        jn.fit(net, x, y, epochs=1, shuffle_seed=2**40, verbose=0)

@@ -77,7 +77,7 @@ def test_member_validation():
         sweep.Member(learning_rate=0)
     with pytest.raises(ValueError, match=r"seed: expected an integer in \[-2\*\*31"):
         sweep.Member(seed=2**40)
-    with pytest.raises(ValueError, match="seed: expected an integer"):
+    with pytest.raises(TypeError, match="seed: expected an integer"):
         sweep.Member(seed=1.5)
     with pytest.raises(ValueError, match="softmax is for outputs"):
         sweep.Member(activation="softmax")
