@@ -176,11 +176,11 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
             initial = jax.device_get(initial)
             initial = [_host_member(initial, p) for p in slot_of]
             for net, js in _by_activation(group, num_outputs, net_kwargs):
-                for attr, thetas in (("diagnostics_init", [initial[j] for j in js]),
-                                     ("diagnostics_final", [trained[j].theta for j in js])):
-                    reports = diagnostics.report_many(net, thetas, diag_x, diag_y)
-                    for j, rep in zip(js, reports, strict=True):
-                        setattr(trained[j], attr, rep)
+                thetas = [initial[j] for j in js] + [trained[j].theta for j in js]
+                reports = diagnostics.report_many(net, thetas, diag_x, diag_y)  # one program
+                for k, j in enumerate(js):
+                    trained[j].diagnostics_init = reports[k]
+                    trained[j].diagnostics_final = reports[len(js) + k]
         if verbose:
             print(f"group hidden={list(hidden)}: {len(group)} members, "
                   f"{wall * len(group):.2f} s", file=sys.stderr, flush=True)
