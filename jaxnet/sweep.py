@@ -216,6 +216,10 @@ class _Layout:
     def per_device(self) -> int:
         return len(self.slots) // len(self.devices)
 
+    @property
+    def compiler_options(self) -> dict:
+        return train.program_compiler_options(self.devices[0].platform)
+
     def slot_of(self, j: int) -> int:
         """The slot that trains member ``j`` (the other copies of it are pads)."""
         return next(p for p, (m, a) in enumerate(zip(self.slots, self.active, strict=True))
@@ -386,7 +390,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         t0 = time.perf_counter()
         program = _per_device(layout, epoch_for)
         compiled = program.lower(branch_ids, (theta, opt_state, active),
-                                 (key, 0, data)).compile()
+                                 (key, 0, data)).compile(layout.compiler_options)
         for res in results:
             res.compile_s = (time.perf_counter() - t0) / len(group)
     evaluate = None
@@ -458,5 +462,6 @@ def _test_program(layout, branch_ids, loss_for, theta, x, y, batch_size: int = 1
                                                      members=layout.per_device)
 
     xy = jax.device_put((jnp.asarray(x), jnp.asarray(y)), NamedSharding(layout.mesh, _SHARED))
-    compiled = _per_device(layout, eval_for).lower(branch_ids, theta, xy).compile()
+    compiled = _per_device(layout, eval_for).lower(branch_ids, theta, xy).compile(
+        layout.compiler_options)
     return lambda theta: compiled(branch_ids, theta, xy)
