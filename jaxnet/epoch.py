@@ -74,7 +74,7 @@ def _keep_where(ok, new, old):
 def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
                n_val: int, batch_size: int, shuffle: bool, stochastic: bool = True,
                masked: bool = False, batch_sharding=None, members: int | None = None,
-               trace_counter: list | None = None):
+               validation_batch_size: int | None = None, trace_counter: list | None = None):
     """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
 
     It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
@@ -96,6 +96,9 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     stacked states (e.g. ``jax.vmap``-ed), ``active`` has one flag per member, and the
     metrics and ``bad_step`` have one entry per member. The gradient is that of the summed
     losses, which for independent members is each member's own gradient.
+
+    ``validation_batch_size`` (default ``batch_size``, as Keras) only changes how the validation
+    sums are batched, not their value (up to float summation order).
     """
 
     def epoch(theta, opt_state, key, index, data, active=True):
@@ -137,8 +140,8 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
             step, (theta, opt_state, _zeros(metric_fns, members), no_bad), (steps, idx, mask))
         out = sums_to_means(sums, n_train)
         if n_val:
-            val = eval_sums(L, metric_fns, theta, x_val, y_val, batch_size, batch_sharding,
-                            members)
+            val = eval_sums(L, metric_fns, theta, x_val, y_val,
+                            validation_batch_size or batch_size, batch_sharding, members)
             out |= sums_to_means(val, n_val, "val_")
         return theta, opt_state, out, bad
 

@@ -309,6 +309,9 @@ def _group_loss(hidden, num_outputs, net_kwargs, runs):
     return L
 
 
+#: Examples per evaluation step (validation and test): forward passes only, so larger than a
+#: training batch; fewer, larger matrix multiplies.
+_EVAL_BATCH = 1024
 _MEMBERS, _SHARED = PartitionSpec("members"), PartitionSpec()
 
 
@@ -358,9 +361,13 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     layout = _layout(group, list(devices if devices is not None else jax.local_devices()))
     by_member, shared = NamedSharding(layout.mesh, _MEMBERS), NamedSharding(layout.mesh, _SHARED)
     base = train.OPTIMIZERS[optimizer]
-    tx = optax.inject_hyperparams(
-        lambda learning_rate, weight_decay: optax.chain(
-            optax.add_decayed_weights(weight_decay), base(learning_rate)))
+    decay = any(m.weight_decay for m in group)
+
+    def make(learning_rate, weight_decay):  # no decay term (two reads of theta) if all are 0
+        opt = base(learning_rate)
+        return optax.chain(optax.add_decayed_weights(weight_decay), opt) if decay else opt
+
+    tx = optax.inject_hyperparams(make)
     theta, opt_state = _init_program(group, layout, num_outputs, net_kwargs,
                                      tuple(data[0].shape[1:]), tx)
     initial = theta  # fetched only if diagnostics ask for it
@@ -378,7 +385,8 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         epoch = epoch_lib.make_epoch(L, optax.GradientTransformation(None, per_member),
                                      metric_fns, n_train=len(data[1]), n_val=len(data[3]),
                                      batch_size=batch_size, shuffle=True, stochastic=False,
-                                     masked=True, members=layout.per_device)
+                                     masked=True, members=layout.per_device,
+                                     validation_batch_size=max(batch_size, _EVAL_BATCH))
         return lambda member_args, shared_args: epoch(*member_args[:2], *shared_args,
                                                       member_args[2])
 
@@ -451,7 +459,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     return results, initial, slot_of
 
 
-def _test_program(layout, branch_ids, loss_for, theta, x, y, batch_size: int = 1024):
+def _test_program(layout, branch_ids, loss_for, theta, x, y, batch_size: int = _EVAL_BATCH):
     """``evaluate(theta)`` -> summed test loss and accuracy of every slot, compiled here as one
     program (``loss_for(runs)`` is the group loss of a device's runs)."""
     metric_fns = {"accuracy": metrics_lib.accuracy}
