@@ -312,6 +312,12 @@ def _group_loss(hidden, num_outputs, net_kwargs, runs):
 #: Examples per evaluation step (validation and test): forward passes only, so larger than a
 #: training batch; fewer, larger matrix multiplies.
 _EVAL_BATCH = 1024
+
+
+def _eval_batch(batch_size: int, n: int) -> int:
+    """Examples per evaluation step: at least the training batch, up to ``_EVAL_BATCH``, and
+    no more than there are examples (a padded batch is computed in full)."""
+    return max(1, min(max(batch_size, _EVAL_BATCH), n))
 _MEMBERS, _SHARED = PartitionSpec("members"), PartitionSpec()
 
 
@@ -386,7 +392,8 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
                                      metric_fns, n_train=len(data[1]), n_val=len(data[3]),
                                      batch_size=batch_size, shuffle=True, stochastic=False,
                                      masked=True, members=layout.per_device,
-                                     validation_batch_size=max(batch_size, _EVAL_BATCH))
+                                     validation_batch_size=_eval_batch(batch_size,
+                                                                       len(data[3])))
         return lambda member_args, shared_args: epoch(*member_args[:2], *shared_args,
                                                       member_args[2])
 
@@ -459,14 +466,15 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     return results, initial, slot_of
 
 
-def _test_program(layout, branch_ids, loss_for, theta, x, y, batch_size: int = _EVAL_BATCH):
+def _test_program(layout, branch_ids, loss_for, theta, x, y):
     """``evaluate(theta)`` -> summed test loss and accuracy of every slot, compiled here as one
     program (``loss_for(runs)`` is the group loss of a device's runs)."""
     metric_fns = {"accuracy": metrics_lib.accuracy}
 
     def eval_for(runs):
         L = loss_for(runs)
-        return lambda theta, xy: epoch_lib.eval_sums(L, metric_fns, theta, *xy, batch_size,
+        return lambda theta, xy: epoch_lib.eval_sums(L, metric_fns, theta, *xy,
+                                                     _eval_batch(1, len(y)),
                                                      members=layout.per_device)
 
     xy = jax.device_put((jnp.asarray(x), jnp.asarray(y)), NamedSharding(layout.mesh, _SHARED))
