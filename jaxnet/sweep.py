@@ -268,11 +268,30 @@ def _group_loss(hidden, num_outputs, net_kwargs, runs):
     ``losses.make_loss`` computes it for one network.
 
     Every member sees the same batch, so the first dense layer of all of them is one matrix
-    multiply (x @ [w_1 ... w_m]); the members then split into their runs, each a ``vmap`` of
-    the rest of its own network (activation, further dense layers) over its members."""
+    multiply (x @ [w_1 ... w_m]). Its output is then laid out member-major, (m, batch, units),
+    so that every later dense layer of all m members is one batched matrix multiply over a
+    leading member axis (the fast layout for XLA:CPU's batched dots; a member axis in the
+    middle, as ``vmap(in_axes=1)`` gives, runs at about 60% of the speed). Activations are
+    elementwise: each run of members of one activation applies its own to its contiguous
+    block of the member axis."""
     nets = {act: layers.mlp([*hidden, num_outputs], act, **net_kwargs) for act, _ in runs}
     children = next(iter(nets.values())).children
     first = next(i for i, c in enumerate(children) if c.name == "dense")
+    if any(c.name != "dense" for c in children[first:]):
+        raise ValueError("sweep: expected an MLP of dense layers after the input layers")
+    # The affine part of each dense layer (its own apply, without its activation), batched.
+    affine = [jax.vmap(layers.dense(c.config["units"]).apply) for c in children[first:]]
+    acts = [[(activations.get(nets[act].children[k].config["activation"]), count)
+             for act, count in runs] for k in range(first, len(children))]
+
+    def activate(z, per_run):
+        if len({f for f, _ in per_run}) == 1:
+            return per_run[0][0](z)
+        parts, start = [], 0
+        for f, count in per_run:
+            parts.append(f(z[start:start + count]))
+            start += count
+        return jnp.concatenate(parts)
 
     def apply(theta, x):
         h = x
@@ -282,22 +301,10 @@ def _group_loss(hidden, num_outputs, net_kwargs, runs):
         w = theta[first]["w"]  # (m, fan_in, units)
         m, fan_in, units = w.shape
         z = (h @ jnp.moveaxis(w, 0, 1).reshape(fan_in, m * units)).reshape(-1, m, units)
-        z = z + theta[first]["b"]
-        outs, start = [], 0
-        for act, count in runs:
-            layer_list = nets[act].children
-            f = activations.get(layer_list[first].config["activation"])
-
-            def rest(z_member, theta_member, f=f, later=layer_list[first + 1:]):
-                h = f(z_member)
-                for layer, params in zip(later, theta_member, strict=True):
-                    h = layer.apply(h, params)
-                return h
-
-            part = jax.tree.map(lambda a, s=start, c=count: a[s:s + c], theta[first + 1:])
-            outs.append(jax.vmap(rest, in_axes=(1, 0))(z[:, start:start + count], part))
-            start += count
-        return jnp.concatenate(outs)
+        h = activate(jnp.moveaxis(z, 1, 0) + theta[first]["b"][:, None, :], acts[0])
+        for k in range(1, len(affine)):
+            h = activate(affine[k](h, theta[first + k]), acts[k])
+        return h
 
     def L(theta, batch, *, key=None, train=False):
         x, y, weights = batch
