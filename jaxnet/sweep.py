@@ -328,9 +328,10 @@ def _eval_batch(batch_size: int, n: int) -> int:
 _MEMBERS, _SHARED = PartitionSpec("members"), PartitionSpec()
 
 
-def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx):
-    """Initial theta and optimizer state of every slot, as one compiled program (each member's
-    theta has the bits ``jaxnet.fit(seed=member.seed)`` starts from)."""
+def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx, data_seed):
+    """Initial theta and optimizer state of every slot, and the data-order key, as one
+    compiled program (each member's theta has the bits ``jaxnet.fit(seed=member.seed)``
+    starts from; the key is ``fit(shuffle_seed=data_seed)``'s training key)."""
     names = sorted({m.init_name for m in group})
     rows = {}  # member index -> row in the concatenation of the per-initialiser stacks
     for name in names:
@@ -345,18 +346,20 @@ def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx):
     hyper = [np.array([getattr(group[j], k) for j in layout.slots], np.float32)
              for k in ("learning_rate", "weight_decay")]
 
-    def init(seeds, lr, wd):
+    def init(seeds, lr, wd, data_seed):
         stacks = [jax.vmap(lambda s, n=n: nets[n].init(train._split_seed(s)[0], input_shape))(
             seeds[n]) for n in names]
         theta = jax.tree.map(lambda *xs: jnp.concatenate(xs)[take], *stacks)
         opt_state = jax.vmap(lambda t, lr, wd: tx(learning_rate=lr, weight_decay=wd).init(t))(
             theta, lr, wd)
-        return theta, opt_state
+        return theta, opt_state, train._split_seed(data_seed)[1]
 
     by_member = NamedSharding(layout.mesh, _MEMBERS)
-    lowered = jax.jit(init, out_shardings=by_member).lower(seeds, *hyper)
+    out_shardings = (by_member, by_member, NamedSharding(layout.mesh, _SHARED))
+    args = (seeds, *hyper, np.int32(data_seed))
+    lowered = jax.jit(init, out_shardings=out_shardings).lower(*args)
     per_model = train.num_params(lowered.out_info[0]) // len(layout.slots)
-    return lowered.compile(train.init_compiler_options(per_model))(seeds, *hyper)  # as fit
+    return lowered.compile(train.init_compiler_options(per_model))(*args)  # as fit
 
 
 def _host_member(tree, p: int):
@@ -381,12 +384,11 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         return optax.chain(optax.add_decayed_weights(weight_decay), opt) if decay else opt
 
     tx = optax.inject_hyperparams(make)
-    theta, opt_state = _init_program(group, layout, num_outputs, net_kwargs,
-                                     tuple(data[0].shape[1:]), tx)
+    theta, opt_state, key = _init_program(group, layout, num_outputs, net_kwargs,
+                                          tuple(data[0].shape[1:]), tx, data_seed)
     initial = theta  # fetched only if diagnostics ask for it
     branch_ids = jax.device_put(
         np.repeat(np.array(layout.branch_of_device, np.int32), layout.per_device), by_member)
-    key = train._split_seed(data_seed)[1]
     data = jax.device_put(data, shared)
     metric_fns = {"accuracy": metrics_lib.accuracy}
     per_member = jax.vmap(tx(learning_rate=0.0, weight_decay=0.0).update)  # rates: in the state

@@ -16,12 +16,12 @@ from jaxnet import diagnostics, study, sweep
 RAW = dict(flatten_input=False, input_scale=None, diagnostics_examples=0, verbose=0)
 
 
-def _alone(member, epochs, optimizer="adam", **kw):
+def _alone(member, epochs, optimizer="adam", shuffle_seed=0, **kw):
     net = member.network(3, flatten_input=False, input_scale=None)
     tx = optax.chain(optax.add_decayed_weights(member.weight_decay),
                      jn.train.OPTIMIZERS[optimizer](member.learning_rate))
-    return jn.fit(net, X, Y, optimizer=tx, epochs=epochs, seed=member.seed, shuffle_seed=0,
-                  verbose=0, **kw)
+    return jn.fit(net, X, Y, optimizer=tx, epochs=epochs, seed=member.seed,
+                  shuffle_seed=shuffle_seed, verbose=0, **kw)
 
 
 def test_each_member_equals_training_it_alone():
@@ -38,6 +38,17 @@ def test_each_member_equals_training_it_alone():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
         for k, v in history.history.items():
             np.testing.assert_allclose(r.history[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_the_data_seed_orders_the_data_as_fits_shuffle_seed():
+    member = sweep.Member((16,), "relu", seed=1)
+    (result,) = sweep.fit_many([member], X, Y, epochs=2, batch_size=32, data_seed=-7, **RAW)
+    theta, _ = _alone(member, 2, batch_size=32, shuffle_seed=-7)
+    other, _ = _alone(member, 2, batch_size=32, shuffle_seed=0)
+    for a, b, c in zip(jax.tree.leaves(result.theta), jax.tree.leaves(theta),
+                       jax.tree.leaves(other), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3  # another order, not this
 
 
 def test_a_diverging_member_is_frozen_and_the_others_carry_on():
