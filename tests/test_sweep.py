@@ -30,7 +30,7 @@ def test_each_member_equals_training_it_alone():
                sweep.Member((16,), "gelu", init="standard", seed=3, weight_decay=1e-3),
                sweep.Member((8, 8), "relu", seed=4)]  # a second group
     results = sweep.fit_many(members, X, Y, epochs=3, batch_size=64, validation_split=0.2,
-                             **RAW)
+                             test_data=(X[:50], Y[:50]), **RAW)
     assert [r.member for r in results] == members
     for r in results:
         theta, history = _alone(r.member, 3, batch_size=64, validation_split=0.2)
@@ -38,6 +38,10 @@ def test_each_member_equals_training_it_alone():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
         for k, v in history.history.items():
             np.testing.assert_allclose(r.history[k], v, rtol=1e-4, atol=1e-5)
+        net = r.member.network(3, flatten_input=False, input_scale=None)
+        test = jn.evaluate(net, theta, X[:50], Y[:50])  # evaluated by the last epoch's program
+        np.testing.assert_allclose(r.test["accuracy"], test["accuracy"], atol=1e-6)
+        np.testing.assert_allclose(r.test["loss"], test["loss"], rtol=1e-4)
 
 
 def test_the_data_seed_orders_the_data_as_fits_shuffle_seed():
