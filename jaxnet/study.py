@@ -41,7 +41,8 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
                                    batch_size=batch_size, validation_split=validation_split,
                                    verbose=0)
         res = sweep.MemberResult(m, theta, history.history, history.stop_reason,
-                                 compile_s=history.compile_time)
+                                 compile_s=history.compile_time,
+                                 epoch_s=list(history.epoch_times))
         res.test = train.evaluate(net, theta, x_test, y_test)
         res.wall_s = time.perf_counter() - t0  # training and evaluation, not diagnostics
         if diag_n:  # as fit_many: not timed
@@ -64,9 +65,10 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
 
     Returns:
         The report written to ``results.json``: ``{"members": [...], "wall_s": ...,
-        "compile_s": ..., "total_s": ..., "config": {...}}``; ``wall_s`` is the time spent
-        training and evaluating (compile included), ``total_s`` adds data loading and the
-        per-layer diagnostics.
+        "compile_s": ..., "epoch_s": [...], "total_s": ..., "config": {...}}``; ``wall_s`` is
+        the time spent training and evaluating (compile included), ``epoch_s`` the seconds of
+        each epoch of the whole grid (summed over members; in one program a member's share of
+        its group's epoch), ``total_s`` adds data loading and the per-layer diagnostics.
     """
     ds = data_lib.load(dataset, data_dir=data_dir)
     members = grid(depths, width, activations, seeds, init, learning_rate)
@@ -94,6 +96,8 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
                    "mode": "sequential" if sequential else "one program"},
         "wall_s": sum(r.wall_s for r in results),
         "compile_s": sum(r.compile_s for r in results),
+        "epoch_s": [sum(r.epoch_s[i] for r in results if i < len(r.epoch_s))
+                    for i in range(max(len(r.epoch_s) for r in results))],
         "total_s": total,
         "members": [_member_json(r) for r in results],
     }
@@ -120,7 +124,15 @@ def _member_json(r: sweep.MemberResult) -> dict:
             "grad_norms_final": r.diagnostics_final.get("grad_norms"),
             "activations_init": r.diagnostics_init.get("activations"),
             "activations_final": r.diagnostics_final.get("activations"),
-            "wall_s": r.wall_s}
+            "wall_s": r.wall_s, "epoch_s": r.epoch_s}
+
+
+def steady_epoch_s(report: dict) -> float | None:
+    """Seconds of one steady-state epoch of the whole grid: the median of the report's
+    ``epoch_s`` after the first epoch (which may overlap compilation), or the first epoch
+    alone if there is only one; None without epochs."""
+    epochs = report["epoch_s"]
+    return statistics.median(epochs[1:]) if len(epochs) > 1 else (epochs or [None])[0]
 
 
 def summary_table(members: list[dict]) -> dict[tuple[int, str], tuple[float, float, int]]:
@@ -147,6 +159,8 @@ def markdown(report: dict) -> str:
         cells = [f"{table[(d, a)][0]:.4f} +- {table[(d, a)][1]:.4f}" if (d, a) in table
                  else "-" for a in acts]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    steady = steady_epoch_s(report)
     lines += ["", f"Wall time {report['wall_s']:.1f} s (compile {report['compile_s']:.1f} s) "
-              f"for {len(report['members'])} members."]
+              f"for {len(report['members'])} members"
+              + (f"; one epoch of the grid {steady:.2f} s." if steady is not None else ".")]
     return "\n".join(lines) + "\n"

@@ -105,6 +105,7 @@ class MemberResult:
     test: dict | None = None
     wall_s: float = 0.0  # training (its share of its group) and test evaluation, in seconds
     compile_s: float = 0.0
+    epoch_s: list[float] = field(default_factory=list)  # each epoch's seconds (its share)
 
 
 def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
@@ -425,6 +426,9 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         if evaluate is None and test_data is not None:  # compiled while the epoch runs
             evaluate = _test_program(layout, branch_ids, loss_for, theta, *test_data)
         values, bad = jax.device_get((dev_metrics, bad))
+        seconds = time.perf_counter() - t
+        for res in results:
+            res.epoch_s.append(seconds / len(group))
         host_theta = None
         for j, res in enumerate(results):
             p = slot_of[j]
@@ -450,7 +454,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
                 active[p] = False
         if verbose:
             print(f"  epoch {epoch + 1}/{epochs}: {int(active.sum())}/{len(group)} members "
-                  f"active, {time.perf_counter() - t:.2f} s", file=sys.stderr, flush=True)
+                  f"active, {seconds:.2f} s", file=sys.stderr, flush=True)
         if not active.any():
             break
     final = jax.tree.map(np.array, jax.device_get(theta))  # writable host copies

@@ -127,7 +127,11 @@ def test_study_writes_results_and_readable_plots(tmp_path, idx_dir):
     assert len(saved["members"]) == 8 and saved["wall_s"] > 0 and saved["compile_s"] > 0
     m = saved["members"][0]
     assert {"depth", "width", "activation", "init", "seed", "history", "test_accuracy",
-            "grad_norms_init", "grad_norms_final", "wall_s"} <= set(m)
+            "grad_norms_init", "grad_norms_final", "wall_s", "epoch_s"} <= set(m)
+    assert len(m["epoch_s"]) == 2 and len(saved["epoch_s"]) == 2
+    np.testing.assert_allclose(saved["epoch_s"],
+                               np.sum([m["epoch_s"] for m in saved["members"]], axis=0))
+    assert 0 < study.steady_epoch_s(saved) == saved["epoch_s"][1] < saved["wall_s"]
     assert len(m["grad_norms_init"]) == m["depth"] + 1
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| depth | tanh | relu |" in md and "+-" in md
@@ -190,6 +194,8 @@ def test_cli_bench_one_program_and_sequential_agree(tmp_path, idx_dir):
         assert "| depth | tanh | relu |" in out.stdout
         reports[mode] = json.loads((tmp_path / mode / "results.json").read_text())
         assert (tmp_path / mode / "results.md").exists()
+    for report in reports.values():  # an epoch of the whole grid, whichever way it ran
+        assert len(report["epoch_s"]) == 2 and 0 < study.steady_epoch_s(report)
     assert reports["one"]["config"]["mode"] == "one program"
     assert reports["seq"]["config"]["mode"] == "sequential"
     one, seq = reports["one"]["members"], reports["seq"]["members"]
