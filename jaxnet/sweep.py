@@ -13,11 +13,12 @@ compiled, scan-fused epoch over a stacked member axis. Within a group,
 - the member axis is split over the local devices (``shard_map``; on a CPU, start Python with
   ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` to use every core, as
   ``jaxnet bench`` does); members never communicate, so this costs nothing per step;
-- on each device the members are ordered by activation, and after the shared first matrix
-  multiply each run of one activation is a ``vmap`` of the rest of its own network; no member
-  evaluates another's activation. Devices whose runs differ take different branches of one
-  ``lax.switch`` on a per-device branch number (members are dealt round robin, so usually all
-  devices have the same runs and there is no switch).
+- on each device the members are ordered by activation; after the shared first matrix
+  multiply every later dense layer of all of them is one batched matrix multiply over a
+  leading member axis, and each run of one activation applies its own activation to its block
+  of members; no member evaluates another's activation. Devices whose runs differ take
+  different branches of one ``lax.switch`` on a per-device branch number (members are dealt
+  round robin, so usually all devices have the same runs and there is no switch).
 
 Each member keeps its own history and early-stopping state. A member whose loss turns
 non-finite is frozen at its last good step by masking its updates, and a member that stops
