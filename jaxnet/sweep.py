@@ -281,8 +281,9 @@ def _group_loss(hidden, num_outputs, net_kwargs, runs):
     first = next(i for i, c in enumerate(children) if c.name == "dense")
     if any(c.name != "dense" for c in children[first:]):
         raise ValueError("sweep: expected an MLP of dense layers after the input layers")
-    # The affine part of each dense layer (its own apply, without its activation), batched.
-    affine = [jax.vmap(layers.dense(c.config["units"]).apply) for c in children[first:]]
+    # The affine part of each later dense layer (its own apply, without its activation),
+    # batched over the leading member axis.
+    later = [jax.vmap(layers.dense(c.config["units"]).apply) for c in children[first + 1:]]
     acts = [[(activations.get(nets[act].children[k].config["activation"]), count)
              for act, count in runs] for k in range(first, len(children))]
 
@@ -304,8 +305,8 @@ def _group_loss(hidden, num_outputs, net_kwargs, runs):
         m, fan_in, units = w.shape
         z = (h @ jnp.moveaxis(w, 0, 1).reshape(fan_in, m * units)).reshape(-1, m, units)
         h = activate(jnp.moveaxis(z, 1, 0) + theta[first]["b"][:, None, :], acts[0])
-        for k in range(1, len(affine)):
-            h = activate(affine[k](h, theta[first + k]), acts[k])
+        for k, affine in enumerate(later, start=1):
+            h = activate(affine(h, theta[first + k]), acts[k])
         return h
 
     def L(theta, batch, *, key=None, train=False):

@@ -39,7 +39,7 @@ def test_each_member_equals_training_it_alone():
         for k, v in history.history.items():
             np.testing.assert_allclose(r.history[k], v, rtol=1e-4, atol=1e-5)
         net = r.member.network(3, flatten_input=False, input_scale=None)
-        test = jn.evaluate(net, theta, X[:50], Y[:50])  # evaluated by the last epoch's program
+        test = jn.evaluate(net, theta, X[:50], Y[:50])
         np.testing.assert_allclose(r.test["accuracy"], test["accuracy"], atol=1e-6)
         np.testing.assert_allclose(r.test["loss"], test["loss"], rtol=1e-4)
 
