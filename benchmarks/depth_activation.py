@@ -56,23 +56,21 @@ def speed(out: Path, repeats: int) -> tuple[dict, str]:
         runs["one"].append(study.depth_activation(out=out / "speed_one_program", **common))
         runs["seq"].append(study.depth_activation(out=out / "speed_sequential",
                                                   sequential=True, **common))
-    def measures(r):
-        return {"wall_s": r["wall_s"], "compile_s": r["compile_s"],
-                "steady_epoch_s": study.steady_epoch_s(r)}
-
-    stats = {mode: {k: (min(measures(r)[k] for r in rs),
-                        statistics.median(measures(r)[k] for r in rs))
-                    for k in ("wall_s", "compile_s", "steady_epoch_s")}
-             for mode, rs in runs.items()}
+    values = {mode: {"wall_s": [r["wall_s"] for r in rs],
+                     "compile_s": [r["compile_s"] for r in rs],
+                     "steady_epoch_s": [study.steady_epoch_s(r) for r in rs]}
+              for mode, rs in runs.items()}
+    stats = {mode: {k: (min(v), statistics.median(v)) for k, v in vs.items()}
+             for mode, vs in values.items()}
     a = _per_activation(runs["one"][-1]["members"])
     b = _per_activation(runs["seq"][-1]["members"])
     ratio = {k: tuple(stats["seq"][k][i] / stats["one"][k][i] for i in (0, 1))
              for k in ("wall_s", "steady_epoch_s")}
     result = {"repeats": repeats,
-              "one_program_wall_s": [r["wall_s"] for r in runs["one"]],
-              "sequential_wall_s": [r["wall_s"] for r in runs["seq"]],
-              "one_program_compile_s": [r["compile_s"] for r in runs["one"]],
-              "sequential_compile_s": [r["compile_s"] for r in runs["seq"]],
+              "one_program_wall_s": values["one"]["wall_s"],
+              "sequential_wall_s": values["seq"]["wall_s"],
+              "one_program_compile_s": values["one"]["compile_s"],
+              "sequential_compile_s": values["seq"]["compile_s"],
               "one_program_epoch_s": [r["epoch_s"] for r in runs["one"]],
               "sequential_epoch_s": [r["epoch_s"] for r in runs["seq"]],
               "speedup_of_medians": ratio["wall_s"][1], "speedup_of_minima": ratio["wall_s"][0],
