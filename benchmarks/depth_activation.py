@@ -7,8 +7,8 @@ Parts (each writes under OUT; ``--parts`` picks some):
 - ``speed``: depth 2 x {sigmoid, tanh, relu, gelu} x 4 seeds, 3 epochs, Adam 1e-3, trained as
   one program (``jaxnet.sweep``) and one model at a time (``jaxnet.fit`` per member), both in
   this process, alternating, ``--repeats`` times each; min and median of the end-to-end wall
-  time (training and test evaluation), of the compile time and of a steady-state epoch of the
-  whole grid, and per-activation mean test accuracy of each.
+  time (training and test evaluation), of the compile time, of a steady-state epoch of the
+  whole grid and of the process's CPU time, and per-activation mean test accuracy of each.
 - ``study``: the default study (depths 1 2 3 5 8 x sigmoid, tanh, relu x 2 seeds, 5 epochs) with
   its table and plots (``OUT/study``).
 - ``sgd``: plain SGD, lr 0.1, default initialisers, 8 hidden layers of 64, sigmoid vs relu,
@@ -49,28 +49,38 @@ def _per_activation(members):
 def speed(out: Path, repeats: int) -> tuple[dict, str]:
     from jaxnet import study
 
+    # No per-layer diagnostics: they are not timed, and the CPU time below covers the whole call.
     common = dict(depths=(2,), width=64, activations=("sigmoid", "tanh", "relu", "gelu"),
-                  seeds=4, epochs=3, plots=False, verbose=0)
-    runs = {"one": [], "seq": []}
+                  seeds=4, epochs=3, plots=False, verbose=0, diagnostics_examples=0)
+    runs, cpu = {"one": [], "seq": []}, {"one": [], "seq": []}
+
+    def run(mode, **kwargs):
+        c0 = time.process_time()  # CPU seconds of every thread of this process
+        runs[mode].append(study.depth_activation(**common, **kwargs))
+        cpu[mode].append(time.process_time() - c0)
+
     for _ in range(repeats):  # alternate, so both modes see the same machine conditions
-        runs["one"].append(study.depth_activation(out=out / "speed_one_program", **common))
-        runs["seq"].append(study.depth_activation(out=out / "speed_sequential",
-                                                  sequential=True, **common))
+        run("one", out=out / "speed_one_program")
+        run("seq", out=out / "speed_sequential", sequential=True)
     values = {mode: {"wall_s": [r["wall_s"] for r in rs],
                      "compile_s": [r["compile_s"] for r in rs],
-                     "steady_epoch_s": [study.steady_epoch_s(r) for r in rs]}
+                     "steady_epoch_s": [study.steady_epoch_s(r) for r in rs],
+                     "cpu_s": cpu[mode],
+                     "cores_busy": [c / r["total_s"] for c, r in zip(cpu[mode], rs, strict=True)]}
               for mode, rs in runs.items()}
     stats = {mode: {k: (min(v), statistics.median(v)) for k, v in vs.items()}
              for mode, vs in values.items()}
     a = _per_activation(runs["one"][-1]["members"])
     b = _per_activation(runs["seq"][-1]["members"])
     ratio = {k: tuple(stats["seq"][k][i] / stats["one"][k][i] for i in (0, 1))
-             for k in ("wall_s", "steady_epoch_s")}
+             for k in ("wall_s", "steady_epoch_s", "cpu_s")}
     result = {"repeats": repeats,
               "one_program_wall_s": values["one"]["wall_s"],
               "sequential_wall_s": values["seq"]["wall_s"],
               "one_program_compile_s": values["one"]["compile_s"],
               "sequential_compile_s": values["seq"]["compile_s"],
+              "one_program_cpu_s": values["one"]["cpu_s"],
+              "sequential_cpu_s": values["seq"]["cpu_s"],
               "one_program_epoch_s": [r["epoch_s"] for r in runs["one"]],
               "sequential_epoch_s": [r["epoch_s"] for r in runs["seq"]],
               "speedup_of_medians": ratio["wall_s"][1], "speedup_of_minima": ratio["wall_s"][0],
@@ -80,26 +90,32 @@ def speed(out: Path, repeats: int) -> tuple[dict, str]:
               "max_accuracy_difference": max(abs(a[k] - b[k]) for k in a)}
 
     def row(name, mode, acc):
-        (w_min, w_med), (c_min, c_med), (e_min, e_med) = (
-            stats[mode][k] for k in ("wall_s", "compile_s", "steady_epoch_s"))
+        (w_min, w_med), (c_min, c_med), (e_min, e_med), (p_min, p_med), (_, busy) = (
+            stats[mode][k] for k in ("wall_s", "compile_s", "steady_epoch_s", "cpu_s",
+                                     "cores_busy"))
         return (f"| {name} | {w_min:.1f} / {w_med:.1f} | {c_min:.1f} / {c_med:.1f} | "
                 f"{w_min - c_min:.1f} / {w_med - c_med:.1f} | {e_min:.2f} / {e_med:.2f} | "
+                f"{p_min:.1f} / {p_med:.1f} | {busy:.2f} | "
                 + " | ".join(f"{acc[k]:.4f}" for k in a) + " |")
 
     md = [f"16 members (depth 2 x sigmoid, tanh, relu, gelu x 4 seeds), 3 epochs, batch 128, "
           f"Adam 1e-3, validation split 0.2; {repeats} repeats of each mode, alternating, in "
           "one process; min / median:", "",
           "| | end to end (s) | compile (s) | training + test evaluation without compile (s) | "
-          "steady-state epoch of the grid (s) | "
+          "steady-state epoch of the grid (s) | CPU time (s) | cores busy (median) | "
           + " | ".join(f"{k} acc" for k in a) + " |",
-          "| --- | --- | --- | --- | --- |" + " --- |" * len(a),
+          "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(a),
           row("one program (jaxnet.sweep)", "one", a),
           row("one model at a time (--sequential)", "seq", b), "",
           f"Speed-up end to end: {ratio['wall_s'][1]:.2f}x of medians, {ratio['wall_s'][0]:.2f}x "
           f"of minima; of a steady-state epoch (the median of epochs 2-3, summed over the "
           f"grid): {ratio['steady_epoch_s'][1]:.2f}x of medians, "
           f"{ratio['steady_epoch_s'][0]:.2f}x of minima; largest per-activation accuracy "
-          f"difference {result['max_accuracy_difference']:.4f}."]
+          f"difference {result['max_accuracy_difference']:.4f}. CPU time is that of every "
+          f"thread of the process during the whole call (training, test evaluation, loading "
+          f"the cached dataset, writing results; it counts thread pools' spin-waiting too); "
+          f"cores busy is CPU time over that call's wall time; the sequential mode uses "
+          f"{ratio['cpu_s'][1]:.2f}x the CPU time (medians)."]
     return result, "\n".join(md)
 
 
