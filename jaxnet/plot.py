@@ -5,6 +5,7 @@ Every function writes a PNG and returns its path; axes are labelled and series h
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -96,14 +97,20 @@ def study_learning_curves(report: dict, path) -> Path:
 
 
 def grad_norms(report: dict, path) -> Path:
-    """||dL/dW|| per layer at initialisation (input side first), log scale, deepest grid depth."""
+    """Gradient norms of the deepest grid depth, mean over seeds, log scale: ||dL/dW|| per
+    layer (input side first) at initialisation and after training, and during training the
+    ratio of the input-side layer's norm to the output layer's after every epoch (epoch 0 is
+    initialisation; below 1, gradients shrink toward the input)."""
     plt = _pyplot()
     deepest = max(m["depth"] for m in report["members"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    groups = {act: [m for m in members if m["depth"] == deepest]
+              for act, members in _by_activation(report["members"]).items()}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[1].sharey(axes[0])
     for ax, key, title in ((axes[0], "grad_norms_init", "at initialisation"),
                            (axes[1], "grad_norms_final", "after training")):
-        for act, members in _by_activation(report["members"]).items():
-            rows = [m[key] for m in members if m["depth"] == deepest and m.get(key)]
+        for act, members in groups.items():
+            rows = [m[key] for m in members if m.get(key)]
             if not rows:
                 continue
             layers = range(1, len(rows[0]) + 1)
@@ -115,6 +122,27 @@ def grad_norms(report: dict, path) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("||dL/dW|| (mean over seeds)")
     axes[1].legend(title=f"activation (depth {deepest})")
+    ax = axes[2]
+    for act, members in groups.items():
+        runs = [[m["grad_norms_init"], *m["grad_norms_epochs"]] for m in members
+                if m.get("grad_norms_init") and m.get("grad_norms_epochs")]
+        if not runs:
+            continue
+        n = min(len(r) for r in runs)  # a member stopped early has fewer epochs
+        ratio = [statistics.mean(r[e][0] / r[e][-1] if r[e][-1] else math.nan for r in runs)
+                 for e in range(n)]
+        ax.plot(range(n), ratio, marker="o", label=act)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (0 = initialisation)")
+    ax.set_ylabel("||dL/dW_1|| / ||dL/dW_out|| (mean over seeds)")
+    ax.set_title("input-side / output layer gradient norm, during training")
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title=f"activation (depth {deepest})")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:  # layers and epochs are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
 
 

@@ -34,21 +34,29 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
     for m in members:
         t0 = time.perf_counter()
         net = m.network(num_outputs)
+        run = diagnostics.reporter(net, x_diag, y_diag) if diag_n else None
+        per_epoch, untimed = [], [0.0]
+
+        def follow(epoch, theta, logs, run=run, per_epoch=per_epoch, untimed=untimed):
+            t = time.perf_counter()  # as fit_many: diagnostics after every epoch, not timed
+            per_epoch.append(run([theta])[0])
+            untimed[0] += time.perf_counter() - t
+
         tx = optax.chain(optax.add_decayed_weights(m.weight_decay),
                          train.OPTIMIZERS[optimizer](m.learning_rate))
         theta, history = train.fit(net, x, y, optimizer=tx, epochs=epochs, seed=m.seed,
                                    shuffle_seed=data_seed, data_parallel=False,
                                    batch_size=batch_size, validation_split=validation_split,
-                                   verbose=0)
+                                   verbose=0, on_epoch_end=follow if run else None)
         res = sweep.MemberResult(m, theta, history.history, history.stop_reason,
                                  compile_s=history.compile_time,
-                                 epoch_s=list(history.epoch_times))
+                                 epoch_s=list(history.epoch_times), diagnostics_epochs=per_epoch)
         res.test = train.evaluate(net, theta, x_test, y_test)
-        res.wall_s = time.perf_counter() - t0  # training and evaluation, not diagnostics
-        if diag_n:  # as fit_many: not timed
+        # training and evaluation, not diagnostics
+        res.wall_s = time.perf_counter() - t0 - untimed[0]
+        if run is not None:  # as fit_many: not timed
             theta0 = train.init_params(net, train._split_seed(m.seed)[0], tuple(x.shape[1:]))
-            res.diagnostics_init = diagnostics.report(net, theta0, x_diag, y_diag)
-            res.diagnostics_final = diagnostics.report(net, theta, x_diag, y_diag)
+            res.diagnostics_init, res.diagnostics_final = run([theta0])[0], run([theta])[0]
         results.append(res)
     return results
 
@@ -124,6 +132,8 @@ def _member_json(r: sweep.MemberResult) -> dict:
             "grad_norms_final": r.diagnostics_final.get("grad_norms"),
             "activations_init": r.diagnostics_init.get("activations"),
             "activations_final": r.diagnostics_final.get("activations"),
+            "grad_norms_epochs": [d["grad_norms"] for d in r.diagnostics_epochs],
+            "activations_epochs": [d["activations"] for d in r.diagnostics_epochs],
             "wall_s": r.wall_s, "epoch_s": r.epoch_s}
 
 

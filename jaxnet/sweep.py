@@ -103,6 +103,7 @@ class MemberResult:
     best_epoch: int | None = None
     diagnostics_init: dict = field(default_factory=dict)
     diagnostics_final: dict = field(default_factory=dict)
+    diagnostics_epochs: list[dict] = field(default_factory=list)  # after each epoch it trained
     test: dict | None = None
     wall_s: float = 0.0  # training (its share of its group) and test evaluation, in seconds
     compile_s: float = 0.0
@@ -127,8 +128,9 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         flatten_input, input_scale: the input layers every member's MLP starts with.
         data_seed: seeds the data order every member shares.
         devices: devices to shard the member axis over; default all local devices.
-        diagnostics_examples: training examples used for the per-layer diagnostics at
-            initialisation and at the end (0 to skip).
+        diagnostics_examples: training examples used for the per-layer diagnostics
+            (:mod:`jaxnet.diagnostics`) at initialisation, after every epoch and at the end
+            (0 to skip); not part of the timings.
         verbose: 0 silent, 1 one line per group and epoch.
 
     Returns:
@@ -138,6 +140,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     if not members:
         raise ValueError("members: expected at least one member, got none")
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
+    diagnostics_examples = _checks.positive_int("diagnostics_examples", diagnostics_examples,
+                                                allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     data_seed = _checks.seed("data_seed", data_seed)
     _checks.one_of("optimizer", optimizer, train.OPTIMIZERS)
@@ -166,23 +170,26 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     diag_x, diag_y = x[:diagnostics_examples], y[:diagnostics_examples]
     for hidden, idx in groups.items():
         group = [members[i] for i in idx]
+        # One reusable vmapped program per activation (over its members): at initialisation,
+        # after every epoch and at the end; none of it is timed.
+        reporters = [(diagnostics.reporter(net, diag_x, diag_y), js)
+                     for net, js in _by_activation(group, num_outputs, net_kwargs)
+                     ] if diagnostics_examples else []
         t0 = time.perf_counter()
-        trained, initial, slot_of = _fit_group(
+        trained, initial, slot_of, untimed = _fit_group(
             group, data, num_outputs, optimizer, epochs, batch_size, early_stopping, net_kwargs,
-            data_seed, devices, verbose, test_data)
-        wall = (time.perf_counter() - t0) / len(group)
+            data_seed, devices, verbose, test_data, reporters)
+        wall = (time.perf_counter() - t0 - untimed) / len(group)
         for i, res in zip(idx, trained, strict=True):
             res.wall_s = wall
             results[i] = res
-        if diagnostics_examples:  # one vmapped program per activation; not timed
+        if reporters:
             initial = jax.device_get(initial)
             initial = [_host_member(initial, p) for p in slot_of]
-            for net, js in _by_activation(group, num_outputs, net_kwargs):
-                thetas = [initial[j] for j in js] + [trained[j].theta for j in js]
-                reports = diagnostics.report_many(net, thetas, diag_x, diag_y)  # one program
-                for k, j in enumerate(js):
-                    trained[j].diagnostics_init = reports[k]
-                    trained[j].diagnostics_final = reports[len(js) + k]
+            for run, js in reporters:
+                for j, first, last in zip(js, run([initial[j] for j in js]),
+                                          run([trained[j].theta for j in js]), strict=True):
+                    trained[j].diagnostics_init, trained[j].diagnostics_final = first, last
         if verbose:
             print(f"group hidden={list(hidden)}: {len(group)} members, "
                   f"{wall * len(group):.2f} s", file=sys.stderr, flush=True)
@@ -371,12 +378,16 @@ def _host_member(tree, p: int):
 
 
 def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_stopping,
-               net_kwargs, data_seed, devices, verbose, test_data
-               ) -> tuple[list[MemberResult], list]:
+               net_kwargs, data_seed, devices, verbose, test_data, reporters=()
+               ) -> tuple[list[MemberResult], list, list[int], float]:
     """Train members with equal widths as one program. Returns the results, the initial
-    stacked theta of every slot and the slot of each member.
+    stacked theta of every slot, the slot of each member, and the seconds spent on
+    diagnostics (to leave out of the timings).
 
-    Each result's ``compile_s`` is its share of the group's compile time."""
+    ``reporters``: ``(run, member indices)`` pairs (:func:`jaxnet.diagnostics.reporter`);
+    after every epoch each member it trained gets ``run``'s report in
+    ``diagnostics_epochs``. Each result's ``compile_s`` is its share of the group's compile
+    time."""
     layout = _layout(group, list(devices if devices is not None else jax.local_devices()))
     by_member, shared = NamedSharding(layout.mesh, _MEMBERS), NamedSharding(layout.mesh, _SHARED)
     base = train.OPTIMIZERS[optimizer]
@@ -413,6 +424,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     stoppers = [train._Stopper(early_stopping) if early_stopping else None for _ in group]
     slot_of = [layout.slot_of(j) for j in range(len(group))]
     active = np.array(layout.active)
+    untimed = 0.0
     if epochs:
         t0 = time.perf_counter()
         program = _per_device(layout, epoch_for)
@@ -431,7 +443,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         seconds = time.perf_counter() - t
         for res in results:
             res.epoch_s.append(seconds / len(group))
-        host_theta = None
+        host_theta, trained_now = None, set()
         for j, res in enumerate(results):
             p = slot_of[j]
             if not active[p]:
@@ -444,6 +456,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
                 continue
             for k, v in row.items():
                 res.history.setdefault(k, []).append(v)
+            trained_now.add(j)
             s = stoppers[j]
             if s is None:
                 continue
@@ -454,6 +467,15 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
                 res.stop_reason = (f"early stopping: {s.config.monitor} did not improve for "
                                    f"{s.wait} epochs")
                 active[p] = False
+        if reporters and trained_now:
+            t = time.perf_counter()
+            host_theta = jax.device_get(theta) if host_theta is None else host_theta
+            for run, js in reporters:  # every member of the activation: one compiled shape
+                reports = run([_host_member(host_theta, slot_of[j]) for j in js])
+                for j, report in zip(js, reports, strict=True):
+                    if j in trained_now:
+                        results[j].diagnostics_epochs.append(report)
+            untimed += time.perf_counter() - t
         if verbose:
             print(f"  epoch {epoch + 1}/{epochs}: {int(active.sum())}/{len(group)} members "
                   f"active, {seconds:.2f} s", file=sys.stderr, flush=True)
@@ -478,7 +500,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
         sums = jax.device_get(evaluate(theta))
         for j, res in enumerate(results):
             res.test = {k: float(v[slot_of[j]]) / len(test_data[1]) for k, v in sums.items()}
-    return results, initial, slot_of
+    return results, initial, slot_of, untimed
 
 
 def _test_program(layout, branch_ids, loss_for, theta, x, y):

@@ -136,7 +136,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
         shuffle_seed: int | None = None, early_stopping: EarlyStopping | None = None,
-        verbose: int = 1,
+        verbose: int = 1, on_epoch_end: Callable | None = None,
         check_inputs: bool = True, compile_cache: bool | None = None,
         checkpoint_dir=None, checkpoint_every: int = 1, keep_checkpoints: int = 3,
         resume: bool = False, data_parallel: bool | None = None):
@@ -164,6 +164,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
             order across members; this reproduces one of its members alone.
         early_stopping: an :class:`EarlyStopping`, or None.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        on_epoch_end: called as ``on_epoch_end(epoch, theta, logs)`` after every epoch that
+            completes (``epoch`` from 0, ``theta`` at its end, ``logs`` its metrics as in
+            ``history``), like Keras's ``Callback.on_epoch_end``; for example to follow
+            :mod:`jaxnet.diagnostics` during training. Its time is not in ``epoch_times``.
         check_inputs: reject NaN/inf in float inputs before training.
         compile_cache: use JAX's persistent compilation cache (default on unless
             ``JAXNET_COMPILE_CACHE=0``).
@@ -190,6 +194,9 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
     seed = _checks.seed("seed", seed)
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
+                        f"got {type(on_epoch_end).__name__}")
     metric_fns = _metric_fns(metrics, loss_name)
     mesh = None
     if data_parallel or (data_parallel is None and jax.device_count() > 1):
@@ -305,6 +312,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         theta, opt_state = new_theta, new_opt_state
         history.append(values, seconds)
         _progress_lib.close(bar, verbose, epoch, epochs, values, seconds)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, theta, dict(values))
         stop = stopper is not None and stopper.update(epoch, values[stopper.config.monitor], theta)
         if manager is not None and jax.process_index() == 0 and (
                 (epoch + 1) % every == 0 or epoch + 1 == epochs or stop):

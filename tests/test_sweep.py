@@ -85,6 +85,31 @@ def test_per_member_early_stopping():
         sweep.fit_many(members, X, Y, epochs=1, early_stopping=jn.EarlyStopping(), **RAW)
 
 
+def test_diagnostics_follow_every_epoch_each_member_trained():
+    members = [sweep.Member((16, 16), "sigmoid", seed=0), sweep.Member((16, 16), "relu", seed=1),
+               sweep.Member((16, 16), "relu", seed=2, learning_rate=1e12),  # diverges
+               sweep.Member((8,), "tanh", seed=3)]
+    kw = {**RAW, "diagnostics_examples": 64}
+    results = sweep.fit_many(members, X, Y, optimizer="sgd", epochs=3, batch_size=32, **kw)
+    sig, relu, bad, tanh = results
+    for r in (sig, relu, tanh):
+        assert len(r.diagnostics_epochs) == len(r.history["loss"]) == 3
+        assert r.diagnostics_epochs[-1] == r.diagnostics_final  # the theta returned
+        assert r.diagnostics_epochs[0] != r.diagnostics_init
+        assert all(len(d["grad_norms"]) == len(r.member.hidden) + 1
+                   for d in r.diagnostics_epochs)
+    assert bad.diagnostics_epochs == [] and bad.history == {}  # frozen in epoch 1
+    # each epoch's report is the report of that epoch's theta: the same as training alone
+    net = relu.member.network(3, flatten_input=False, input_scale=None)
+    alone = []
+    _alone(relu.member, 3, optimizer="sgd", batch_size=32, on_epoch_end=lambda e, t, logs:
+           alone.append(diagnostics.report(net, t, X[:64], Y[:64])))
+    for a, b in zip(relu.diagnostics_epochs, alone, strict=True):
+        np.testing.assert_allclose(a["grad_norms"], b["grad_norms"], rtol=1e-3)
+        np.testing.assert_allclose(a["activations"]["mean"], b["activations"]["mean"],
+                                   rtol=1e-3, atol=1e-6)
+
+
 def test_member_validation():
     with pytest.raises(ValueError, match="activation: unknown name 'rleu'"):
         sweep.Member(activation="rleu")
@@ -100,6 +125,8 @@ def test_member_validation():
     assert sweep.Member(activation="tanh").init_name == "glorot_uniform"
     with pytest.raises(ValueError, match="members: expected at least one"):
         sweep.fit_many([], X, Y)
+    with pytest.raises(ValueError, match="diagnostics_examples: expected an integer >= 0"):
+        sweep.fit_many([sweep.Member()], X, Y, diagnostics_examples=-1)
 
 
 def test_grad_norms_decay_toward_the_input_for_deep_sigmoid():
@@ -127,7 +154,10 @@ def test_study_writes_results_and_readable_plots(tmp_path, idx_dir):
     assert len(saved["members"]) == 8 and saved["wall_s"] > 0 and saved["compile_s"] > 0
     m = saved["members"][0]
     assert {"depth", "width", "activation", "init", "seed", "history", "test_accuracy",
-            "grad_norms_init", "grad_norms_final", "wall_s", "epoch_s"} <= set(m)
+            "grad_norms_init", "grad_norms_final", "grad_norms_epochs", "activations_epochs",
+            "wall_s", "epoch_s"} <= set(m)
+    assert len(m["grad_norms_epochs"]) == len(m["activations_epochs"]) == 2
+    assert m["grad_norms_epochs"][-1] == m["grad_norms_final"]
     assert len(m["epoch_s"]) == 2 and len(saved["epoch_s"]) == 2
     np.testing.assert_allclose(saved["epoch_s"],
                                np.sum([m["epoch_s"] for m in saved["members"]], axis=0))
@@ -206,3 +236,4 @@ def test_cli_bench_one_program_and_sequential_agree(tmp_path, idx_dir):
         np.testing.assert_allclose(a["history"]["val_loss"], b["history"]["val_loss"],
                                    rtol=1e-4)
         np.testing.assert_allclose(a["grad_norms_init"], b["grad_norms_init"], rtol=1e-4)
+        np.testing.assert_allclose(a["grad_norms_epochs"], b["grad_norms_epochs"], rtol=1e-3)

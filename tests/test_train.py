@@ -122,6 +122,26 @@ def test_non_finite_loss_stops_with_the_epoch_and_step():
     assert jn.params_sha256(theta) == jn.params_sha256(theta0)  # theta before the bad epoch
 
 
+def test_on_epoch_end_sees_every_epochs_theta_and_metrics():
+    seen = []
+    theta, h = jn.fit(NET, X, Y, epochs=3, verbose=0, validation_split=0.2,
+                      on_epoch_end=lambda epoch, theta, logs: seen.append((epoch, theta, logs)))
+    assert [e for e, _, _ in seen] == [0, 1, 2]
+    for e, _, logs in seen:
+        assert logs == {k: v[e] for k, v in h.history.items()}
+    assert jn.params_sha256(seen[-1][1]) == jn.params_sha256(theta)
+    assert jn.params_sha256(seen[0][1]) != jn.params_sha256(theta)  # not one object reused
+    x = X.copy()
+    x[200, 0] = np.nan  # batch 6 of 32 in epoch 1: that epoch never completes
+    seen.clear()
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        jn.fit(NET, x, Y, epochs=2, batch_size=32, shuffle=False, check_inputs=False,
+               verbose=0, on_epoch_end=lambda *a: seen.append(a))
+    assert seen == []
+    with pytest.raises(TypeError, match="on_epoch_end: expected a callable"):
+        jn.fit(NET, X, Y, epochs=1, verbose=0, on_epoch_end="print")
+
+
 def test_verbose_prints_keras_style_progress(capsys):
     jn.fit(NET, X, Y, epochs=2, verbose=1, validation_split=0.2)
     err = capsys.readouterr().err
