@@ -32,10 +32,10 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
     (x_diag, y_diag), _ = data_lib.validation_split(x, y, validation_split)
     x_diag, y_diag = x_diag[:diag_n], y_diag[:diag_n]  # what fit_many diagnoses: training part
     for m in members:
-        t0 = time.perf_counter()
         net = m.network(num_outputs)
         run = diagnostics.reporter(net, x_diag, y_diag) if diag_n else None
         per_epoch, untimed = [], [0.0]
+        t0 = time.perf_counter()
 
         def follow(epoch, theta, logs, run=run, per_epoch=per_epoch, untimed=untimed):
             t = time.perf_counter()  # as fit_many: diagnostics after every epoch, not timed

@@ -168,6 +168,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
             completes (``epoch`` from 0, ``theta`` at its end, ``logs`` its metrics as in
             ``history``), like Keras's ``Callback.on_epoch_end``; for example to follow
             :mod:`jaxnet.diagnostics` during training. Its time is not in ``epoch_times``.
+            With ``data_parallel``, theta holds global arrays replicated over the mesh.
         check_inputs: reject NaN/inf in float inputs before training.
         compile_cache: use JAX's persistent compilation cache (default on unless
             ``JAXNET_COMPILE_CACHE=0``).
