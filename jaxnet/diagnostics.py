@@ -62,25 +62,32 @@ def report(network: Network, theta, x, y, loss="softmax_cross_entropy") -> dict:
 
 def report_many(network: Network, thetas: list, x, y, loss="softmax_cross_entropy") -> list:
     """:func:`report` for several thetas of one network, as one compiled, vmapped program."""
-    return reporter(network, x, y, loss)(thetas)
+    return reporter(network, x, y, loss)(stack(thetas))
+
+
+def stack(thetas: list):
+    """Thetas of one network stacked along a new leading axis (what :func:`reporter` takes)."""
+    return jax.tree.map(lambda *a: jnp.stack(a), *thetas)
 
 
 def reporter(network: Network, x, y, loss="softmax_cross_entropy"):
-    """:func:`report_many` for one network and batch, reusable: ``run(thetas)`` returns one
-    report per theta. The program is traced and compiled once per number of thetas, so
-    calling ``run`` after every epoch costs only the computation (how ``jaxnet.sweep`` and the
-    study follow the diagnostics during training)."""
+    """:func:`report_many` for one network and batch, reusable: ``run(stacked)`` takes thetas
+    stacked along a leading axis (:func:`stack`, or a slice of a sweep's member axis) and
+    returns one report per theta. The program is traced and compiled once per number of
+    thetas, so calling ``run`` after every epoch costs only the computation (how
+    ``jaxnet.sweep`` and the study follow the diagnostics during training)."""
     program = jax.jit(jax.vmap(lambda t, x, y: (grad_norms(network, t, x, y, loss),
                                                 activation_stats(network, t, x)),
                                in_axes=(0, None, None)))
     x, y = jnp.asarray(x), jnp.asarray(y)  # arguments, not constants baked into the program
+    device = x.devices().pop()
 
-    def run(thetas: list) -> list:
-        stacked = jax.tree.map(lambda *a: jnp.stack(a), *thetas)
-        norms, stats = jax.device_get(program(stacked, x, y))
+    def run(stacked) -> list:
+        # one placement whatever the thetas' (e.g. sharded over devices): one compilation
+        norms, stats = jax.device_get(program(jax.device_put(stacked, device), x, y))
         clean = lambda vals: [None if math.isnan(v) else float(v) for v in vals]  # noqa: E731
         return [{"grad_norms": [float(v) for v in norms[i]],
                  "activations": {k: clean(v[i]) for k, v in stats.items()}}
-                for i in range(len(thetas))]
+                for i in range(len(norms))]
 
     return run

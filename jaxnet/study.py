@@ -39,7 +39,7 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
 
         def follow(epoch, theta, logs, run=run, per_epoch=per_epoch, untimed=untimed):
             t = time.perf_counter()  # as fit_many: diagnostics after every epoch, not timed
-            per_epoch.append(run([theta])[0])
+            per_epoch.append(run(diagnostics.stack([theta]))[0])
             untimed[0] += time.perf_counter() - t
 
         tx = optax.chain(optax.add_decayed_weights(m.weight_decay),
@@ -56,7 +56,9 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
         res.wall_s = time.perf_counter() - t0 - untimed[0]
         if run is not None:  # as fit_many: not timed
             theta0 = train.init_params(net, train._split_seed(m.seed)[0], tuple(x.shape[1:]))
-            res.diagnostics_init, res.diagnostics_final = run([theta0])[0], run([theta])[0]
+            # one theta per call, as after every epoch: the same compiled program
+            res.diagnostics_init = run(diagnostics.stack([theta0]))[0]
+            res.diagnostics_final = run(diagnostics.stack([theta]))[0]
         results.append(res)
     return results
 

@@ -183,13 +183,11 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         for i, res in zip(idx, trained, strict=True):
             res.wall_s = wall
             results[i] = res
-        if reporters:
-            initial = jax.device_get(initial)
-            initial = [_host_member(initial, p) for p in slot_of]
-            for run, js in reporters:
-                for j, first, last in zip(js, run([initial[j] for j in js]),
-                                          run([trained[j].theta for j in js]), strict=True):
-                    trained[j].diagnostics_init, trained[j].diagnostics_final = first, last
+        for run, js in reporters:
+            firsts = run(_slots(initial, [slot_of[j] for j in js]))
+            lasts = run(diagnostics.stack([trained[j].theta for j in js]))
+            for j, first, last in zip(js, firsts, lasts, strict=True):
+                trained[j].diagnostics_init, trained[j].diagnostics_final = first, last
         if verbose:
             print(f"group hidden={list(hidden)}: {len(group)} members, "
                   f"{wall * len(group):.2f} s", file=sys.stderr, flush=True)
@@ -372,6 +370,12 @@ def _init_program(group, layout, num_outputs, net_kwargs, input_shape, tx, data_
     return lowered.compile(train.init_compiler_options(per_model))(*args)  # as fit
 
 
+def _slots(tree, slots: list[int]):
+    """The given slots of stacked (device) arrays, stacked in that order, on the device."""
+    idx = np.array(slots, np.int32)
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
 def _host_member(tree, p: int):
     """Slot ``p`` of a host copy of stacked arrays, as device arrays."""
     return jax.tree.map(lambda a: jnp.asarray(a[p]), tree)
@@ -400,7 +404,7 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
     tx = optax.inject_hyperparams(make)
     theta, opt_state, key = _init_program(group, layout, num_outputs, net_kwargs,
                                           tuple(data[0].shape[1:]), tx, data_seed)
-    initial = theta  # fetched only if diagnostics ask for it
+    initial = theta  # read only if diagnostics ask for it
     branch_ids = jax.device_put(
         np.repeat(np.array(layout.branch_of_device, np.int32), layout.per_device), by_member)
     data = jax.device_put(data, shared)
@@ -469,9 +473,8 @@ def _fit_group(group, data, num_outputs, optimizer, epochs, batch_size, early_st
                 active[p] = False
         if reporters and trained_now:
             t = time.perf_counter()
-            host_theta = jax.device_get(theta) if host_theta is None else host_theta
             for run, js in reporters:  # every member of the activation: one compiled shape
-                reports = run([_host_member(host_theta, slot_of[j]) for j in js])
+                reports = run(_slots(theta, [slot_of[j] for j in js]))
                 for j, report in zip(js, reports, strict=True):
                     if j in trained_now:
                         results[j].diagnostics_epochs.append(report)
