@@ -47,7 +47,7 @@ def build_variants(only_default: bool = False):
 
     def scan_variant(x, net, loss=losses.softmax_cross_entropy, stochastic=False):
         theta = net.init(jax.random.key(0), x.shape[1:])
-        epoch = epoch_lib.make_epoch(losses.make_loss(net, loss), tx, acc, n_train=N_TRAIN,
+        epoch = epoch_lib.make_epoch(losses.make_objective(net, loss), tx, acc, n_train=N_TRAIN,
                                  n_val=N_VAL, batch_size=BATCH, shuffle=True,
                                  stochastic=stochastic)
         d = tuple(jax.device_put(a) for a in (x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:]))

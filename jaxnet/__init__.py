@@ -14,19 +14,23 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # networks
-    "Network": "_typing",
+    "Network": "_typing", "State": "_typing",
     "dense": "layers", "activation": "layers", "flatten": "layers", "rescale": "layers",
-    "dropout": "layers", "serial": "layers", "mlp": "layers", "summary": "layers",
-    "count_params": "layers", "check_params": "layers", "output_shape": "layers",
-    "to_config": "layers", "from_config": "layers",
+    "dropout": "layers", "serial": "layers", "mlp": "layers",
+    "batch_norm": "norm", "layer_norm": "norm",
+    "summary": "network", "count_params": "network", "check_params": "network",
+    "output_shape": "network", "to_config": "network", "from_config": "network",
+    "register_layer": "network",
     # losses and training
     "make_loss": "losses",
     "fit": "train", "evaluate": "train", "predict": "train", "History": "train",
-    "EarlyStopping": "train", "get_optimizer": "train", "params_sha256": "train",
+    "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "train",
+    "params_sha256": "train",
     "enable_compile_cache": "train",
 }
-_SUBMODULES = ("activations", "init", "layers", "losses", "metrics", "epoch", "train", "sweep",
-               "diagnostics", "study", "plot", "checkpoint", "data", "cli")
+_SUBMODULES = ("activations", "init", "layers", "norm", "network", "losses", "metrics", "epoch",
+               "loop", "callbacks", "train", "sweep", "diagnostics", "study", "plot",
+               "checkpoint", "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnet import _checks, layers
+from jaxnet import data as data_lib
 
 CLASSIFICATION_LOSSES = {"softmax_cross_entropy", "categorical_crossentropy",
                          "sparse_categorical_crossentropy"}
@@ -29,6 +30,26 @@ def check_xy(xname: str, yname: str, x, y, check_finite: bool):
         raise ValueError(f"{xname}: contains NaN or inf (pass check_inputs=False to skip "
                          f"this check)")
     return x, y
+
+
+def training_data(x, y, validation_split, validation_data, check_finite: bool):
+    """``(x, y, x_val, y_val)``: the checked training data and its validation part, from
+    ``validation_data`` or else the last ``validation_split`` of (x, y) as Keras holds it out
+    (``x_val`` may be empty). What ``fit`` and ``fit_many`` both accept."""
+    x, y = check_xy("x", "y", x, y, check_finite)
+    if validation_data is not None:
+        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+            raise ValueError("validation_data: expected a pair (x_val, y_val)")
+        x_val, y_val = check_xy("validation_data[0]", "validation_data[1]", *validation_data,
+                                check_finite)
+    else:
+        (x, y), (x_val, y_val) = data_lib.validation_split(x, y, validation_split)
+    if len(y) == 0:
+        raise ValueError("validation_split: leaves no training examples")
+    if x_val.shape[1:] != x.shape[1:]:
+        raise ValueError(f"validation_data[0]: expected examples of shape "
+                         f"{tuple(x.shape[1:])}, got {tuple(x_val.shape[1:])}")
+    return x, y, x_val, y_val
 
 
 def check_labels(network, theta, input_shape, loss_name, y, arg):

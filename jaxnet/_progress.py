@@ -32,3 +32,32 @@ def close(bar, verbose, epoch, epochs, values, seconds):
     elif verbose == 2:
         print(f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {format_values(values)}",
               file=sys.stderr, flush=True)
+
+
+class EpochBar:
+    """One model's progress (``fit``): a tqdm bar per epoch (verbose 1), one line per epoch
+    (verbose 2), or nothing (0)."""
+
+    def __init__(self, verbose: int, epochs: int, steps: int):
+        self.verbose, self.epochs, self.steps, self._bar = verbose, epochs, steps, None
+
+    def begin(self, epoch: int) -> None:
+        self._bar = bar(self.verbose, epoch, self.epochs, self.steps)
+
+    def end(self, epoch: int, rows: dict, seconds: float, active: int) -> None:
+        close(self._bar, self.verbose, epoch, self.epochs, rows.get(0, {}), seconds)
+
+
+class GroupLines:
+    """A group of models' progress (``fit_many``): one line per epoch to stderr (verbose 1)."""
+
+    def __init__(self, verbose: int, epochs: int, size: int):
+        self.verbose, self.epochs, self.size = verbose, epochs, size
+
+    def begin(self, epoch: int) -> None:
+        pass
+
+    def end(self, epoch: int, rows: dict, seconds: float, active: int) -> None:
+        if self.verbose:
+            print(f"  epoch {epoch + 1}/{self.epochs}: {active}/{self.size} members active, "
+                  f"{seconds:.2f} s", file=sys.stderr, flush=True)

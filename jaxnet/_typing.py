@@ -1,4 +1,5 @@
-"""Type aliases and the `Network` pair shared by every module."""
+"""Type aliases, the `Network` pair shared by every module, and `State`, the marker of a
+layer's non-trainable state inside theta."""
 
 from __future__ import annotations
 
@@ -13,6 +14,55 @@ Shape = tuple[int, ...]
 Array = jax.Array
 
 
+@jax.tree_util.register_pytree_with_keys_class
+class State:
+    """Non-trainable state of a layer (batch normalization's running mean and variance), kept
+    inside theta beside the trainable parameters.
+
+    theta stays one object that a user passes around (``fit`` returns it, ``evaluate``,
+    ``predict``, checkpoints and ``params_sha256`` take it as it is), while the kind of each
+    leaf is in its type rather than in its name: the gradient, the optimizer, weight decay and
+    ``l2`` see only what is *not* under a ``State`` (:func:`jaxnet._state.split`), and a
+    training step writes back what the layer returned under it. ``State`` is a pytree node
+    holding a dict of arrays; ``jax.tree`` functions see through it (``theta[2]["stats"]
+    ["mean"]``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> s = State({"mean": jnp.zeros(3)})
+        >>> s["mean"].shape
+        (3,)
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict):
+        if not isinstance(values, dict):
+            raise TypeError(f"State: expected a dict of arrays, got {type(values).__name__}")
+        self.values = values
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def keys(self):
+        return self.values.keys()
+
+    def __repr__(self) -> str:
+        return f"State({self.values!r})"
+
+    def tree_flatten_with_keys(self):
+        keys = sorted(self.values)
+        return [(jax.tree_util.DictKey(k), self.values[k]) for k in keys], tuple(keys)
+
+    def tree_flatten(self):
+        keys = sorted(self.values)
+        return [self.values[k] for k in keys], tuple(keys)
+
+    @classmethod
+    def tree_unflatten(cls, keys, children):
+        return cls(dict(zip(keys, children, strict=True)))
+
+
 class Network(NamedTuple):
     """A network as two pure functions, in the seed's notation f[x, theta].
 
@@ -20,11 +70,25 @@ class Network(NamedTuple):
         init: ``init(key, input_shape) -> theta``. ``input_shape`` is the shape of one
             example (no batch axis), as in Keras's ``input_shape``.
         apply: ``apply(x, theta, *, key=None, train=False) -> y`` for ``x`` with a leading
-            batch axis. ``key`` and ``train`` matter only to stochastic layers (dropout).
-        name: the layer's kind, e.g. ``"dense"``.
+            batch axis. ``key`` and ``train`` matter only to stochastic layers (dropout) and
+            stateful ones (batch normalization normalises with batch statistics when
+            ``train``, with its stored statistics otherwise). Inference is the default.
+        name: the layer's kind, e.g. ``"dense"`` (what :func:`jaxnet.layers.from_config`
+            looks up; no behaviour depends on it).
         config: JSON-serialisable hyperparameters that rebuild the layer with
             :func:`jaxnet.layers.from_config`.
-        children: sub-networks of a composition (empty for a single layer).
+        children: sub-networks of a composition (empty for a single layer). A composition's
+            theta is a list with one entry per child, in order (stax's convention), so
+            introspection (:func:`jaxnet.layers.summary`, :mod:`jaxnet.diagnostics`) can
+            recurse into it at any depth.
+        stochastic: whether ``apply(..., train=True)`` uses its ``key`` (dropout). ``None``
+            (a layer that did not say) counts as stochastic, to be safe: training then
+            derives a key for every step.
+        stateful: whether theta holds :class:`State` that training updates.
+        with_state: ``with_state(x, theta, *, key=None, train=False) -> (y, theta)`` for a
+            stateful layer or a composition: the forward pass that also returns theta with
+            its state updated (in training; unchanged in inference). ``None`` for a
+            stateless layer, whose theta never changes in a forward pass.
     """
 
     init: Callable[..., Params]
@@ -32,3 +96,20 @@ class Network(NamedTuple):
     name: str
     config: dict
     children: tuple = ()
+    stochastic: bool | None = None
+    stateful: bool = False
+    with_state: Callable | None = None
+
+    def run(self, x, theta, *, key=None, train=False):
+        """``(y, theta')``: the forward pass and theta with its state as the pass left it.
+
+        For a stateless network ``theta'`` is ``theta``; for a stateful one in training it
+        holds the updated state (what ``fit`` keeps after every step)."""
+        if self.with_state is None:
+            return self.apply(x, theta, key=key, train=train), theta
+        return self.with_state(x, theta, key=key, train=train)
+
+    @property
+    def is_stochastic(self) -> bool:
+        """``stochastic``, with an undeclared (None) layer counted as stochastic."""
+        return self.stochastic is not False

@@ -1,9 +1,12 @@
 """Per-layer diagnostics: the evidence for vanishing gradients and saturating units.
 
-For a ``serial`` network (``mlp``), on a batch (x, y):
+For any network, on a batch (x, y), per *weight layer* — every layer, at any depth inside
+compositions (a dense layer in a residual block in a ``serial``), that has a weight matrix or
+kernel (a trainable parameter with two or more axes: dense, convolution), in the order the
+forward pass runs them (input side first):
 
-- ``grad_norms``: the L2 norm of dL/dW for every dense layer's weights, input side first;
-- ``activations``: per dense layer, the mean and standard deviation of its outputs and, for
+- ``grad_norms``: the L2 norm of dL/dW over the layer's weight matrices (not its biases);
+- ``activations``: the mean and standard deviation of the layer's outputs and, for
   saturating activations, the fraction of saturated units (Glorot & Bengio 2010 watch sigmoid
   outputs near 0 or 1 and tanh near +-1).
 """
@@ -15,8 +18,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxnet import losses
+from jaxnet import _state, losses
 from jaxnet._typing import Network
+from jaxnet.network import layer_outputs, params_at
 
 # A unit is saturated when its output lies this close to the activation's asymptotes.
 _SATURATION = {
@@ -26,32 +30,38 @@ _SATURATION = {
 }
 
 
-def _dense_layers(network: Network) -> list[int]:
-    layers = network.children or (network,)
-    return [i for i, layer in enumerate(layers) if layer.name == "dense"]
+def _weights(params) -> list:
+    """A layer's weight matrices or kernels: its trainable leaves of two or more axes."""
+    return [leaf for leaf in jax.tree.leaves(_state.split(params)[0]) if leaf.ndim >= 2]
+
+
+def _weight_layers(network: Network, theta, x):
+    """``(path, layer, output)`` of every weight layer, in the order the forward pass runs."""
+    y, records = layer_outputs(network, theta, x)
+    records = records or [((), network, y)]
+    found = [(path, layer, out) for path, layer, out in records
+             if not layer.children and _weights(params_at(theta, path))]
+    return sorted(found, key=lambda r: r[0])
 
 
 def grad_norms(network: Network, theta, x, y, loss="softmax_cross_entropy") -> jax.Array:
-    """||dL/dW_k|| for each dense layer k, input side first; shape (num_dense_layers,)."""
+    """||dL/dW_k|| for each weight layer k, input side first; shape (num_weight_layers,)."""
     L = losses.make_loss(network, loss)
     grads, _ = jax.grad(L, has_aux=True)(theta, (x, y))
-    grads = grads if network.children else [grads]
-    return jnp.stack([jnp.linalg.norm(grads[i]["w"]) for i in _dense_layers(network)])
+    norms = [jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in _weights(params_at(grads, path))))
+             for path, _, _ in _weight_layers(network, theta, x)]
+    return jnp.stack(norms)
 
 
 def activation_stats(network: Network, theta, x) -> dict[str, jax.Array]:
-    """Mean, std and saturated fraction of each dense layer's outputs (hidden layers and
+    """Mean, std and saturated fraction of each weight layer's outputs (hidden layers and
     output); ``saturated`` is NaN for activations that do not saturate."""
-    layers = network.children or (network,)
-    params = theta if network.children else [theta]
     means, stds, saturated = [], [], []
-    for layer, p in zip(layers, params, strict=True):
-        x = layer.apply(x, p)
-        if layer.name == "dense":
-            means.append(jnp.mean(x))
-            stds.append(jnp.std(x))
-            test = _SATURATION.get(layer.config.get("activation"))
-            saturated.append(jnp.mean(test(x)) if test else jnp.float32(jnp.nan))
+    for _, layer, out in _weight_layers(network, theta, x):
+        means.append(jnp.mean(out))
+        stds.append(jnp.std(out))
+        test = _SATURATION.get(layer.config.get("activation"))
+        saturated.append(jnp.mean(test(out)) if test else jnp.float32(jnp.nan))
     return {"mean": jnp.stack(means), "std": jnp.stack(stds), "saturated": jnp.stack(saturated)}
 
 

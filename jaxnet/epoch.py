@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnet import _state
+
 
 def batch_plan(n: int, batch_size: int, order=None):
     """Indices (steps, batch) and a 0/1 mask: the last batch is padded and masked, so every
@@ -58,7 +60,7 @@ def eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None,
     def body(sums, plan):
         bidx, bmask = plan
         xb, yb, bmask = constrain((x[bidx], y[bidx], bmask), batch_sharding)
-        value, out = L(theta, (xb, yb, bmask))
+        value, out, _ = L(theta, (xb, yb, bmask))
         new = _batch_sums(metric_fns, value, out, yb, bmask)
         return jax.tree.map(jnp.add, sums, new), None
 
@@ -77,10 +79,15 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
                validation_batch_size: int | None = None, trace_counter: list | None = None):
     """Build ``epoch(theta, opt_state, key, index, data)``, one pure training epoch.
 
-    It returns ``(theta, opt_state, metrics, bad_step)``. The epoch's randomness is
-    ``fold_in(key, index)``, so epoch ``index`` shuffles the same way whether or not training was
-    interrupted before it. ``data = (x_train, y_train, x_val, y_val)`` are device arrays passed
-    as arguments (never baked into the program as constants). ``bad_step`` is the first step
+    ``L(theta, batch, *, key=None, train=False) -> (loss, outputs, theta')`` is a training
+    objective (:func:`jaxnet.losses.make_objective`). Each step differentiates it with respect
+    to the trainable part of theta only (:func:`jaxnet._state.split`): ``opt_state`` is the
+    optimizer's state of that part, and the layers' State comes back from the forward pass
+    (``theta'``) into the new theta. It returns ``(theta, opt_state, metrics, bad_step)``.
+    The epoch's randomness is ``fold_in(key, index)``, so epoch ``index`` shuffles the same
+    way whether or not training was interrupted before it. ``data = (x_train, y_train,
+    x_val, y_val)`` are device arrays passed as arguments (never baked into the program as
+    constants). ``bad_step`` is the first step
     whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
     ``masked=True`` adds a trailing ``active`` argument: a step changes theta only while
     ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep` freezes one member
@@ -109,9 +116,9 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
         idx, mask = batch_plan(n_train, batch_size, order)
 
-        def objective(theta, batch, key):
-            value, out = L(theta, batch, key=key, train=True)
-            return jnp.sum(value), (value, out)
+        def objective(params, state, batch, key):
+            value, out, new_theta = L(_state.merge(params, state), batch, key=key, train=True)
+            return jnp.sum(value), (value, out, _state.split(new_theta)[1])
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
 
@@ -120,12 +127,13 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
             i, bidx, bmask = plan
             xb, yb, bmask = constrain((x_tr[bidx], y_tr[bidx], bmask), batch_sharding)
             key = jax.random.fold_in(dropout_key, i) if stochastic else None
-            (_, (value, out)), grads = grad_fn(theta, (xb, yb, bmask), key)
+            params, state = _state.split(theta)
+            (_, (value, out, new_state)), grads = grad_fn(params, state, (xb, yb, bmask), key)
             if masked:
                 ok = active & (bad < 0) & jnp.isfinite(value)
                 grads = jax.tree.map(lambda g: _keep_where(ok, g, jnp.zeros_like(g)), grads)
-            updates, opt_state = tx.update(grads, opt_state, theta)
-            new_theta = optax.apply_updates(theta, updates)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            new_theta = _state.merge(optax.apply_updates(params, updates), new_state)
             if masked:
                 new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
                                          new_theta, theta)

@@ -8,20 +8,25 @@ with theta a list of ``{"w": Omega_k, "b": beta_k}`` dicts, one per layer (``w``
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxnet import _checks, activations
 from jaxnet import init as initializers
+from jaxnet._arrays import float_input
 from jaxnet._typing import Network, Shape
-
-
-def _float_input(x, dtype=jnp.float32):
-    """Cast integer inputs (e.g. uint8 images kept on device) to float inside the program."""
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
+from jaxnet.network import (  # noqa: F401 - re-exported: they lived here before network.py
+    abstract_params,
+    call_child,
+    check_params,
+    count_params,
+    from_config,
+    output_shape,
+    register_layer,
+    summary,
+    to_config,
+)
+from jaxnet.network import shape_arg as _shape
 
 
 def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Network:
@@ -62,11 +67,11 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
         if x.ndim < 2 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"dense: expected input of shape (batch, {w.shape[0]}), "
                              f"got {tuple(x.shape)}")
-        return act(_float_input(x, w.dtype) @ w + theta["b"])
+        return act(float_input(x, w.dtype) @ w + theta["b"])
 
     config = {"units": units, "activation": _name_or_none(activation),
               "init": _name_or_none(init), "bias_init": _name_or_none(bias_init)}
-    return Network(init_fn, apply_fn, "dense", config)
+    return Network(init_fn, apply_fn, "dense", config, stochastic=False)
 
 
 def activation(name) -> Network:
@@ -74,9 +79,10 @@ def activation(name) -> Network:
     act = activations.get(name)
 
     def apply_fn(x, theta, *, key=None, train=False):
-        return act(_float_input(x))
+        return act(float_input(x))
 
-    return Network(_no_params, apply_fn, "activation", {"activation": _name_or_none(name)})
+    return Network(_no_params, apply_fn, "activation", {"activation": _name_or_none(name)},
+                   stochastic=False)
 
 
 def flatten() -> Network:
@@ -85,7 +91,7 @@ def flatten() -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         return x.reshape(x.shape[0], -1)
 
-    return Network(_no_params, apply_fn, "flatten", {})
+    return Network(_no_params, apply_fn, "flatten", {}, stochastic=False)
 
 
 def rescale(scale: float, offset: float = 0.0) -> Network:
@@ -96,10 +102,10 @@ def rescale(scale: float, offset: float = 0.0) -> Network:
     """
 
     def apply_fn(x, theta, *, key=None, train=False):
-        return _float_input(x) * jnp.float32(scale) + jnp.float32(offset)
+        return float_input(x) * jnp.float32(scale) + jnp.float32(offset)
 
     config = {"scale": float(scale), "offset": float(offset)}
-    return Network(_no_params, apply_fn, "rescale", config)
+    return Network(_no_params, apply_fn, "rescale", config, stochastic=False)
 
 
 def dropout(rate: float) -> Network:
@@ -118,13 +124,15 @@ def dropout(rate: float) -> Network:
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
-    return Network(_no_params, apply_fn, "dropout", {"rate": rate})
+    return Network(_no_params, apply_fn, "dropout", {"rate": rate}, stochastic=rate > 0)
 
 
 def serial(*layers: Network) -> Network:
     """Compose layers: ``serial(f1, f2, f3)`` computes f3(f2(f1(x))).
 
-    theta is a list with one entry per layer (``{}`` for layers without parameters).
+    theta is a list with one entry per layer (``{}`` for layers without parameters). The
+    layers' state (batch normalization's statistics) is threaded through: in training each
+    layer's updated theta is returned in its place (``Network.run``).
     """
     if not layers:
         raise ValueError("serial: expected at least one layer, got none")
@@ -141,18 +149,25 @@ def serial(*layers: Network) -> Network:
             input_shape = output_shape(layer, input_shape, params)
         return theta
 
-    def apply_fn(x, theta, *, key=None, train=False):
+    def with_state(x, theta, *, key=None, train=False):
         if not isinstance(theta, list | tuple) or len(theta) != len(layers):
             got = len(theta) if isinstance(theta, list | tuple) else type(theta).__name__
             raise ValueError(f"theta: expected a list of {len(layers)} per-layer entries, "
                              f"got {got}")
         keys = jax.random.split(key, len(layers)) if key is not None else [None] * len(layers)
-        for layer, params, k in zip(layers, theta, keys, strict=True):
-            x = layer.apply(x, params, key=k, train=train)
-        return x
+        new_theta = []
+        for i, (layer, params, k) in enumerate(zip(layers, theta, keys, strict=True)):
+            x, params = call_child(i, layer, x, params, key=k, train=train)
+            new_theta.append(params)
+        return x, new_theta
+
+    def apply_fn(x, theta, *, key=None, train=False):
+        return with_state(x, theta, key=key, train=train)[0]
 
     config = {"layers": [to_config(layer) for layer in layers]}
-    return Network(init_fn, apply_fn, "serial", config, tuple(layers))
+    return Network(init_fn, apply_fn, "serial", config, tuple(layers),
+                   stochastic=any(layer.is_stochastic for layer in layers),
+                   stateful=any(layer.stateful for layer in layers), with_state=with_state)
 
 
 def mlp(sizes, activation="relu", *, init=None, output_activation=None,
@@ -191,115 +206,19 @@ def mlp(sizes, activation="relu", *, init=None, output_activation=None,
     return serial(*layers)
 
 
-_DETERMINISTIC = frozenset({"dense", "activation", "flatten", "rescale", "serial"})
-
-
 def is_stochastic(network: Network) -> bool:
-    """Whether ``apply(..., train=True)`` may use its key (dropout, or any layer jaxnet does
-    not know, to be safe). Training skips per-step key derivation when this is False."""
-    if network.name not in _DETERMINISTIC:
-        return True
-    return any(is_stochastic(child) for child in network.children)
+    """Whether ``apply(..., train=True)`` may use its key: ``network.is_stochastic`` (dropout,
+    or a layer that did not declare ``stochastic``, to be safe). Training skips per-step key
+    derivation when this is False."""
+    return network.is_stochastic
 
 
-def output_shape(network: Network, input_shape: Shape, theta=None) -> Shape:
-    """Per-example output shape of ``network`` (computed abstractly, no FLOPs)."""
-    input_shape = _shape("input_shape", input_shape)
-    if theta is None:
-        theta = abstract_params(network, input_shape)
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    return tuple(jax.eval_shape(lambda x, t: network.apply(x, t), x, theta).shape[1:])
-
-
-def abstract_params(network: Network, input_shape: Shape):
-    """theta's structure as ``jax.ShapeDtypeStruct`` leaves, without computing anything."""
-    input_shape = _shape("input_shape", input_shape)
-    return jax.eval_shape(lambda key: network.init(key, input_shape), jax.random.key(0))
-
-
-def check_params(network: Network, theta, input_shape: Shape) -> None:
-    """Raise ValueError if ``theta`` does not have the structure, shapes and dtypes ``network``
-    initialises for ``input_shape``."""
-    expected = abstract_params(network, input_shape)
-    e_leaves, e_tree = jax.tree.flatten_with_path(expected)
-    try:
-        g_leaves, g_tree = jax.tree.flatten_with_path(theta)
-    except Exception as err:  # noqa: BLE001 - anything unflattenable is a wrong theta
-        raise ValueError(f"theta: expected a pytree of arrays, got {type(theta).__name__}") from err
-    if e_tree != g_tree:
-        raise ValueError(f"theta: structure does not match the network: expected {e_tree}, "
-                         f"got {g_tree}")
-    for (path, e), (_, g) in zip(e_leaves, g_leaves, strict=True):
-        g_shape, g_dtype = tuple(np.shape(g)), getattr(g, "dtype", None)
-        if g_shape != e.shape or g_dtype != e.dtype:
-            raise ValueError(f"theta{jax.tree_util.keystr(path)}: expected "
-                             f"{e.dtype}{list(e.shape)}, got {g_dtype}{list(g_shape)} (for "
-                             f"examples of shape {tuple(input_shape)})")
-
-
-def count_params(theta) -> int:
-    """Number of scalars in theta."""
-    return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(theta)))
-
-
-def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
-    """Print (and return) each layer's output shape and parameter count, like Keras.
-
-    Example:
-        >>> _ = summary(mlp([64, 10]), (784,), print_fn=lambda s: None)
-    """
-    input_shape = _shape("input_shape", input_shape)
-    layers = network.children or (network,)
-    theta = abstract_params(network, input_shape)
-    if not network.children:
-        theta = [theta]
-    rows, shape = [], input_shape
-    for i, (layer, params) in enumerate(zip(layers, theta, strict=True)):
-        shape = output_shape(layer, shape, params)
-        detail = ", ".join(f"{k}={v}" for k, v in layer.config.items() if v is not None)
-        rows.append((f"{i}: {layer.name}" + (f" ({detail})" if detail else ""),
-                     str((None, *shape)), f"{count_params(params):,}"))
-    header = ("Layer", "Output shape", "Params")
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
-    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
-    rule = "-" * len(line(header))
-    text = "\n".join([line(header), rule, *map(line, rows), rule,
-                      f"Total params: {count_params(theta):,}"])
-    print_fn(text)
-    return text
-
-
-# --- configuration round trip (used by checkpoints and the CLI) -----------------------------
-
-_FACTORIES = {"dense": dense, "activation": activation, "flatten": flatten,
-              "rescale": rescale, "dropout": dropout}
-
-
-def to_config(network: Network) -> dict:
-    """A JSON-serialisable description of ``network``: ``{"name": ..., **config}``."""
-    return {"name": network.name, **network.config}
-
-
-def from_config(config: dict) -> Network:
-    """Rebuild a network from :func:`to_config`'s output.
-
-    Raises:
-        ValueError: for an unknown layer name or a layer built with a custom function
-            (those have no name to store).
-    """
-    config = dict(config)
-    name = config.pop("name", None)
-    if name == "serial":
-        return serial(*(from_config(c) for c in config["layers"]))
-    _checks.one_of("layer", name, [*_FACTORIES, "serial"])
-    for k, v in config.items():
-        if v == "<function>":
-            raise ValueError(f"{name}: {k} was a custom function; it cannot be rebuilt from config")
-    if name == "dense":
-        return dense(config.pop("units"), **config)
-    if name == "activation":
-        return activation(config["activation"])
-    return _FACTORIES[name](**config)
+register_layer("dense", dense)
+register_layer("activation", activation, from_config=lambda c: activation(c["activation"]))
+register_layer("flatten", flatten)
+register_layer("rescale", rescale)
+register_layer("dropout", dropout)
+register_layer("serial", serial, from_config=lambda c: serial(*map(from_config, c["layers"])))
 
 
 def _no_params(key, input_shape):
@@ -309,13 +228,3 @@ def _no_params(key, input_shape):
 
 def _name_or_none(value):
     return value if value is None or isinstance(value, str) else "<function>"
-
-
-def _shape(arg, shape) -> Shape:
-    try:
-        shape = tuple(int(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{arg}: expected a tuple of ints, got {shape!r}") from None
-    if any(d <= 0 for d in shape):
-        raise ValueError(f"{arg}: expected positive dimensions, got {shape}")
-    return shape

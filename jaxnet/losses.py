@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnet import _checks
+from jaxnet import _checks, _state
 from jaxnet._typing import Network
 
 
@@ -52,7 +52,9 @@ def mean_absolute_error(predictions, targets):
 
 
 def l2_penalty(theta):
-    """0.5 * sum of squared weights over every ``"w"`` leaf (biases are not penalised)."""
+    """0.5 * sum of squared weights over every ``"w"`` leaf (biases are not penalised).
+
+    ``make_loss`` applies it to the trainable part of theta only (no layer State)."""
     total = jnp.float32(0.0)
     for path, leaf in jax.tree.leaves_with_path(theta):
         if getattr(path[-1], "key", None) == "w":
@@ -87,12 +89,14 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
     Args:
         network: the (init, apply) pair f.
         loss: a per-example loss or its name.
-        l2: weight of :func:`l2_penalty`.
+        l2: weight of :func:`l2_penalty` (over the trainable part of theta: a layer's
+            :class:`~jaxnet.State` is never penalised).
 
     Returns:
         ``L(theta, batch, *, key=None, train=False) -> (scalar, outputs)`` where ``batch`` is
         ``(x, y)`` or ``(x, y, weights)``; weights (0/1 per example) mask padding. θ comes
-        first, so ``jax.grad(L, has_aux=True)`` differentiates it.
+        first, so ``jax.grad(L, has_aux=True)`` differentiates it. (A stateful network's
+        updated state is what :func:`make_objective` returns as well.)
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -104,11 +108,25 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
         >>> grads[0]["w"].shape
         (2, 3)
     """
-    per_example = get(loss)
+    objective = make_objective(network, loss, l2=l2)
 
     def L(theta, batch, *, key=None, train=False):
+        value, outputs, _ = objective(theta, batch, key=key, train=train)
+        return value, outputs
+
+    return L
+
+
+def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0):
+    """:func:`make_loss` that also returns theta as the forward pass left it:
+    ``objective(theta, batch, *, key=None, train=False) -> (scalar, outputs, theta')``, with
+    a stateful layer's updated state in ``theta'`` when ``train`` (see ``Network.run``). This is
+    what the compiled epoch differentiates (with respect to the trainable part of theta)."""
+    per_example = get(loss)
+
+    def objective(theta, batch, *, key=None, train=False):
         x, y, *rest = batch
-        outputs = network.apply(x, theta, key=key, train=train)
+        outputs, new_theta = network.run(x, theta, key=key, train=train)
         values = per_example(outputs, y)
         if rest:
             w = rest[0].astype(values.dtype)
@@ -116,10 +134,10 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
         else:
             value = jnp.mean(values)
         if l2:
-            value = value + l2 * l2_penalty(theta)
-        return value, outputs
+            value = value + l2 * l2_penalty(_state.split(theta)[0])
+        return value, outputs, new_theta
 
-    return L
+    return objective
 
 
 def _mean_over_features(values):

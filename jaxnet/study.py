@@ -32,7 +32,7 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
     (x_diag, y_diag), _ = data_lib.validation_split(x, y, validation_split)
     x_diag, y_diag = x_diag[:diag_n], y_diag[:diag_n]  # what fit_many diagnoses: training part
     for m in members:
-        net = m.network(num_outputs)
+        net = m.build(num_outputs)
         run = diagnostics.reporter(net, x_diag, y_diag) if diag_n else None
         per_epoch, untimed = [], [0.0]
         t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
         # training and evaluation, not diagnostics
         res.wall_s = time.perf_counter() - t0 - untimed[0]
         if run is not None:  # as fit_many: not timed
-            theta0 = train.init_params(net, train._split_seed(m.seed)[0], tuple(x.shape[1:]))
+            theta0 = train.init_params(net, train.training_keys(m.seed)[0], tuple(x.shape[1:]))
             # one theta per call, as after every epoch: the same compiled program
             res.diagnostics_init = run(diagnostics.stack([theta0]))[0]
             res.diagnostics_final = run(diagnostics.stack([theta]))[0]

@@ -8,27 +8,29 @@ check early stopping and stop on a non-finite loss.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import _checks, _inputs, layers, losses, parallel
-from jaxnet import _progress as _progress_lib
-from jaxnet import data as data_lib
+from jaxnet import _checks, _inputs, _progress, _state, layers, loop, losses, parallel
+from jaxnet import callbacks as callbacks_lib
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
+from jaxnet.callbacks import EarlyStopping
+from jaxnet.loop import History
+
+__all__ = ["OPTIMIZERS", "get_optimizer", "fit", "evaluate", "predict", "params_sha256",
+           "enable_compile_cache", "init_params", "program_compiler_options",
+           "EarlyStopping", "History"]
 
 OPTIMIZERS: dict[str, Callable] = {
     "adam": optax.adam,
@@ -64,82 +66,15 @@ def get_optimizer(optimizer, learning_rate=1e-3) -> optax.GradientTransformation
     return OPTIMIZERS[optimizer](learning_rate)
 
 
-@dataclass
-class EarlyStopping:
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
-
-    Attributes:
-        monitor: a history key such as ``"val_loss"`` or ``"val_accuracy"``.
-        patience: epochs without improvement before stopping.
-        min_delta: smallest change that counts as an improvement.
-        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies, min otherwise).
-        restore_best: return the theta of the best epoch rather than the last.
-    """
-
-    monitor: str = "val_loss"
-    patience: int = 3
-    min_delta: float = 0.0
-    mode: str = "auto"
-    restore_best: bool = True
-
-    def __post_init__(self):
-        _checks.positive_int("patience", self.patience, allow_zero=True)
-        _checks.one_of("mode", self.mode, ("min", "max", "auto"))
-
-    def better(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        maximise = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
-        return value > best + self.min_delta if maximise else value < best - self.min_delta
-
-
-@dataclass
-class History:
-    """What ``fit`` measured, like Keras's ``History``: ``history.history["val_loss"][epoch]``.
-
-    Attributes:
-        history: per-epoch metrics: loss, accuracy, val_loss, val_accuracy (those computed).
-        epoch_times: wall time of each epoch in seconds (the first includes nothing of compile).
-        compile_time: seconds spent tracing and compiling the epoch program.
-        traces: how many times the epoch function was traced (1: nothing retraced).
-        stop_reason: why training ended before ``epochs`` (early stopping, non-finite loss).
-        best_epoch: the epoch early stopping restored, if any (0-based).
-        devices: how many devices each batch was split over (1 without data parallelism).
-    """
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    epoch_times: list[float] = field(default_factory=list)
-    compile_time: float = 0.0
-    traces: int = 0
-    stop_reason: str | None = None
-    best_epoch: int | None = None
-    devices: int = 1
-
-    def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
-
-    @property
-    def epochs(self) -> int:
-        return len(self.epoch_times)
-
-    def append(self, metrics: dict[str, float], seconds: float) -> None:
-        for k, v in metrics.items():
-            self.history.setdefault(k, []).append(v)
-        self.epoch_times.append(seconds)
-
-
-# --- user-facing functions ---------------------------------------------------------------------
-
-
 def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", optimizer="adam",
         learning_rate=1e-3, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
         shuffle_seed: int | None = None, early_stopping: EarlyStopping | None = None,
-        verbose: int = 1, on_epoch_end: Callable | None = None,
-        check_inputs: bool = True, compile_cache: bool | None = None,
-        checkpoint_dir=None, checkpoint_every: int = 1, keep_checkpoints: int = 3,
-        resume: bool = False, data_parallel: bool | None = None):
+        callbacks: Sequence | None = None, verbose: int = 1,
+        on_epoch_end: Callable | None = None, check_inputs: bool = True,
+        compile_cache: bool | None = None, checkpoint_dir=None, checkpoint_every: int = 1,
+        keep_checkpoints: int = 3, resume: bool = False, data_parallel: bool | None = None):
     """Train ``network`` on (x, y): theta_hat = argmin L(theta), Keras's ``model.fit``.
 
     Args:
@@ -157,18 +92,24 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         validation_data: ``(x_val, y_val)``; overrides ``validation_split``.
         shuffle: reshuffle the training data every epoch (on the device).
         metrics: metric names or functions; default ``("accuracy",)`` for classification.
-        l2: weight decay as an L2 penalty on weight matrices.
+        l2: weight decay as an L2 penalty on weight matrices (never on a layer's State).
         seed: seeds initialisation, shuffling and dropout; the same seed gives the same theta.
         shuffle_seed: seeds the data order (and dropout) separately from initialisation;
             default: derived from ``seed``. :func:`jaxnet.sweep.fit_many` shares one data
             order across members; this reproduces one of its members alone.
-        early_stopping: an :class:`EarlyStopping`, or None.
+        early_stopping: an :class:`EarlyStopping`, or None (it may also come in
+            ``callbacks``).
+        callbacks: Keras-style callback objects (:mod:`jaxnet.callbacks`): their
+            ``on_train_begin``, ``on_epoch_end(epoch, logs)`` and ``on_train_end`` are called,
+            with ``callback.theta`` set to the current theta; one that sets
+            ``stop_training = True`` ends training after that epoch.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         on_epoch_end: called as ``on_epoch_end(epoch, theta, logs)`` after every epoch that
             completes (``epoch`` from 0, ``theta`` at its end, ``logs`` its metrics as in
             ``history``), like Keras's ``Callback.on_epoch_end``; for example to follow
-            :mod:`jaxnet.diagnostics` during training. Its time is not in ``epoch_times``.
-            With ``data_parallel``, theta holds global arrays replicated over the mesh.
+            :mod:`jaxnet.diagnostics` during training. Its time (and the callbacks') is not in
+            ``epoch_times``. With ``data_parallel``, theta holds global arrays replicated over
+            the mesh.
         check_inputs: reject NaN/inf in float inputs before training.
         compile_cache: use JAX's persistent compilation cache (default on unless
             ``JAXNET_COMPILE_CACHE=0``).
@@ -179,10 +120,13 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
             training had never stopped (same seed and settings required).
         data_parallel: split every batch over all devices (of all processes), theta
             replicated; default: when more than one device is present. ``batch_size`` must be
-            a multiple of the device count.
+            a multiple of the device count. Batch statistics (batch normalization) are those
+            of the whole global batch, and the state stays replicated.
 
     Returns:
-        ``(theta_hat, history)``.
+        ``(theta_hat, history)``. For a stateful network (batch normalization) theta_hat
+        holds the trained state as well: pass it to ``evaluate``, ``predict`` or a
+        checkpoint as it is.
 
     Raises:
         ValueError / TypeError: bad arguments; each message names the argument.
@@ -190,187 +134,133 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     loss_name = loss if isinstance(loss, str) else None
-    loss_fn = losses.get(loss)
-    tx = get_optimizer(optimizer, learning_rate)
+    loss_fn, tx = losses.get(loss), get_optimizer(optimizer, learning_rate)
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-    seed = _checks.seed("seed", seed)
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
                         f"got {type(on_epoch_end).__name__}")
+    early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
     metric_fns = _metric_fns(metrics, loss_name)
-    mesh = None
-    if data_parallel or (data_parallel is None and jax.device_count() > 1):
-        mesh = parallel.data_mesh()
-        parallel.check_batch_size(batch_size, mesh)
-
-    x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
-    if validation_data is not None:
-        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-            raise ValueError("validation_data: expected a pair (x_val, y_val)")
-        x_val, y_val = _inputs.check_xy("validation_data[0]", "validation_data[1]",
-                                 *validation_data, check_inputs)
-    else:
-        (x, y), (x_val, y_val) = data_lib.validation_split(x, y, validation_split)
-    if len(y) == 0:
-        raise ValueError("validation_split: leaves no training examples")
-
+    mesh = _mesh(data_parallel, batch_size)
+    x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
+                                               check_inputs)
     input_shape = tuple(x.shape[1:])
-    if x_val.shape[1:] != input_shape:
-        raise ValueError(f"validation_data[0]: expected examples of shape {input_shape}, "
-                         f"got {tuple(x_val.shape[1:])}")
     enable_compile_cache(compile_cache)
-    init_key, train_key = _split_seed(seed)
-    if shuffle_seed is not None:
-        shuffle_seed = _checks.seed("shuffle_seed", shuffle_seed)
-        train_key = _split_seed(shuffle_seed)[1]
+    init_key, train_key = training_keys(seed, shuffle_seed)
     if theta is None:
         # One compiled program (persistently cached) instead of a dozen eager random ops,
         # each compiled on its own: about 2 s of a 10-epoch run on this machine.
         theta = init_params(network, init_key, input_shape)
     else:
         layers.check_params(network, theta, input_shape)
-    _inputs.check_labels(network, theta, input_shape, loss_name, y, "y")
-    _inputs.check_labels(network, theta, input_shape, loss_name, y_val, "validation_data[1]")
-
-    history = History()
+    for arg, labels in (("y", y), ("validation_data[1]", y_val)):
+        _inputs.check_labels(network, theta, input_shape, loss_name, labels, arg)
     if early_stopping is not None:
-        known = ["loss", *metric_fns] + ([f"val_{k}" for k in ("loss", *metric_fns)]
-                                         if len(y_val) else [])
-        _checks.one_of("early_stopping.monitor", early_stopping.monitor, known)
-    stopper = _Stopper(early_stopping) if early_stopping is not None else None
+        early_stopping.check_monitor(metric_fns, len(y_val) > 0)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir (where to find the checkpoints)")
     if epochs == 0:
-        return theta, history
+        return theta, loop.History()
 
-    L = losses.make_loss(network, loss_fn, l2=l2)
     traces: list = []
-    epoch_fn = epoch_lib.make_epoch(L, tx, metric_fns, n_train=len(y), n_val=len(y_val),
-                          batch_size=batch_size, shuffle=shuffle,
-                          stochastic=layers.is_stochastic(network), trace_counter=traces,
-                          batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
-    opt_state = tx.init(theta)
-    steps = -(-len(y) // batch_size)
-
-    start, manager = 0, None
-    if checkpoint_dir is not None:
-        from jaxnet import __version__
-        from jaxnet import checkpoint as ckpt
-
-        every = _checks.positive_int("checkpoint_every", checkpoint_every)
-        manager = ckpt.CheckpointManager(checkpoint_dir, keep=keep_checkpoints)
-        run = {"seed": int(seed), "shuffle_seed": shuffle_seed, "batch_size": batch_size,
-               "shuffle": bool(shuffle),
-               "n_train": len(y), "n_val": len(y_val), "l2": float(l2),
-               "loss": loss_name or "<function>", "network": layers.to_config(network),
-               "optimizer": optimizer if isinstance(optimizer, str) else "<optax>",
-               "learning_rate": learning_rate if isinstance(learning_rate, int | float)
-               else "<schedule>"}
-        if resume:
-            like = {"theta": theta, "opt_state": opt_state}
-            if stopper is not None and stopper.config.restore_best:
-                like["best_theta"] = theta
-            found = manager.restore_latest(like)
-            if found is not None:
-                header, trees = found
-                _same_run(header.get("run", {}), run, manager.path(header["epoch"]))
-                theta, opt_state, start = trees["theta"], trees["opt_state"], header["epoch"]
-                history = History(**header["history"])
-                if stopper is not None:
-                    stopper.load(header["early_stopping"], trees.get("best_theta"))
-        if start >= epochs:  # already trained this far: hand back the checkpoint's theta
-            return jax.tree.map(jnp.asarray, theta), history
-
-    history.devices = mesh.size if mesh is not None else 1
-    if mesh is not None:  # global arrays, replicated on every device of every process
-        theta, opt_state, train_key, data = parallel.replicate(
-            (theta, opt_state, train_key, (x, y, x_val, y_val)), mesh)
-    else:
-        data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
+    epoch_fn = epoch_lib.make_epoch(
+        losses.make_objective(network, loss_fn, l2=l2), tx, metric_fns, n_train=len(y),
+        n_val=len(y_val), batch_size=batch_size, shuffle=shuffle,
+        stochastic=network.is_stochastic, trace_counter=traces,
+        batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
+    carry = (theta, tx.init(_state.split(theta)[0]))
+    track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
+    best = theta if early_stopping is not None and early_stopping.restore_best else None
     fetch = parallel.local if mesh is not None else jax.device_get
+    saving, start = None, 0
+    if checkpoint_dir is not None:
+        saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
+                                train_key, -(-len(y) // batch_size), dict(
+                                    seed=int(seed), shuffle_seed=shuffle_seed,
+                                    batch_size=batch_size, shuffle=bool(shuffle),
+                                    n_train=len(y), n_val=len(y_val), l2=float(l2),
+                                    loss=loss_name or "<function>", network=network,
+                                    optimizer=optimizer, learning_rate=learning_rate))
+        found = saving.resume(carry, best, [track]) if resume else None
+        if found is not None:
+            carry, best, start = found
+    # global arrays replicated on every device of every process, or this device's
+    place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
+    carry, best, train_key, data = place((carry, best, train_key, (x, y, x_val, y_val)))
     t0 = time.perf_counter()
-    compiled = jax.jit(epoch_fn).lower(theta, opt_state, train_key, 0, data).compile(
+    compiled = jax.jit(epoch_fn).lower(*carry, train_key, 0, data).compile(
         program_compiler_options())
-    history.compile_time = time.perf_counter() - t0
-
-    for epoch in range(start, epochs):
-        t_epoch = time.perf_counter()
-        bar = _progress_lib.bar(verbose, epoch, epochs, steps)
-        new_theta, new_opt_state, dev_metrics, bad = compiled(
-            theta, opt_state, train_key, epoch, data)
-        host_metrics, bad = fetch((dev_metrics, bad))  # one host round-trip per epoch
-        values = _progress_lib.ordered(host_metrics, metric_fns)
-        seconds = time.perf_counter() - t_epoch
-        bad = int(bad)
-        if bad >= 0 or not all(math.isfinite(v) for v in values.values()):
-            where = f"step {bad}" if bad >= 0 else "validation"
-            history.stop_reason = (f"non-finite loss at epoch {epoch + 1}, {where}; "
-                                   f"returning theta from the end of epoch {epoch}")
-            _progress_lib.close(bar, verbose, epoch, epochs, values, seconds)
-            warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
-            break
-        theta, opt_state = new_theta, new_opt_state
-        history.append(values, seconds)
-        _progress_lib.close(bar, verbose, epoch, epochs, values, seconds)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, theta, dict(values))
-        stop = stopper is not None and stopper.update(epoch, values[stopper.config.monitor], theta)
-        if manager is not None and jax.process_index() == 0 and (
-                (epoch + 1) % every == 0 or epoch + 1 == epochs or stop):
-            trees = {"theta": theta, "opt_state": opt_state,
-                     "rng_key": jax.random.key_data(train_key)}
-            if stopper is not None and stopper.config.restore_best:
-                trees["best_theta"] = stopper.best_theta
-            trees = fetch(trees)
-            manager.save(epoch + 1, trees, {
-                "run": run, "step": (epoch + 1) * steps, "jaxnet_version": __version__,
-                "history": dataclasses.asdict(history),
-                "early_stopping": stopper.state() if stopper is not None else None})
-        if stop:
-            history.stop_reason = (f"early stopping: {stopper.config.monitor} did not improve "
-                                   f"for {stopper.wait} epochs")
-            if stopper.config.restore_best:
-                history.best_epoch, theta = stopper.best_epoch, stopper.best_theta
-            break
+    track.history.compile_time = time.perf_counter() - t0
+    track.history.devices = mesh.size if mesh is not None else 1
+    callbacks_lib.call(callbacks, "on_train_begin", carry[0], {})
+    outcome = loop.run(
+        lambda c, epoch, active: _unpack(compiled(*c, train_key, epoch, data)), carry,
+        epochs=epochs, start=start, tracks=[track], population=loop.Single(), masked=False,
+        metric_names=metric_fns, progress=_progress.EpochBar(verbose, epochs,
+                                                             -(-len(y) // batch_size)),
+        best=best, after_epoch=_after_epoch(on_epoch_end, callbacks), checkpointing=saving,
+        fetch=fetch)
+    history = track.history
     history.traces = len(traces)
+    theta = outcome.final
     if mesh is not None:  # hand back ordinary single-device arrays
         theta = jax.tree.map(jnp.asarray, parallel.local(theta))
+    callbacks_lib.call(callbacks, "on_train_end", theta,
+                       {k: v[-1] for k, v in history.history.items()})
     return theta, history
 
 
-class _Stopper:
-    """Early stopping's running state (kept out of the user's EarlyStopping config)."""
-
-    def __init__(self, config: EarlyStopping):
-        self.config = config
-        self.best, self.best_epoch, self.best_theta, self.wait = None, None, None, 0
-
-    def update(self, epoch: int, value: float, theta) -> bool:
-        """Record an epoch; True when training should stop."""
-        if self.config.better(value, self.best):
-            self.best, self.best_epoch, self.best_theta, self.wait = value, epoch, theta, 0
-            return False
-        self.wait += 1
-        return self.wait >= self.config.patience
-
-    def state(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
-
-    def load(self, state: dict, best_theta) -> None:
-        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
-        self.best_theta = best_theta
+def _unpack(outputs):
+    theta, opt_state, metrics, bad = outputs
+    return (theta, opt_state), metrics, bad
 
 
-def _same_run(saved: dict, current: dict, path) -> None:
-    """Refuse to resume a checkpoint written by a run with different settings."""
-    from jaxnet.checkpoint import CheckpointError
+def _mesh(data_parallel, batch_size):
+    """The data-parallel mesh fit uses, or None: asked for, or by default when there are
+    several devices."""
+    if not (data_parallel or (data_parallel is None and jax.device_count() > 1)):
+        return None
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(batch_size, mesh)
+    return mesh
 
-    diff = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in current.items()
-            if saved.get(k) != v]
-    if diff:
-        raise CheckpointError(f"{path}: written by a different run ({'; '.join(diff)}); "
-                              f"use another checkpoint_dir or the same settings")
+
+def _after_epoch(on_epoch_end, callbacks):
+    """fit's per-epoch hook: ``on_epoch_end`` and the callbacks; True if one asks to stop."""
+    if on_epoch_end is None and not callbacks:
+        return None
+
+    def after(epoch, theta, trained, rows):
+        logs = dict(rows[0])
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, theta, dict(logs))
+        return callbacks_lib.call(callbacks, "on_epoch_end", theta, epoch, logs)
+
+    return after
+
+
+def _checkpointing(directory, every, keep, fetch, train_key, steps, run):
+    """fit's :class:`jaxnet.loop.Checkpointing`; ``run`` holds the settings a resumed run must
+    share, with the network, optimizer and learning rate described as JSON."""
+    from jaxnet import checkpoint as ckpt
+
+    every = _checks.positive_int("checkpoint_every", every)
+    run["network"] = layers.to_config(run["network"])
+    run["optimizer"] = run["optimizer"] if isinstance(run["optimizer"], str) else "<optax>"
+    lr = run["learning_rate"]
+    run["learning_rate"] = lr if isinstance(lr, int | float) else "<schedule>"
+    return loop.Checkpointing(ckpt.CheckpointManager(directory, keep=keep), every, run, steps,
+                              extra={"rng_key": jax.random.key_data(train_key)}, fetch=fetch)
+
+
+def training_keys(seed, shuffle_seed=None):
+    """``(init_key, train_key)`` as fit derives them: from ``seed``, the data order (and
+    dropout) from ``shuffle_seed`` when given. Validates both."""
+    init_key, train_key = split_seed(_checks.seed("seed", seed))
+    if shuffle_seed is not None:
+        train_key = split_seed(_checks.seed("shuffle_seed", shuffle_seed))[1]
+    return init_key, train_key
 
 
 def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
@@ -498,8 +388,9 @@ def program_compiler_options(platform: str | None = None) -> dict:
 
 
 @jax.jit
-def _split_seed(seed):
-    """(init_key, train_key) from an integer seed, as one compiled (cached) program."""
+def split_seed(seed):
+    """(init_key, train_key) from an integer seed (traceable: a sweep vmaps it over its
+    members' seeds), as one compiled (cached) program."""
     keys = jax.random.split(jax.random.key(seed))
     return keys[0], keys[1]
 
@@ -507,7 +398,7 @@ def _split_seed(seed):
 @functools.lru_cache(maxsize=32)
 def _compiled_eval(apply, loss_fn, metric_items, batch_size):
     """One jitted evaluation per (network, loss, metrics, batch size); the newest 32 kept."""
-    L = losses.make_loss(Network(None, apply, "", {}), loss_fn)
+    L = losses.make_objective(Network(None, apply, "", {}), loss_fn)
     metric_fns = dict(metric_items)
     return jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,
                                                            batch_size),

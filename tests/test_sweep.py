@@ -17,7 +17,7 @@ RAW = dict(flatten_input=False, input_scale=None, diagnostics_examples=0, verbos
 
 
 def _alone(member, epochs, optimizer="adam", shuffle_seed=0, **kw):
-    net = member.network(3, flatten_input=False, input_scale=None)
+    net = member.build(3, flatten_input=False, input_scale=None)
     tx = optax.chain(optax.add_decayed_weights(member.weight_decay),
                      jn.train.OPTIMIZERS[optimizer](member.learning_rate))
     return jn.fit(net, X, Y, optimizer=tx, epochs=epochs, seed=member.seed,
@@ -38,7 +38,7 @@ def test_each_member_equals_training_it_alone():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
         for k, v in history.history.items():
             np.testing.assert_allclose(r.history[k], v, rtol=1e-4, atol=1e-5)
-        net = r.member.network(3, flatten_input=False, input_scale=None)
+        net = r.member.build(3, flatten_input=False, input_scale=None)
         test = jn.evaluate(net, theta, X[:50], Y[:50])
         np.testing.assert_allclose(r.test["accuracy"], test["accuracy"], atol=1e-6)
         np.testing.assert_allclose(r.test["loss"], test["loss"], rtol=1e-4)
@@ -77,7 +77,7 @@ def test_per_member_early_stopping():
         assert len(r.history["loss"]) == 2 and r.best_epoch == 0
         assert r.stop_reason.startswith("early stopping")
         # the test metrics are those of the theta returned (the best epoch's, restored)
-        alone = jn.evaluate(r.member.network(3, flatten_input=False, input_scale=None),
+        alone = jn.evaluate(r.member.build(3, flatten_input=False, input_scale=None),
                             r.theta, X, Y)
         np.testing.assert_allclose(r.test["accuracy"], alone["accuracy"], atol=1e-6)
         np.testing.assert_allclose(r.test["loss"], alone["loss"], rtol=1e-5)
@@ -100,7 +100,7 @@ def test_diagnostics_follow_every_epoch_each_member_trained():
                    for d in r.diagnostics_epochs)
     assert bad.diagnostics_epochs == [] and bad.history == {}  # frozen in epoch 1
     # each epoch's report is the report of that epoch's theta: the same as training alone
-    net = relu.member.network(3, flatten_input=False, input_scale=None)
+    net = relu.member.build(3, flatten_input=False, input_scale=None)
     alone = []
     _alone(relu.member, 3, optimizer="sgd", batch_size=32, on_epoch_end=lambda e, t, logs:
            alone.append(diagnostics.report(net, t, X[:64], Y[:64])))

@@ -1,0 +1,232 @@
+"""What can be asked of any network: shapes, parameter checks, a summary, and its
+configuration round trip through the layer registry. Everything here recurses into
+``children`` at any depth and reads a layer's properties from its :class:`Network`, never from
+a list of names.
+
+A layer of your own (a factory returning a :class:`Network`) is registered once so that
+:func:`from_config` rebuilds it (checkpoints and saved models store configurations)::
+
+    register_layer("scaled", scaled)          # rebuilt as scaled(**config)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnet import _checks
+from jaxnet._typing import Network, Shape
+
+_REGISTRY: dict[str, Callable[[dict], Network]] = {}
+
+
+def register_layer(name: str, factory: Callable[..., Network], *,
+                   from_config: Callable[[dict], Network] | None = None) -> None:
+    """Make ``from_config({"name": name, ...})`` rebuild a layer.
+
+    Args:
+        name: the ``Network.name`` the factory gives its layers.
+        factory: called as ``factory(**config)`` (config without ``"name"``).
+        from_config: instead of ``factory(**config)``, rebuild from the config dict (for a
+            composition whose config holds its children's configs).
+
+    Raises:
+        ValueError: ``name`` is registered already to another factory.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a non-empty string, got {name!r}")
+    rebuild = from_config or (lambda config: factory(**config))
+    rebuild.factory = factory
+    old = _REGISTRY.get(name)
+    same = old is not None and _qualified(old.factory) == _qualified(factory)  # a reload
+    if old is not None and not same:
+        raise ValueError(f"name: a layer called {name!r} is registered already "
+                         f"(by {getattr(old.factory, '__qualname__', old.factory)})")
+    _REGISTRY[name] = rebuild
+
+
+def _qualified(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def registered_layers() -> tuple[str, ...]:
+    """Names :func:`from_config` can rebuild."""
+    return tuple(sorted(_REGISTRY))
+
+
+def to_config(network: Network) -> dict:
+    """A JSON-serialisable description of ``network``: ``{"name": ..., **config}``."""
+    return {"name": network.name, **network.config}
+
+
+def from_config(config: dict) -> Network:
+    """Rebuild a network from :func:`to_config`'s output.
+
+    Raises:
+        ValueError: for an unknown layer name or a layer built with a custom function
+            (those have no name to store).
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a dict from to_config, got {type(config).__name__}")
+    config = dict(config)
+    name = config.pop("name", None)
+    _checks.one_of("layer", name, _REGISTRY)
+    for k, v in config.items():
+        if v == "<function>":
+            raise ValueError(f"{name}: {k} was a custom function; it cannot be rebuilt from config")
+    return _REGISTRY[name](config)
+
+
+def output_shape(network: Network, input_shape: Shape, theta=None) -> Shape:
+    """Per-example output shape of ``network`` (computed abstractly, no FLOPs)."""
+    input_shape = shape_arg("input_shape", input_shape)
+    if theta is None:
+        theta = abstract_params(network, input_shape)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    return tuple(jax.eval_shape(lambda x, t: network.apply(x, t), x, theta).shape[1:])
+
+
+def abstract_params(network: Network, input_shape: Shape):
+    """theta's structure as ``jax.ShapeDtypeStruct`` leaves, without computing anything."""
+    input_shape = shape_arg("input_shape", input_shape)
+    return jax.eval_shape(lambda key: network.init(key, input_shape), jax.random.key(0))
+
+
+def check_params(network: Network, theta, input_shape: Shape) -> None:
+    """Raise ValueError if ``theta`` does not have the structure, shapes and dtypes ``network``
+    initialises for ``input_shape`` (its :class:`~jaxnet.State` included)."""
+    expected = abstract_params(network, input_shape)
+    e_leaves, e_tree = jax.tree.flatten_with_path(expected)
+    try:
+        g_leaves, g_tree = jax.tree.flatten_with_path(theta)
+    except Exception as err:  # noqa: BLE001 - anything unflattenable is a wrong theta
+        raise ValueError(f"theta: expected a pytree of arrays, got {type(theta).__name__}") from err
+    if e_tree != g_tree:
+        raise ValueError(f"theta: structure does not match the network: expected {e_tree}, "
+                         f"got {g_tree}")
+    for (path, e), (_, g) in zip(e_leaves, g_leaves, strict=True):
+        g_shape, g_dtype = tuple(np.shape(g)), getattr(g, "dtype", None)
+        if g_shape != e.shape or g_dtype != e.dtype:
+            raise ValueError(f"theta{jax.tree_util.keystr(path)}: expected "
+                             f"{e.dtype}{list(e.shape)}, got {g_dtype}{list(g_shape)} (for "
+                             f"examples of shape {tuple(input_shape)})")
+
+
+def count_params(theta) -> int:
+    """Number of scalars in theta (its State included)."""
+    return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(theta)))
+
+
+def call_child(index: int, child: Network, x, theta, *, key=None, train=False):
+    """How a composition runs its ``index``-th child: ``child.run(...)`` -> ``(y, theta')``.
+
+    While :func:`recording` listens, the child's path (indices from the outermost network)
+    and output are recorded: that is how :func:`summary` and :mod:`jaxnet.diagnostics` see the
+    layers inside compositions at any depth without knowing how a composition wires its
+    children (Flax's ``capture_intermediates`` does the same)."""
+    tape = _TAPE.get()
+    if tape is None:
+        return child.run(x, theta, key=key, train=train)
+    tape.path.append(index)
+    try:
+        y, theta = child.run(x, theta, key=key, train=train)
+        path = tuple(tape.path)
+    finally:
+        tape.path.pop()
+    tape.records.append((path, child, y))
+    return y, theta
+
+
+class _Tape:
+    def __init__(self):
+        self.path: list[int] = []
+        self.records: list[tuple[tuple[int, ...], Network, object]] = []
+
+
+_TAPE: contextvars.ContextVar[_Tape | None] = contextvars.ContextVar("jaxnet_tape", default=None)
+
+
+@contextlib.contextmanager
+def recording():
+    """Within this context, record every child a composition runs while tracing (or running)
+    a network: yields a list that fills with ``(path, layer, output)``, innermost first.
+    Use it inside the function you trace (``jax.eval_shape``, ``jax.jit``), so that the
+    outputs are that trace's values."""
+    tape = _Tape()
+    token = _TAPE.set(tape)
+    try:
+        yield tape.records
+    finally:
+        _TAPE.reset(token)
+
+
+def params_at(theta, path: tuple[int, ...]):
+    """The theta entry of the layer at ``path`` (a composition's theta lists its children's)."""
+    for i in path:
+        theta = theta[i]
+    return theta
+
+
+def layer_outputs(network: Network, theta, x, *, train=False):
+    """``(y, records)``: the forward pass and, in order (outer layers before inner ones),
+    every layer inside it as ``(path, layer, output)``."""
+    with recording() as records:
+        y, _ = network.run(x, theta, train=train)
+    return y, sorted(records, key=lambda r: r[0])
+
+
+def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
+    """Print (and return) each layer's output shape and parameter count, like Keras; the
+    layers inside compositions (a dense layer in a residual block in a ``serial``) are listed
+    at any depth, indented under the composition, as ``1.0: dense``.
+
+    Example:
+        >>> from jaxnet.layers import mlp
+        >>> _ = summary(mlp([64, 10]), (784,), print_fn=lambda s: None)
+    """
+    input_shape = shape_arg("input_shape", input_shape)
+    theta = abstract_params(network, input_shape)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    found = []
+
+    def trace(x, theta):
+        y, records = layer_outputs(network, theta, x)
+        found.extend((path, layer, tuple(out.shape[1:])) for path, layer, out in records)
+        return y
+
+    out = jax.eval_shape(trace, x, theta)
+    if not found:  # a single layer
+        found = [((), network, tuple(out.shape[1:]))]
+    rows = []
+    for path, layer, shape in found:
+        detail = ", ".join(f"{k}={v}" for k, v in layer.config.items()
+                           if v is not None and not isinstance(v, list | dict))
+        label = ".".join(map(str, path)) + ": " if path else ""
+        rows.append(("  " * max(len(path) - 1, 0) + label + layer.name
+                     + (f" ({detail})" if detail else ""),
+                     str((None, *shape)), f"{count_params(params_at(theta, path)):,}"))
+    header = ("Layer", "Output shape", "Params")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
+    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
+    rule = "-" * len(line(header))
+    text = "\n".join([line(header), rule, *map(line, rows), rule,
+                      f"Total params: {count_params(theta):,}"])
+    print_fn(text)
+    return text
+
+
+def shape_arg(arg, shape) -> Shape:
+    """``shape`` as a tuple of positive ints, or a TypeError/ValueError naming ``arg``."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{arg}: expected a tuple of ints, got {shape!r}") from None
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"{arg}: expected positive dimensions, got {shape}")
+    return shape
