@@ -29,6 +29,16 @@ import numpy as np
 from flax import serialization
 
 from jaxnet._io import atomic_write
+from jaxnet._typing import State
+
+# A layer's State is stored as the plain map of its arrays (and rebuilt into a State from the
+# template when restoring), so files hold nothing but maps, lists and arrays.
+serialization.register_serialization_state(
+    State,
+    lambda s: {k: serialization.to_state_dict(v) for k, v in s.values.items()},
+    lambda target, d: State({k: serialization.from_state_dict(v, d[k])
+                             for k, v in target.values.items()}),
+    override=True)
 
 MAGIC = b"JAXNETCKPT 1\n"
 _NAME = re.compile(r"^epoch-(\d{6})\.ckpt$")

@@ -55,9 +55,9 @@ def _qualified(fn) -> str:
     return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def registered_layers() -> tuple[str, ...]:
-    """Names :func:`from_config` can rebuild."""
-    return tuple(sorted(_REGISTRY))
+def registered_layers() -> dict[str, Callable[..., Network]]:
+    """The layers :func:`from_config` can rebuild: name -> factory, sorted by name."""
+    return {name: _REGISTRY[name].factory for name in sorted(_REGISTRY)}
 
 
 def to_config(network: Network) -> dict:

@@ -140,6 +140,7 @@ class MemberResult:
     wall_s: float = 0.0  # training (its share of its group) and test evaluation, in seconds
     compile_s: float = 0.0
     epoch_s: list[float] = field(default_factory=list)  # each epoch's seconds (its share)
+    group: int = 0  # members with the same group number trained as one compiled program
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
             _group_dir(checkpoint_dir, number))
         wall = (time.perf_counter() - t0 - untimed) / len(group)
         for i, res in zip(idx, trained, strict=True):
-            res.wall_s = wall
+            res.wall_s, res.group = wall, number
             results[i] = res
         for run, js in reporters:
             firsts = run(_slots(initial, [slot_of[j] for j in js]))

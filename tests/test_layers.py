@@ -21,7 +21,25 @@ REGISTRY = {
     "dropout": (jn.dropout(0.3), (5,), (5,)),
     "serial": (jn.serial(jn.flatten(), jn.dense(4, "relu"), jn.dense(2)), (2, 3), (2,)),
     "mlp": (jn.mlp([8, 8, 3], "sigmoid"), (5,), (3,)),
+    "batch_norm": (jn.batch_norm(), (2, 3, 4), (2, 3, 4)),
+    "batch_norm_no_affine": (jn.batch_norm(0.9, center=False, scale=False), (4,), (4,)),
+    "layer_norm": (jn.layer_norm(), (6,), (6,)),
+    "nested": (jn.serial(jn.dense(4), jn.serial(jn.layer_norm(), jn.batch_norm()),
+                         jn.dense(2)), (3,), (2,)),
 }
+
+
+def _kinds(net):
+    return {net.name} | {k for c in net.children for k in _kinds(c)}
+
+
+def test_every_registered_layer_is_in_the_table():
+    from jaxnet import network
+
+    ours = {name for name, factory in network.registered_layers().items()
+            if factory.__module__.startswith("jaxnet.")}
+    covered = set().union(*(_kinds(net) for net, _, _ in REGISTRY.values()))
+    assert ours and ours <= covered, ours - covered
 
 
 def _setup(name, batch=4):
@@ -180,6 +198,16 @@ def test_bad_constructor_arguments():
         jn.mlp([3], "relu6")
     with pytest.raises(ValueError, match="sizes: expected at least one"):
         jn.mlp([])
+
+
+def test_config_round_trip_of_every_table_entry():
+    for name, (net, in_shape, _) in REGISTRY.items():
+        rebuilt = layers.from_config(layers.to_config(net))
+        assert layers.to_config(rebuilt) == layers.to_config(net), name
+        theta = net.init(jax.random.key(0), in_shape)
+        x = jax.random.normal(jax.random.key(1), (3, *in_shape))
+        np.testing.assert_array_equal(net.apply(x, theta), rebuilt.apply(x, theta))
+        assert rebuilt.stateful == net.stateful and rebuilt.stochastic == net.stochastic
 
 
 def test_is_stochastic():

@@ -237,3 +237,120 @@ def test_cli_bench_one_program_and_sequential_agree(tmp_path, idx_dir):
                                    rtol=1e-4)
         np.testing.assert_allclose(a["grad_norms_init"], b["grad_norms_init"], rtol=1e-4)
         np.testing.assert_allclose(a["grad_norms_epochs"], b["grad_norms_epochs"], rtol=1e-3)
+
+
+# --- members given as networks: the general path ----------------------------------------------
+
+BN = jn.serial(jn.dense(16, "relu"), jn.batch_norm(momentum=0.9), jn.dense(3))
+
+
+def _dropout_net(rate):
+    return jn.serial(jn.dense(32, "relu"), jn.dropout(rate), jn.dense(3))
+
+
+def _fit_alone(network, member, epochs, **kw):
+    tx = optax.chain(optax.add_decayed_weights(member.weight_decay),
+                     jn.train.OPTIMIZERS["adam"](member.learning_rate))
+    return jn.fit(network, X, Y, optimizer=tx, epochs=epochs, seed=member.seed,
+                  shuffle_seed=0, verbose=0, **kw)
+
+
+def _close(a_theta, b_theta, rtol=1e-4, atol=1e-5):
+    for a, b in zip(jax.tree.leaves(a_theta), jax.tree.leaves(b_theta), strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+def test_stateful_members_train_as_one_group_each_with_its_own_state():
+    members = [sweep.Member(network=BN, seed=s, learning_rate=lr)
+               for s, lr in ((0, 1e-3), (1, 3e-3), (2, 1e-2))]
+    results = sweep.fit_many(members, X, Y, epochs=3, batch_size=64, validation_split=0.2,
+                             test_data=(X[:100], Y[:100]), **RAW)
+    assert {r.group for r in results} == {0}  # one compiled program
+    means = [np.asarray(r.theta[1]["stats"]["mean"]) for r in results]
+    assert not np.allclose(means[0], means[1])  # each member's own statistics
+    for r in results:
+        theta, history = _fit_alone(BN, r.member, 3, batch_size=64, validation_split=0.2)
+        _close(r.theta, theta)
+        np.testing.assert_allclose(r.history["val_loss"], history["val_loss"], rtol=1e-4)
+        alone = jn.evaluate(BN, theta, X[:100], Y[:100])
+        np.testing.assert_allclose(r.test["accuracy"], alone["accuracy"], atol=1e-6)
+
+
+def test_dropout_networks_train_as_one_program_and_equal_fit_alone():
+    """Two dropout rates and two seeds: one theta structure, so one group whose device holds
+    two runs (one network each); every member equals fit alone (same dropout masks: both
+    derive them from the data seed)."""
+    members = [sweep.Member(network=_dropout_net(rate), seed=s)
+               for rate in (0.1, 0.4) for s in (0, 1)]
+    results = sweep.fit_many(members, X, Y, epochs=3, batch_size=32, validation_split=0.2,
+                             test_data=(X, Y), **RAW)
+    assert {r.group for r in results} == {0}
+    for r in results:
+        theta, _ = _fit_alone(r.member.network, r.member, 3, batch_size=32,
+                              validation_split=0.2)
+        alone = jn.evaluate(r.member.network, theta, X, Y)
+        assert abs(r.test["accuracy"] - alone["accuracy"]) <= 0.01
+        _close(r.theta, theta, rtol=1e-3, atol=1e-4)
+    # the two rates are different networks: their members' thetas differ
+    assert not np.allclose(results[0].theta[0]["w"], results[2].theta[0]["w"])
+
+
+def test_the_mlp_fast_path_and_the_network_path_give_the_same_members():
+    shorthand = [sweep.Member((16, 16), a, seed=s, learning_rate=lr, weight_decay=wd)
+                 for a, s, lr, wd in (("tanh", 0, 1e-3, 0.0), ("relu", 1, 3e-3, 1e-3),
+                                      ("relu", 2, 1e-3, 0.0))]
+    as_networks = [sweep.Member(network=m.build(3, flatten_input=False, input_scale=None),
+                                seed=m.seed, learning_rate=m.learning_rate,
+                                weight_decay=m.weight_decay) for m in shorthand]
+    kw = dict(epochs=3, batch_size=32, validation_split=0.2, test_data=(X, Y), **RAW)
+    fast, general = sweep.fit_many(shorthand, X, Y, **kw), sweep.fit_many(as_networks, X, Y, **kw)
+    for a, b in zip(fast, general, strict=True):
+        _close(a.theta, b.theta)
+        np.testing.assert_allclose(a.history["val_loss"], b.history["val_loss"], rtol=1e-4)
+        np.testing.assert_allclose(a.test["accuracy"], b.test["accuracy"], atol=1e-6)
+
+
+def test_members_of_other_structures_form_their_own_groups():
+    members = [sweep.Member(network=BN, seed=0), sweep.Member(network=_dropout_net(0.2)),
+               sweep.Member(network=BN, seed=1), sweep.Member((16,), "relu")]
+    results = sweep.fit_many(members, X, Y, epochs=1, batch_size=64, **RAW)
+    assert [r.group for r in results] == [0, 1, 0, 2]
+    with pytest.raises(ValueError, match="either network= or the MLP shorthand"):
+        sweep.Member(network=BN, hidden=(4,))
+    with pytest.raises(TypeError, match="network: expected a jaxnet Network"):
+        sweep.Member(network="mlp")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        sweep.fit_many([sweep.Member(network=jn.mlp([4, 2]))], X, Y, epochs=1, **RAW)
+
+
+_SWEEP = """
+import sys, jax, numpy as np
+sys.path.insert(0, "tests")
+from test_sweep import BN, _dropout_net
+import jaxnet as jn
+from jaxnet import sweep
+rng = np.random.default_rng(0)
+x = rng.normal(size=(6000, 5)).astype(np.float32)
+y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1).astype(np.int32)
+members = [sweep.Member(network=BN, seed=s, learning_rate=lr) for s, lr in ((0, 1e-3), (1, 3e-3))]
+members += [sweep.Member(network=_dropout_net(0.3), seed=2), sweep.Member((8,), "tanh")]
+stop = jn.EarlyStopping(monitor="val_loss", patience=2)
+results = sweep.fit_many(members, x, y, epochs=8, batch_size=16, validation_split=0.1,
+                         early_stopping=stop, flatten_input=False, input_scale=None,
+                         diagnostics_examples=0, verbose=0, checkpoint_dir={ck!r},
+                         resume={resume})
+print(" ".join(jn.params_sha256(r.theta) + ":" + str(len(r.history["loss"])) for r in results))
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_kill_9_resumes_bit_identically(tmp_path):
+    from test_state import _run, kill_after_first_checkpoint
+
+    reference = _run(_SWEEP.format(ck=str(tmp_path / "ref"), resume=False))
+    ck = tmp_path / "ck"
+    saved = kill_after_first_checkpoint(_SWEEP.format(ck=str(ck), resume=False), ck)
+    assert saved, "no checkpoint was written before the kill"
+    assert _run(_SWEEP.format(ck=str(ck), resume=True)) == reference
+    groups = sorted(p.name for p in ck.iterdir())
+    assert groups == ["group-000", "group-001", "group-002"], groups

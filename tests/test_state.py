@@ -1,0 +1,191 @@
+"""Layer state: batch normalization against flax.linen, the state kept out of the gradient,
+the optimizer and l2, inference by default, and stateful networks through fit, evaluate,
+predict, checkpoints, kill -9 + resume and 8 devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import REPO
+from test_train import X, Y
+
+import jaxnet as jn
+from jaxnet import _state
+
+# Batch norm after the activation: a dense bias right before a batch norm has an exactly zero
+# gradient, which Adam would turn into full-size steps of float noise (and 8 devices, which
+# sum in another order, into other noise).
+BN_NET = jn.serial(jn.dense(16, "relu"), jn.batch_norm(momentum=0.9), jn.dense(3))
+
+
+def test_batch_norm_equals_flax_linen_in_training_and_inference():
+    """Same scale/offset: outputs and updated running statistics equal flax.linen.BatchNorm
+    (momentum 0.9, epsilon 1e-3) within 1e-5, on an NHWC batch (statistics over N, H, W)."""
+    x = jax.random.normal(jax.random.key(0), (8, 5, 5, 4)) * 3 + 1
+    bn = jn.batch_norm(momentum=0.9, epsilon=1e-3)
+    theta = bn.init(jax.random.key(1), (5, 5, 4))
+    theta = {**theta, "scale": jnp.arange(1.0, 5.0), "offset": jnp.arange(4.0) / 10}
+    ref = nn.BatchNorm(momentum=0.9, epsilon=1e-3)
+    variables = {"params": {"scale": theta["scale"], "bias": theta["offset"]},
+                 "batch_stats": {"mean": jnp.zeros(4), "var": jnp.ones(4)}}
+    y_ref, updated = ref.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    y, new_theta = bn.run(x, theta, train=True)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for ours, theirs in (("mean", "mean"), ("var", "var")):
+        np.testing.assert_allclose(new_theta["stats"][ours], updated["batch_stats"][theirs],
+                                   rtol=1e-5, atol=1e-6)
+    # inference uses the stored statistics
+    variables["batch_stats"] = updated["batch_stats"]
+    y_ref = ref.apply(variables, x, use_running_average=True)
+    np.testing.assert_allclose(bn.apply(x, new_theta), y_ref, rtol=1e-5, atol=1e-5)
+    # by hand: inference is (x - running_mean) / sqrt(running_var + eps) * scale + offset
+    s = new_theta["stats"]
+    hand = (x - s["mean"]) / np.sqrt(s["var"] + 1e-3) * theta["scale"] + theta["offset"]
+    np.testing.assert_allclose(bn.apply(x, new_theta), hand, rtol=1e-5, atol=1e-5)
+
+
+def test_untrained_batch_norm_is_the_identity_in_inference():
+    """Running mean 0 and variance 1 at the start: inference divides by sqrt(1 + eps), never
+    by a zero variance (equinox#955)."""
+    x = jax.random.normal(jax.random.key(0), (4, 3)) * 100
+    bn = jn.batch_norm()
+    theta = bn.init(jax.random.key(0), (3,))
+    np.testing.assert_allclose(bn.apply(x, theta), x / np.sqrt(1 + 1e-3), rtol=1e-6)
+    assert bn.stateful and not bn.is_stochastic and BN_NET.stateful
+
+
+def test_state_is_split_from_what_the_optimizer_trains():
+    theta = BN_NET.init(jax.random.key(0), (5,))
+    params, state = _state.split(theta)
+    assert params[1]["stats"] is None and state[1]["stats"]["var"].shape == (16,)
+    assert jax.tree.leaves(state) == [theta[1]["stats"]["mean"], theta[1]["stats"]["var"]]
+    merged = _state.merge(params, state)
+    assert jax.tree.structure(merged) == jax.tree.structure(theta)
+    plain = jn.mlp([4, 2]).init(jax.random.key(0), (3,))
+    assert _state.split(plain) == (plain, None)  # a stateless theta is all trainable
+
+
+def test_gradient_weight_decay_and_l2_never_touch_the_state():
+    """AdamW with weight decay and an l2 penalty: one epoch at batch_size = N (one step) moves
+    the running statistics exactly by the momentum rule, not by the optimizer."""
+    x, y = X[:64], Y[:64]
+    theta0 = BN_NET.init(jax.random.key(0), (5,))
+    tx = optax.adamw(1e-2, weight_decay=0.5)
+    theta, _ = jn.fit(BN_NET, x, y, theta=theta0, optimizer=tx, l2=0.1, epochs=1,
+                      batch_size=64, shuffle=False, verbose=0)
+    h = np.maximum(x @ theta0[0]["w"] + theta0[0]["b"], 0)
+    np.testing.assert_allclose(theta[1]["stats"]["mean"], 0.1 * h.mean(0), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(theta[1]["stats"]["var"], 0.9 + 0.1 * h.var(0), rtol=1e-4)
+    # the decay would have pulled var toward 0 by lr * wd = 0.5% (far beyond rtol)
+
+
+def test_fit_returns_the_trained_state_and_inference_uses_it():
+    theta, history = jn.fit(BN_NET, X, Y, epochs=6, batch_size=32, validation_split=0.2,
+                            learning_rate=3e-3, verbose=0)
+    stats = theta[1]["stats"]
+    assert not np.allclose(stats["mean"], 0) and not np.allclose(stats["var"], 1)
+    # evaluate and predict take theta as it is and normalise with the stored statistics
+    result = jn.evaluate(BN_NET, theta, X, Y)
+    logits = jn.predict(BN_NET, theta, X)
+    np.testing.assert_allclose(logits, BN_NET.apply(X, theta), rtol=1e-5, atol=1e-5)
+    acc = float(np.mean(np.argmax(logits, -1) == Y))
+    np.testing.assert_allclose(result["accuracy"], acc, atol=1e-6)
+    assert not np.allclose(logits, BN_NET.apply(X, theta, train=True), atol=1e-3)
+    assert result["accuracy"] > 0.9 and history["val_accuracy"][-1] > 0.9
+    assert len(jn.params_sha256(theta)) == 64
+    assert "batch_norm" in jn.summary(BN_NET, (5,), print_fn=lambda s: None)
+    # the same seed gives the same state, bit for bit
+    again, _ = jn.fit(BN_NET, X, Y, epochs=6, batch_size=32, validation_split=0.2,
+                      learning_rate=3e-3, verbose=0)
+    assert jn.params_sha256(again) == jn.params_sha256(theta)
+
+
+def test_checkpoint_resume_of_a_stateful_network_is_exact(tmp_path):
+    kw = dict(epochs=4, batch_size=32, verbose=0, seed=3, checkpoint_dir=tmp_path / "ck")
+    full, _ = jn.fit(BN_NET, X, Y, **{**kw, "checkpoint_dir": None})
+    jn.fit(BN_NET, X, Y, **{**kw, "epochs": 2})
+    resumed, history = jn.fit(BN_NET, X, Y, **kw, resume=True)
+    assert history.epochs == 4 and jn.params_sha256(resumed) == jn.params_sha256(full)
+
+
+_KILLABLE = """
+import sys, jax, numpy as np
+sys.path.insert(0, "tests")
+from test_state import BN_NET
+import jaxnet as jn
+rng = np.random.default_rng(0)
+x = rng.normal(size=(6000, 5)).astype(np.float32)
+y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1).astype(np.int32)
+theta, h = jn.fit(BN_NET, x, y, epochs=10, batch_size=16, verbose=0, seed=4,
+                  checkpoint_dir={ck!r}, resume={resume})
+print(jn.params_sha256(theta))
+"""
+
+
+def kill_after_first_checkpoint(code: str, directory, pattern="epoch-*.ckpt", timeout=120):
+    """Start ``python -c code``, SIGKILL it as soon as a checkpoint file appears below
+    ``directory``; returns the checkpoint files there after the kill."""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not list(directory.rglob(pattern)) and time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return sorted(p.name for p in directory.rglob(pattern))
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_of_a_stateful_network_is_bit_identical(tmp_path):
+    ck = tmp_path / "ck"
+    reference = _run(_KILLABLE.format(ck=str(tmp_path / "ref"), resume=False))
+    saved = kill_after_first_checkpoint(_KILLABLE.format(ck=str(ck), resume=False), ck)
+    assert saved and "epoch-000010.ckpt" not in saved, saved
+    assert _run(_KILLABLE.format(ck=str(ck), resume=True)) == reference
+
+
+_DEVICES = """
+import json, sys, jax, numpy as np
+sys.path.insert(0, "tests")
+from test_state import BN_NET
+from test_train import X, Y
+import jaxnet as jn
+theta, h = jn.fit(BN_NET, X, Y, epochs=3, batch_size=64, validation_split=0.2, verbose=0,
+                  seed=5, data_parallel={dp})
+print(json.dumps({{"devices": h.devices, "predictions": np.asarray(
+    jn.predict(BN_NET, theta, X[:100])).ravel().tolist(),
+    "var": np.asarray(theta[1]["stats"]["var"]).tolist()}}))
+"""
+
+
+def test_eight_devices_give_the_predictions_of_one_with_global_batch_statistics():
+    """Batch statistics over the whole global batch (not per device): the 8-device run's
+    running variance and predictions equal one device's within float tolerance."""
+    one = json.loads(_run(_DEVICES.format(dp=False)))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    out = subprocess.run([sys.executable, "-c", _DEVICES.format(dp=True)], capture_output=True,
+                         text=True, cwd=REPO, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    eight = json.loads(out.stdout.strip().splitlines()[-1])
+    assert one["devices"] == 1 and eight["devices"] == 8
+    np.testing.assert_allclose(eight["var"], one["var"], rtol=1e-4)
+    np.testing.assert_allclose(eight["predictions"], one["predictions"], rtol=1e-4, atol=1e-4)
