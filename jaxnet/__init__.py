@@ -26,10 +26,10 @@ _EXPORTS = {
     "fit": "train", "evaluate": "train", "predict": "train", "History": "train",
     "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "train",
     "params_sha256": "train",
-    "enable_compile_cache": "train",
+    "enable_compile_cache": "compiling",
 }
 _SUBMODULES = ("activations", "init", "layers", "norm", "network", "losses", "metrics", "epoch",
-               "loop", "callbacks", "train", "sweep", "diagnostics", "study", "plot",
+               "loop", "callbacks", "compiling", "train", "sweep", "diagnostics", "study", "plot",
                "checkpoint", "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

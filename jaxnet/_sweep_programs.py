@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnet import activations, layers, losses, train
+from jaxnet import activations, compiling, layers, losses, train
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._arrays import float_input
@@ -64,7 +64,7 @@ class Layout:
 
     @property
     def compiler_options(self) -> dict:
-        return train.program_compiler_options(self.devices[0].platform)
+        return compiling.program_compiler_options(self.devices[0].platform)
 
     def slot_of(self, j: int) -> int:
         """The slot that trains member ``j`` (the other copies of it are pads)."""
@@ -220,8 +220,8 @@ def init_program(inits: dict, kind_of: list, seeds: list, hyper: dict, lay: Layo
     out_shardings = (by_member, by_member, NamedSharding(lay.mesh, SHARED))
     args = (by_kind, *slot_hyper, np.int32(data_seed))
     lowered = jax.jit(init, out_shardings=out_shardings).lower(*args)
-    per_model = train.num_params(lowered.out_info[0]) // len(lay.slots)
-    return lowered.compile(train.init_compiler_options(per_model))(*args)  # as fit
+    per_model = compiling.num_params(lowered.out_info[0]) // len(lay.slots)
+    return lowered.compile(compiling.init_compiler_options(per_model))(*args)  # as fit
 
 
 def test_program(lay: Layout, branch_ids, objective_for, theta, x, y):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -26,6 +24,11 @@ from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
 from jaxnet.callbacks import EarlyStopping
+from jaxnet.compiling import (
+    enable_compile_cache,
+    init_params,
+    program_compiler_options,
+)
 from jaxnet.loop import History
 
 __all__ = ["OPTIMIZERS", "get_optimizer", "fit", "evaluate", "predict", "params_sha256",
@@ -297,95 +300,7 @@ def params_sha256(theta) -> str:
     return h.hexdigest()
 
 
-def enable_compile_cache(enabled: bool | None = None) -> str | None:
-    """Turn on JAX's persistent compilation cache in ``~/.cache/jaxnet/xla`` (or
-    ``$JAXNET_COMPILE_CACHE_DIR``), unless disabled here or by ``JAXNET_COMPILE_CACHE=0``, or
-    the user already chose a cache directory; not in multi-process runs (unless the user set
-    a directory). Returns the directory in use (None when disabled)."""
-    if enabled is None:
-        enabled = os.environ.get("JAXNET_COMPILE_CACHE", "1") not in ("0", "false", "no")
-    if not enabled:
-        return None
-    current = jax.config.jax_compilation_cache_dir
-    if jax.process_count() > 1 and not current:
-        # Several processes must run the same executables; one hitting a shared cache while
-        # another compiles is a risk jaxnet does not take by default.
-        return None
-    if current:
-        return current
-    path = os.environ.get("JAXNET_COMPILE_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "jaxnet", "xla")
-    jax.config.update("jax_compilation_cache_dir", path)
-    # Small programs compile in well under JAX's 1 s default threshold; cache them too.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return path
-
-
 # --- helpers -----------------------------------------------------------------------------------
-
-#: Up to this many parameters per model, initialisation programs are compiled without LLVM
-#: optimisation: threefry makes them slow to optimise (about 4 s for a small MLP on this
-#: machine, 0.8 s without) while they run once and briefly (+60 ns per parameter).
-SMALL_INIT_PARAMS = 2_000_000
-
-
-def init_params(network: Network, key, input_shape):
-    """``network.init(key, input_shape)`` as one compiled (persistently cached) program, with
-    :func:`init_compiler_options`: the theta ``fit`` starts from."""
-    lowered = jax.jit(network.init, static_argnums=1).lower(key, input_shape)
-    return lowered.compile(init_compiler_options(num_params(lowered.out_info)))(key)
-
-
-def num_params(tree) -> int:
-    """Number of scalars in a pytree of arrays or shape structs."""
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
-
-
-def init_compiler_options(params_per_model: int) -> dict:
-    """XLA options for compiling an initialisation: unoptimised for small models (see
-    :data:`SMALL_INIT_PARAMS`). The bits are the same either way for uniform initialisers and
-    within a rounding step for normal ones; fit and the sweeps use the same rule, so a model's
-    initial theta is the same whichever trains it."""
-    return {"xla_backend_optimization_level": 0} if params_per_model <= SMALL_INIT_PARAMS else {}
-
-
-@functools.cache
-def _cpu_has_avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:  # not Linux: keep XLA's defaults
-        return False
-
-
-@functools.cache
-def _wide_cpu_vectors() -> dict:
-    """``{"xla_cpu_prefer_vector_width": 512}`` if the CPU has AVX-512 and this XLA accepts
-    the option (checked once on a trivial program), else ``{}``."""
-    options = {"xla_cpu_prefer_vector_width": 512}
-    if not _cpu_has_avx512():
-        return {}
-    try:
-        cpu_scalar = jax.device_put(np.float32(0), jax.local_devices(backend="cpu")[0])
-        jax.jit(lambda v: v + 1).lower(cpu_scalar).compile(options)
-    except jax.errors.JaxRuntimeError:  # an XLA without this option: keep its defaults
-        return {}
-    return options
-
-
-def program_compiler_options(platform: str | None = None) -> dict:
-    """XLA options for compiling training and evaluation programs on ``platform`` (default:
-    JAX's default backend).
-
-    On a CPU with AVX-512, LLVM is asked to prefer 512-bit vectors (its default is 256): the
-    elementwise work on large arrays (the optimizer's update of a 784 x 512 layer, or of a
-    sweep's stacked 8 x 784 x 64 first layers) takes half the vector instructions. Measured on
-    this project's 2-core Xeon (alternating runs): a 784-512-512-10 MLP's epoch about 15%
-    faster, a 16-member sweep's epoch about 12%, the seed's 784-64-64-10 MLP unchanged.
-    Nothing on other platforms."""
-    platform = platform or jax.default_backend()
-    return dict(_wide_cpu_vectors()) if platform == "cpu" else {}
-
 
 @jax.jit
 def split_seed(seed):

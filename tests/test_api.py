@@ -40,3 +40,34 @@ def test_readme_functional_core_snippet_runs():
     exec(code, scope)  # noqa: S102 - our own README
     assert scope["outputs"].shape == (8, 32, 10)
     assert scope["grads"][0]["w"].shape == (784, 64)
+
+
+def _python_blocks(text: str, heading: str) -> list[str]:
+    import re
+
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_state_layer_and_sweep_snippets_run(tmp_path, monkeypatch):
+    """README's layer-state, writing-a-layer and any-network sweep blocks, in order, in one
+    scope (each builds on the previous one's x and y), as written."""
+    import jax
+    import numpy as np
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    blocks = (_python_blocks(text, "## Layer state: batch normalization")
+              + _python_blocks(text, "## Writing a layer")
+              + _python_blocks(text, "## Many models as one program")[1:2])
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "readme"}
+    for code in blocks:
+        exec(code, scope)  # noqa: S102 - our own README
+    assert scope["result"]["accuracy"] > 0.8
+    assert not np.allclose(scope["theta"][0]["mean"]["value"], 0)  # the running mean moved
+    assert jax.tree.structure(scope["rebuilt"].init(jax.random.key(0), (20,))) == \
+        jax.tree.structure(scope["theta"])
+    assert len(scope["results"]) == 4 and {r.group for r in scope["results"]} == {0}
+    assert (tmp_path / "sweep_checkpoints" / "group-000").is_dir()

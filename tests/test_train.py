@@ -233,15 +233,15 @@ def test_persistent_compile_cache_is_on_by_default_with_an_opt_out(env, expected
 
 @pytest.mark.parametrize("has_avx512", [True, False])
 def test_wide_cpu_vectors_only_where_the_cpu_has_them(monkeypatch, has_avx512):
-    from jaxnet import train
+    from jaxnet import compiling
 
-    monkeypatch.setattr(train, "_cpu_has_avx512", lambda: has_avx512)
-    train._wide_cpu_vectors.cache_clear()
+    monkeypatch.setattr(compiling, "_cpu_has_avx512", lambda: has_avx512)
+    compiling._wide_cpu_vectors.cache_clear()
     try:
-        options = train.program_compiler_options("cpu")
+        options = compiling.program_compiler_options("cpu")
         assert options == ({"xla_cpu_prefer_vector_width": 512} if has_avx512 else {})
-        assert train.program_compiler_options("tpu") == {}
+        assert compiling.program_compiler_options("tpu") == {}
         # whatever it returns, XLA compiles with it
         jax.jit(lambda v: v * 2).lower(np.ones(3, np.float32)).compile(options)
     finally:
-        train._wide_cpu_vectors.cache_clear()
+        compiling._wide_cpu_vectors.cache_clear()
