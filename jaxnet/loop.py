@@ -6,8 +6,8 @@ stopping and restore-best, the caller's per-epoch hook (callbacks, diagnostics),
 and resume. It follows one or many models (*tracks*): ``fit`` trains one, ``fit_many`` a
 stacked group whose models stop independently. The difference lies in two small strategies:
 
-- a :class:`Single` or :class:`Stacked` population says how to read one model's metrics and
-  theta out of the program's outputs;
+- a :class:`Single` or :class:`Stacked` population says how to read one model's metrics out of
+  the program's outputs and how to select between thetas model by model;
 - the non-finite rule: a single model stops and keeps the theta of its last good epoch
   (``masked=False``); a member of a stacked group is frozen at its last good step by the
   program's masking and the others carry on (``masked=True``).
@@ -83,9 +83,6 @@ class Single:
     def row(self, tree, i: int):
         return tree
 
-    def take(self, tree, i: int):
-        return tree
-
     def select(self, flags, new, old):
         return new if flags[0] else old
 
@@ -102,9 +99,6 @@ class Stacked:
 
     def row(self, tree, i: int):
         return jax.tree.map(lambda v: v[self.slot_of[i]], tree)
-
-    def take(self, tree, i: int):
-        return jax.tree.map(lambda a: a[self.slot_of[i]], tree)
 
     def _slot_flags(self, flags):
         mask = np.zeros(self.num_slots, bool)
@@ -165,7 +159,7 @@ class Checkpointing:
             return None
         header, trees = found
         path = self.manager.path(header["epoch"])
-        same_run(header.get("run", {}), self.run, path)
+        _same_run(header.get("run", {}), self.run, path)
         saved = header.get("tracks")
         if not isinstance(saved, list) or len(saved) != len(tracks):
             raise CheckpointError(f"{path}: written by another version of jaxnet or another "
@@ -177,7 +171,7 @@ class Checkpointing:
         return (trees["theta"], trees["opt_state"]), trees.get("best_theta"), header["epoch"]
 
 
-def same_run(saved: dict, current: dict, path) -> None:
+def _same_run(saved: dict, current: dict, path) -> None:
     """Refuse to resume a checkpoint written by a run with different settings."""
     from jaxnet.checkpoint import CheckpointError
 
@@ -190,10 +184,9 @@ def same_run(saved: dict, current: dict, path) -> None:
 
 @dataclass
 class Outcome:
-    """What the loop ends with: the program's carry (theta, optimizer state), the theta to
-    hand back (restore-best applied, stacked like the carry's), and each epoch's seconds."""
+    """What the loop ends with: the theta to hand back (restore-best applied; stacked like the
+    carry's for a stacked population) and each epoch's seconds."""
 
-    carry: tuple
     final: object
     epoch_seconds: list[float]
 
@@ -273,7 +266,7 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
                                           or epoch + 1 == epochs
                                           or not any(t.active for t in tracks)):
             checkpointing.save(epoch, carry, best, tracks)
-    return Outcome(carry, _restore_best(carry[0], best, tracks, population), seconds_per_epoch)
+    return Outcome(_restore_best(carry[0], best, tracks, population), seconds_per_epoch)
 
 
 def _restore_best(theta, best, tracks, population):

@@ -128,10 +128,12 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
 
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
-        x = float_input(x)
-        if x.ndim < 2:
+        if theta:
+            _check_features("layer_norm", x, next(iter(theta.values())).shape[0])
+        elif x.ndim < 2:
             raise ValueError(f"layer_norm: expected input of shape (batch, ..., features), "
                              f"got {tuple(x.shape)}")
+        x = float_input(x)
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
         return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)

@@ -313,7 +313,7 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
         return optax.chain(optax.add_decayed_weights(weight_decay), opt) if decay else opt
 
     tx = optax.inject_hyperparams(make)
-    networks = {k: nets[j] for k, j in zip(kinds, range(len(group)), strict=True)}
+    networks = dict(zip(kinds, nets, strict=True))  # kind -> its network
     if group[0].is_mlp:  # the fast path: members of one initialiser start from one init
         init_kinds = [m.init_name for m in group]
         objective_for = functools.partial(programs.mlp_objective, networks,
