@@ -13,6 +13,7 @@ from jaxnet import data as data_lib
 
 CLASSIFICATION_LOSSES = {"softmax_cross_entropy", "categorical_crossentropy",
                          "sparse_categorical_crossentropy"}
+BINARY_LOSSES = {"sigmoid_binary_cross_entropy", "binary_crossentropy"}
 
 
 def check_xy(xname: str, yname: str, x, y, check_finite: bool):

@@ -18,15 +18,42 @@ def _class_labels(labels, logits):
 
 
 def accuracy(logits, labels):
-    """1.0 where argmax(logits) equals the label, else 0.0; shape (batch,).
+    """1.0 where the predicted class equals the label, else 0.0; shape (batch,).
+
+    Several outputs: the class is ``argmax(logits)``, labels integer (batch,) or one-hot.
+    One output (a binary classifier's single logit, shape (batch, 1)): the class is
+    ``logit > 0`` (probability > 0.5), labels 0/1 of shape (batch,) or (batch, 1) — never an
+    argmax over one column, which would always say class 0.
 
     Example:
         >>> import jax.numpy as jnp
         >>> accuracy(jnp.array([[0., 1.], [1., 0.]]), jnp.array([1, 1])).tolist()
         [1.0, 0.0]
+        >>> accuracy(jnp.array([[2.], [-1.], [0.5]]), jnp.array([1, 0, 0])).tolist()
+        [1.0, 1.0, 0.0]
     """
+    if logits.shape[-1] == 1:
+        return binary_accuracy(logits, labels)
     labels = _class_labels(labels, logits)
     return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def binary_accuracy(logits, labels):
+    """Per example, the share of outputs whose ``logit > 0`` agrees with its 0/1 label (Keras's
+    ``binary_accuracy`` at threshold 0.5 on probabilities); shape (batch,). For one output it
+    is 1.0 or 0.0; for multi-label outputs (batch, C) the fraction of the C labels right.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> binary_accuracy(jnp.array([[1., -1.], [1., 1.]]), jnp.array([[1, 1], [1, 1]])).tolist()
+        [0.5, 1.0]
+    """
+    if labels.size != logits.size:
+        raise ValueError(f"binary_accuracy: expected one 0/1 label per output, labels of shape "
+                         f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
+    labels = labels.reshape(logits.shape)
+    hits = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
+    return hits.reshape(hits.shape[0], -1).mean(axis=1)
 
 
 def top_k_accuracy(logits, labels, k: int = 5):
@@ -53,7 +80,8 @@ def confusion_matrix(logits, labels, num_classes: int | None = None, weights=Non
     return jnp.zeros((n, n), jnp.int32).at[labels, pred].add(w)
 
 
-METRICS: dict[str, Callable] = {"accuracy": accuracy, "top_5_accuracy": top_k_accuracy}
+METRICS: dict[str, Callable] = {"accuracy": accuracy, "binary_accuracy": binary_accuracy,
+                                "top_5_accuracy": top_k_accuracy}
 
 
 def get(name: str | Callable) -> Callable:

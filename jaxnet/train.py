@@ -334,9 +334,14 @@ def _compiled_predict(apply, batch_size):
 
 
 def _metric_fns(metrics, loss_name) -> dict[str, Callable]:
+    """Metric name -> per-example function. With a binary cross-entropy loss, ``"accuracy"``
+    is the binary accuracy (each output's logit > 0 against its 0/1 label), as Keras does:
+    one sigmoid output per label, however many labels."""
     if metrics is None:
         metrics = ("accuracy",) if loss_name in _inputs.CLASSIFICATION_LOSSES else ()
     if isinstance(metrics, str):
         metrics = (metrics,)
-    return {(m if isinstance(m, str) else getattr(m, "__name__", f"metric_{i}")): metrics_lib.get(m)
+    binary = loss_name in _inputs.BINARY_LOSSES
+    return {(m if isinstance(m, str) else getattr(m, "__name__", f"metric_{i}")):
+            metrics_lib.binary_accuracy if binary and m == "accuracy" else metrics_lib.get(m)
             for i, m in enumerate(metrics)}

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxnet as jn
 from jaxnet import metrics
 
 LOGITS = jax.random.normal(jax.random.key(0), (50, 7))
@@ -41,3 +42,53 @@ def test_confusion_matrix_against_numpy_and_is_additive():
 def test_unknown_metric():
     with pytest.raises(ValueError, match="metrics: unknown name 'acc'"):
         metrics.get("acc")
+
+
+def test_accuracy_for_every_output_shape_against_a_hand_computation():
+    """One logit (labels (N,) or (N, 1)), several logits (integer or one-hot labels), and
+    multi-label outputs: each against numpy by hand."""
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(50, 1)).astype(np.float32)
+    y01 = rng.integers(0, 2, 50)
+    hand = ((one[:, 0] > 0) == (y01 == 1)).astype(np.float32)
+    np.testing.assert_array_equal(metrics.accuracy(jnp.asarray(one), jnp.asarray(y01)), hand)
+    np.testing.assert_array_equal(metrics.accuracy(jnp.asarray(one), jnp.asarray(y01[:, None])),
+                                  hand)
+    assert 0.3 < hand.mean() < 0.7 and hand.mean() != np.mean(y01 == 0)  # not argmax of 1 col
+    several = rng.normal(size=(50, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    hand = (several.argmax(1) == y).astype(np.float32)
+    np.testing.assert_array_equal(metrics.accuracy(jnp.asarray(several), jnp.asarray(y)), hand)
+    np.testing.assert_array_equal(
+        metrics.accuracy(jnp.asarray(several), jnp.asarray(np.eye(4)[y])), hand)
+    multi = rng.integers(0, 2, (50, 4))
+    hand = ((several > 0) == (multi == 1)).mean(1).astype(np.float32)
+    np.testing.assert_allclose(metrics.binary_accuracy(jnp.asarray(several), jnp.asarray(multi)),
+                               hand)
+    with pytest.raises(ValueError, match="one 0/1 label per output"):
+        metrics.binary_accuracy(jnp.asarray(several), jnp.asarray(y))
+
+
+def test_fit_and_evaluate_report_the_true_accuracy_of_a_binary_classifier():
+    """The new user's case: mlp([16, 1]) with binary cross-entropy reported the share of
+    y == 0 as its accuracy; it must report how often logit > 0 matches y."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(800, 4)).astype(np.float32)
+    y = (x[:, 0] - x[:, 1] > 0).astype(np.int32)
+    net = jn.mlp([16, 1])
+    for loss in ("binary_crossentropy", "sigmoid_binary_cross_entropy"):
+        theta, history = jn.fit(net, x, y, loss=loss, metrics=["accuracy"], epochs=20,
+                                learning_rate=1e-2, verbose=0)
+        hand = float(np.mean((np.asarray(net.apply(x, theta))[:, 0] > 0) == (y == 1)))
+        result = jn.evaluate(net, theta, x, y, loss=loss, metrics=["accuracy"])
+        np.testing.assert_allclose(result["accuracy"], hand, atol=1e-6)
+        assert hand > 0.9 and history["accuracy"][-1] > 0.9
+    # multi-label: 3 sigmoid outputs, "accuracy" is Keras's binary accuracy
+    labels = np.stack([y, 1 - y, (x[:, 2] > 0).astype(np.int32)], 1)
+    net3 = jn.mlp([16, 3])
+    theta, _ = jn.fit(net3, x, labels, loss="binary_crossentropy", metrics=["accuracy"],
+                      epochs=20, learning_rate=1e-2, verbose=0)
+    hand = float(np.mean((np.asarray(net3.apply(x, theta)) > 0) == (labels == 1)))
+    result = jn.evaluate(net3, theta, x, labels, loss="binary_crossentropy",
+                         metrics=["accuracy"])
+    np.testing.assert_allclose(result["accuracy"], hand, atol=1e-6)
