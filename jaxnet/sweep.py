@@ -222,12 +222,15 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
             for m in members]
     input_shape = tuple(x.shape[1:])
     groups: dict[str, list[int]] = {}
+    structures: dict[str, str] = {}  # one abstract trace per distinct network, not per member
     for i, net in enumerate(nets):
-        shapes = layers.abstract_params(net, input_shape)
-        _inputs.check_labels(net, shapes, input_shape, "softmax_cross_entropy", y,
-                             f"y (for members[{i}])")
-        groups.setdefault(str(jax.tree.structure(shapes)) + str(jax.tree.leaves(shapes)),
-                          []).append(i)
+        kind = _network_key(net)
+        if kind not in structures:
+            shapes = layers.abstract_params(net, input_shape)
+            _inputs.check_labels(net, shapes, input_shape, "softmax_cross_entropy", y,
+                                 f"y (for members[{i}])")
+            structures[kind] = str(jax.tree.structure(shapes)) + str(jax.tree.leaves(shapes))
+        groups.setdefault(structures[kind], []).append(i)
     data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
     results: list[MemberResult | None] = [None] * len(members)
     diag_x, diag_y = x[:diagnostics_examples], y[:diagnostics_examples]
@@ -262,10 +265,14 @@ def _kinds(group, nets) -> list[str]:
     else its network's configuration (one objective per distinct network)."""
     if all(m.is_mlp for m in group):
         return [m.activation for m in group]
-    keys = [json.dumps(layers.to_config(n), sort_keys=True) for n in nets]
-    # networks built with custom functions have no faithful configuration: keep them apart
-    return [k if "<function>" not in k else f"{k}#{id(n)}" for k, n in
-            zip(keys, nets, strict=True)]
+    return [_network_key(n) for n in nets]
+
+
+def _network_key(net: Network) -> str:
+    """One string per distinct network: its configuration, and its identity as well when the
+    configuration holds custom functions (those configurations are not faithful)."""
+    key = json.dumps(layers.to_config(net), sort_keys=True)
+    return key if "<function>" not in key else f"{key}#{id(net)}"
 
 
 def _indices_by(keys) -> dict:
