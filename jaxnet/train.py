@@ -172,14 +172,14 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         n_val=len(y_val), batch_size=batch_size, shuffle=shuffle,
         stochastic=network.is_stochastic, trace_counter=traces,
         batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
-    carry = (theta, tx.init(_state.split(theta)[0]))
+    carry, steps = (theta, tx.init(_state.split(theta)[0])), -(-len(y) // batch_size)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None
     fetch = parallel.local if mesh is not None else jax.device_get
     saving, start = None, 0
     if checkpoint_dir is not None:
         saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
-                                train_key, -(-len(y) // batch_size), dict(
+                                train_key, steps, dict(
                                     seed=int(seed), shuffle_seed=shuffle_seed,
                                     batch_size=batch_size, shuffle=bool(shuffle),
                                     n_train=len(y), n_val=len(y_val), l2=float(l2),
@@ -200,8 +200,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     outcome = loop.run(
         lambda c, epoch, active: _unpack(compiled(*c, train_key, epoch, data)), carry,
         epochs=epochs, start=start, tracks=[track], population=loop.Single(), masked=False,
-        metric_names=metric_fns, progress=_progress.EpochBar(verbose, epochs,
-                                                             -(-len(y) // batch_size)),
+        metric_names=metric_fns, progress=_progress.EpochBar(verbose, epochs, steps),
         best=best, after_epoch=_after_epoch(on_epoch_end, callbacks), checkpointing=saving,
         fetch=fetch)
     history = track.history
