@@ -16,7 +16,12 @@ _EXPORTS = {
     # networks
     "Network": "_typing", "State": "_typing",
     "dense": "layers", "activation": "layers", "flatten": "layers", "rescale": "layers",
-    "dropout": "layers", "serial": "layers", "mlp": "layers",
+    "dropout": "layers", "reshape": "layers", "mlp": "layers",
+    "conv2d": "conv", "max_pool": "conv", "avg_pool": "conv", "global_avg_pool": "conv",
+    "global_max_pool": "conv",
+    "serial": "combinators", "residual": "combinators", "parallel": "combinators",
+    "fanout": "combinators", "fanin_sum": "combinators", "fanin_concat": "combinators",
+    "identity": "combinators",
     "batch_norm": "norm", "layer_norm": "norm",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
@@ -28,7 +33,7 @@ _EXPORTS = {
     "params_sha256": "train",
     "enable_compile_cache": "compiling",
 }
-_SUBMODULES = ("activations", "init", "layers", "norm", "network", "losses", "metrics", "epoch",
+_SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "network", "losses", "metrics", "epoch",
                "loop", "callbacks", "compiling", "train", "sweep", "diagnostics", "study", "plot",
                "checkpoint", "data", "cli")
 

@@ -2,7 +2,8 @@
 
 Glorot (Xavier), He (Kaiming) and LeCun come from ``jax.nn.initializers``; ``standard`` is
 Glorot & Bengio (2010)'s baseline U[-1/sqrt(fan_in), 1/sqrt(fan_in)].
-For a dense kernel of shape (fan_in, fan_out):
+For a dense kernel of shape (fan_in, fan_out) (a convolution's (kh, kw, c_in, c_out) has
+fan_in = kh·kw·c_in and fan_out = kh·kw·c_out, as in Keras):
 
 ================  ===========================================
 glorot_uniform    U[-a, a], a = sqrt(6 / (fan_in + fan_out))
@@ -18,6 +19,7 @@ zeros             0
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -27,8 +29,11 @@ from jaxnet import _checks
 
 
 def standard(key, shape, dtype=jnp.float32):
-    """U[-1/sqrt(fan_in), 1/sqrt(fan_in)] with fan_in = shape[0] (Glorot & Bengio 2010, eq. 15)."""
-    bound = 1.0 / jnp.sqrt(jnp.asarray(shape[0], dtype))
+    """U[-1/sqrt(fan_in), 1/sqrt(fan_in)] (Glorot & Bengio 2010, eq. 15), with fan_in the
+    product of every axis but the last: ``shape[0]`` for a dense kernel, kh·kw·c_in for a
+    convolution's (kh, kw, c_in, filters)."""
+    fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+    bound = 1.0 / jnp.sqrt(jnp.asarray(fan_in, dtype))
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 

@@ -1,4 +1,6 @@
-"""Layers as (init, apply) pairs of pure functions, their serial composition and ``mlp``.
+"""Layers as (init, apply) pairs of pure functions, and ``mlp``; every layer of jaxnet can be
+imported from here (convolutions live in :mod:`jaxnet.conv`, normalization in
+:mod:`jaxnet.norm`, compositions in :mod:`jaxnet.combinators`).
 
 ``mlp([64, 64, 10], activation="relu")`` builds the seed's network
 h_1 = a[beta_0 + Omega_0 x], h_k = a[beta_{k-1} + Omega_{k-1} h_{k-1}], y = beta_K + Omega_K h_K,
@@ -8,13 +10,33 @@ with theta a list of ``{"w": Omega_k, "b": beta_k}`` dicts, one per layer (``w``
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from jaxnet import _checks, activations
 from jaxnet import init as initializers
 from jaxnet._arrays import float_input
+from jaxnet._layer_parts import name_or_none as _name_or_none
+from jaxnet._layer_parts import no_params as _no_params
 from jaxnet._typing import Network, Shape
+from jaxnet.combinators import (  # noqa: F401 - re-exported: every layer from one module
+    fanin_concat,
+    fanin_sum,
+    fanout,
+    identity,
+    parallel,
+    residual,
+    serial,
+)
+from jaxnet.conv import (  # noqa: F401 - re-exported
+    avg_pool,
+    conv2d,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+)
 from jaxnet.network import (  # noqa: F401 - re-exported: they lived here before network.py
     abstract_params,
     call_child,
@@ -26,7 +48,7 @@ from jaxnet.network import (  # noqa: F401 - re-exported: they lived here before
     summary,
     to_config,
 )
-from jaxnet.network import shape_arg as _shape
+from jaxnet.norm import batch_norm, layer_norm  # noqa: F401 - re-exported
 
 
 def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Network:
@@ -94,6 +116,28 @@ def flatten() -> Network:
     return Network(_no_params, apply_fn, "flatten", {}, stochastic=False)
 
 
+def reshape(shape) -> Network:
+    """Reshape each example to ``shape`` (one ``-1`` allowed): ``reshape((28, 28, 1))`` turns
+    (batch, 28, 28) images into the (batch, 28, 28, 1) a :func:`conv2d` expects (Keras's
+    ``Reshape``)."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape: expected a tuple of ints, got {shape!r}") from None
+    if sum(d == -1 for d in shape) > 1 or any(d == 0 or d < -1 for d in shape):
+        raise ValueError(f"shape: expected positive sizes and at most one -1, got {shape}")
+
+    def apply_fn(x, theta, *, key=None, train=False):
+        known = math.prod(d for d in shape if d != -1)
+        size = math.prod(x.shape[1:])
+        if (size % known if -1 in shape else size != known):
+            raise ValueError(f"reshape: cannot reshape examples of shape {tuple(x.shape[1:])} "
+                             f"({size} values) to {shape}")
+        return x.reshape(x.shape[0], *shape)
+
+    return Network(_no_params, apply_fn, "reshape", {"shape": list(shape)}, stochastic=False)
+
+
 def rescale(scale: float, offset: float = 0.0) -> Network:
     """``x * scale + offset`` in float32 (Keras's ``Rescaling``); e.g. ``rescale(1/255)``.
 
@@ -125,49 +169,6 @@ def dropout(rate: float) -> Network:
         return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
     return Network(_no_params, apply_fn, "dropout", {"rate": rate}, stochastic=rate > 0)
-
-
-def serial(*layers: Network) -> Network:
-    """Compose layers: ``serial(f1, f2, f3)`` computes f3(f2(f1(x))).
-
-    theta is a list with one entry per layer (``{}`` for layers without parameters). The
-    layers' state (batch normalization's statistics) is threaded through: in training each
-    layer's updated theta is returned in its place (``Network.run``).
-    """
-    if not layers:
-        raise ValueError("serial: expected at least one layer, got none")
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Network):
-            raise TypeError(f"serial: layer {i} is a {type(layer).__name__}, expected a Network")
-
-    def init_fn(key, input_shape: Shape):
-        input_shape = _shape("input_shape", input_shape)
-        theta = []
-        for layer, k in zip(layers, jax.random.split(key, len(layers)), strict=True):
-            params = layer.init(k, input_shape)
-            theta.append(params)
-            input_shape = output_shape(layer, input_shape, params)
-        return theta
-
-    def with_state(x, theta, *, key=None, train=False):
-        if not isinstance(theta, list | tuple) or len(theta) != len(layers):
-            got = len(theta) if isinstance(theta, list | tuple) else type(theta).__name__
-            raise ValueError(f"theta: expected a list of {len(layers)} per-layer entries, "
-                             f"got {got}")
-        keys = jax.random.split(key, len(layers)) if key is not None else [None] * len(layers)
-        new_theta = []
-        for i, (layer, params, k) in enumerate(zip(layers, theta, keys, strict=True)):
-            x, params = call_child(i, layer, x, params, key=k, train=train)
-            new_theta.append(params)
-        return x, new_theta
-
-    def apply_fn(x, theta, *, key=None, train=False):
-        return with_state(x, theta, key=key, train=train)[0]
-
-    config = {"layers": [to_config(layer) for layer in layers]}
-    return Network(init_fn, apply_fn, "serial", config, tuple(layers),
-                   stochastic=any(layer.is_stochastic for layer in layers),
-                   stateful=any(layer.stateful for layer in layers), with_state=with_state)
 
 
 def mlp(sizes, activation="relu", *, init=None, output_activation=None,
@@ -218,13 +219,5 @@ register_layer("activation", activation, from_config=lambda c: activation(c["act
 register_layer("flatten", flatten)
 register_layer("rescale", rescale)
 register_layer("dropout", dropout)
-register_layer("serial", serial, from_config=lambda c: serial(*map(from_config, c["layers"])))
+register_layer("reshape", reshape)
 
-
-def _no_params(key, input_shape):
-    del key, input_shape
-    return {}
-
-
-def _name_or_none(value):
-    return value if value is None or isinstance(value, str) else "<function>"

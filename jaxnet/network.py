@@ -84,12 +84,32 @@ def from_config(config: dict) -> Network:
 
 
 def output_shape(network: Network, input_shape: Shape, theta=None) -> Shape:
-    """Per-example output shape of ``network`` (computed abstractly, no FLOPs)."""
+    """Per-example output shape of ``network`` (computed abstractly, no FLOPs); a tuple of
+    shapes for a network with several outputs (:func:`jaxnet.combinators.fanout`)."""
     input_shape = shape_arg("input_shape", input_shape)
     if theta is None:
         theta = abstract_params(network, input_shape)
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    return tuple(jax.eval_shape(lambda x, t: network.apply(x, t), x, theta).shape[1:])
+    out = jax.eval_shape(lambda x, t: network.apply(x, t), abstract_batch(input_shape), theta)
+    return example_shape(out)
+
+
+def abstract_batch(input_shape: Shape):
+    """A batch of one example of ``input_shape`` as ``jax.ShapeDtypeStruct`` (a tuple of them
+    for a tuple of shapes)."""
+    if _is_single(input_shape):
+        return jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    return tuple(abstract_batch(s) for s in input_shape)
+
+
+def example_shape(batch) -> Shape:
+    """The per-example shape of an (abstract) batch, or a tuple of them for a tuple of arrays."""
+    if isinstance(batch, tuple | list):
+        return tuple(example_shape(b) for b in batch)
+    return tuple(batch.shape[1:])
+
+
+def _is_single(shape) -> bool:
+    return all(isinstance(d, int | np.integer) for d in shape)
 
 
 def abstract_params(network: Network, input_shape: Shape):
@@ -192,17 +212,16 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
     """
     input_shape = shape_arg("input_shape", input_shape)
     theta = abstract_params(network, input_shape)
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     found = []
 
     def trace(x, theta):
         y, records = layer_outputs(network, theta, x)
-        found.extend((path, layer, tuple(out.shape[1:])) for path, layer, out in records)
+        found.extend((path, layer, example_shape(out)) for path, layer, out in records)
         return y
 
-    out = jax.eval_shape(trace, x, theta)
+    out = jax.eval_shape(trace, abstract_batch(input_shape), theta)
     if not found:  # a single layer
-        found = [((), network, tuple(out.shape[1:]))]
+        found = [((), network, example_shape(out))]
     rows = []
     for path, layer, shape in found:
         detail = ", ".join(f"{k}={v}" for k, v in layer.config.items()
@@ -210,7 +229,7 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
         label = ".".join(map(str, path)) + ": " if path else ""
         rows.append(("  " * max(len(path) - 1, 0) + label + layer.name
                      + (f" ({detail})" if detail else ""),
-                     str((None, *shape)), f"{count_params(params_at(theta, path)):,}"))
+                     _batch_shape_text(shape), f"{count_params(params_at(theta, path)):,}"))
     header = ("Layer", "Output shape", "Params")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
     line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
@@ -221,8 +240,18 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
     return text
 
 
+def _batch_shape_text(shape) -> str:
+    if _is_single(shape):
+        return str((None, *shape))
+    return "[" + ", ".join(map(_batch_shape_text, shape)) + "]"
+
+
 def shape_arg(arg, shape) -> Shape:
-    """``shape`` as a tuple of positive ints, or a TypeError/ValueError naming ``arg``."""
+    """``shape`` as a tuple of positive ints (or, for several inputs, a tuple of such tuples),
+    or a TypeError/ValueError naming ``arg``."""
+    if isinstance(shape, tuple | list) and shape and all(isinstance(s, tuple | list)
+                                                        for s in shape):
+        return tuple(shape_arg(arg, s) for s in shape)
     try:
         shape = tuple(int(d) for d in shape)
     except TypeError:
