@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import REPO, machine, rss_wrapper, run_process, summarise
+
 N_TRAIN, N_VAL = 48_000, 12_000
 
 
@@ -134,60 +132,21 @@ WORKERS = {"flax": worker_flax, "jaxnet": worker_jaxnet}
 # --- the driver --------------------------------------------------------------------------------
 
 
-def run_process(cmd: list[str], env=None) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB of that process, stdout)."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, cwd=REPO)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    # ru_maxrss of the children waited for so far only grows; query the child directly instead.
-    rss_mb = _peak_rss_mb(err)
-    return wall, rss_mb, out
-
-
-def _peak_rss_mb(stderr: str) -> float:
-    for line in stderr.splitlines()[::-1]:
-        if line.startswith("PEAK_RSS_KB "):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("worker did not report its peak RSS")
-
-
-def _rss_wrapper(cmd: list[str]) -> list[str]:
-    """Run ``cmd`` under a tiny Python parent that reports the child's own peak RSS."""
-    code = ("import os, resource, subprocess, sys\n"
-            "p = subprocess.run(sys.argv[1:])\n"
-            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-            "file=sys.stderr)\nsys.exit(p.returncode)")
-    return [sys.executable, "-c", code, *cmd]
-
-
 def measure(framework: str, args) -> dict:
     common = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
               "--seed", str(args.seed), "--hidden", *map(str, args.hidden)]
     worker = [sys.executable, __file__, "--worker", framework, *common]
-    wall, rss, out = run_process(_rss_wrapper(worker))
+    wall, rss, out = run_process(rss_wrapper(worker))
     result = json.loads(out.strip().splitlines()[-1])
     result.update(e2e_s=wall, rss_mb=rss)
     if framework == "jaxnet":  # the product's own end-to-end path: the CLI, warm cache
         cli = [sys.executable, "-m", "jaxnet.cli", "train", "--dataset", "fashion_mnist",
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--seed", str(args.seed), "--verbose", "0", "--hidden", *map(str, args.hidden)]
-        wall, rss, out = run_process(_rss_wrapper(cli))
+        wall, rss, out = run_process(rss_wrapper(cli))
         result.update(e2e_s=wall, rss_mb=rss,
                       cli_test_accuracy=float(out.strip().splitlines()[-1].split()[1]))
     return result
-
-
-def summarise(runs: list[dict]) -> dict:
-    steady = [t for r in runs for t in r["epoch_times"][1:]]
-    pick = lambda key: [r[key] for r in runs]  # noqa: E731
-    stats = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
-    return {"compile_s": stats(pick("compile_s")), "epoch_s": stats(steady),
-            "e2e_s": stats(pick("e2e_s")), "rss_mb": stats(pick("rss_mb")),
-            "test_accuracy": stats(pick("test_accuracy"))}
 
 
 def scaling(args) -> list[dict]:
@@ -201,7 +160,7 @@ def scaling(args) -> list[dict]:
         for fw in ("jaxnet", "flax"):
             cmd = [sys.executable, __file__, "--worker", fw, "--epochs", "3", "--batch-size",
                    str(bs), "--hidden", *map(str, hidden)]
-            _, _, out = run_process(_rss_wrapper(cmd))
+            _, _, out = run_process(rss_wrapper(cmd))
             res = json.loads(out.strip().splitlines()[-1])
             row[fw] = N_TRAIN / statistics.median(res["epoch_times"][1:])
         row["ratio"] = row["jaxnet"] / row["flax"]
@@ -275,8 +234,7 @@ def main():
     j, f = summary["jaxnet"], summary["flax"]
     report = {
         "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
-                   f"{platform.python_version()}, jax {__import__('jax').__version__}",
+        "machine": machine(),
         "repeats": args.repeats, "epochs": args.epochs, "runs": runs, "summary": summary,
         "ratios": {"epoch_speedup": f["epoch_s"]["median"] / j["epoch_s"]["median"],
                    "e2e": j["e2e_s"]["median"] / f["e2e_s"]["median"],

@@ -33,8 +33,8 @@ _EXPORTS = {
     "params_sha256": "train",
     "enable_compile_cache": "compiling",
 }
-_SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "network", "losses", "metrics", "epoch",
-               "loop", "callbacks", "compiling", "train", "sweep", "diagnostics", "study", "plot",
+_SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "network",
+               "losses", "metrics", "epoch", "loop", "callbacks", "compiling", "train", "sweep", "diagnostics", "study", "plot",
                "checkpoint", "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

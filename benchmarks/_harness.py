@@ -1,0 +1,64 @@
+"""What every benchmark here shares: running a worker in a fresh process with its peak RSS,
+and min / median summaries of repeated runs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_process(cmd: list[str], env=None) -> tuple[float, float, str]:
+    """Run ``cmd``; return (wall seconds, peak RSS in MB of that process, stdout)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    # ru_maxrss of the children waited for so far only grows; query the child directly instead.
+    rss_mb = _peak_rss_mb(err)
+    return wall, rss_mb, out
+
+
+def _peak_rss_mb(stderr: str) -> float:
+    for line in stderr.splitlines()[::-1]:
+        if line.startswith("PEAK_RSS_KB "):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("worker did not report its peak RSS")
+
+
+def rss_wrapper(cmd: list[str]) -> list[str]:
+    """Run ``cmd`` under a tiny Python parent that reports the child's own peak RSS."""
+    code = ("import os, resource, subprocess, sys\n"
+            "p = subprocess.run(sys.argv[1:])\n"
+            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+            "file=sys.stderr)\nsys.exit(p.returncode)")
+    return [sys.executable, "-c", code, *cmd]
+
+
+def summarise(runs: list[dict]) -> dict:
+    steady = [t for r in runs for t in r["epoch_times"][1:]]
+    pick = lambda key: [r[key] for r in runs]  # noqa: E731
+    stats = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
+    return {"compile_s": stats(pick("compile_s")), "epoch_s": stats(steady),
+            "e2e_s": stats(pick("e2e_s")), "rss_mb": stats(pick("rss_mb")),
+            "test_accuracy": stats(pick("test_accuracy"))}
+
+
+
+
+def machine() -> str:
+    """The machine a report was measured on, with the versions that matter."""
+    import platform
+
+    import jax
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"jax {jax.__version__}")
