@@ -19,10 +19,13 @@ _EXPORTS = {
     "dropout": "layers", "reshape": "layers", "mlp": "layers",
     "conv2d": "conv", "max_pool": "conv", "avg_pool": "conv", "global_avg_pool": "conv",
     "global_max_pool": "conv",
-    "serial": "combinators", "residual": "combinators", "parallel": "combinators",
-    "fanout": "combinators", "fanin_sum": "combinators", "fanin_concat": "combinators",
-    "identity": "combinators",
+    # (the ``parallel`` combinator is jaxnet.layers.parallel: jaxnet.parallel is the module of
+    # data parallelism)
+    "serial": "combinators", "residual": "combinators", "fanout": "combinators",
+    "fanin_sum": "combinators", "fanin_concat": "combinators", "identity": "combinators",
     "batch_norm": "norm", "layer_norm": "norm",
+    "random_flip": "augment", "random_crop": "augment",
+    "keras_convnet": "models", "resnet": "models",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",
@@ -33,9 +36,10 @@ _EXPORTS = {
     "params_sha256": "train",
     "enable_compile_cache": "compiling",
 }
-_SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "network",
-               "losses", "metrics", "epoch", "loop", "callbacks", "compiling", "train", "sweep", "diagnostics", "study", "plot",
-               "checkpoint", "data", "cli")
+_SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
+               "models", "network", "losses", "metrics", "epoch", "loop", "callbacks",
+               "compiling", "train", "sweep", "diagnostics", "study", "plot", "checkpoint",
+               "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

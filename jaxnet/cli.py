@@ -20,6 +20,9 @@ import warnings
 _T_START = time.perf_counter()
 
 
+MODELS = ("mlp", "convnet", "resnet")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line (no usage block) and exits 2."""
 
@@ -35,9 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxnet", description="Neural networks as pure JAX functions.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train an MLP on a dataset and evaluate it on the test split")
+    t = sub.add_parser("train", help="train a network on a dataset and evaluate it on the "
+                                     "test split")
     t.add_argument("--dataset", default="mnist", help="mnist, fashion_mnist, kmnist, cifar10")
     t.add_argument("--data-dir", help="directory of MNIST-format IDX files (or a tfds data dir)")
+    t.add_argument("--model", default="mlp", choices=MODELS,
+                   help="mlp: the Keras example's MLP (--hidden, --activation); convnet: "
+                        "Keras's simple convnet; resnet: He et al.'s CIFAR ResNet (--depth)")
+    t.add_argument("--depth", type=int, default=20, help="resnet depth, 6n+2 (default: 20)")
+    t.add_argument("--augment", action="store_true",
+                   help="resnet: random 4-pixel crops and flips in training")
+    t.add_argument("--summary", action="store_true", help="print the network's layers first")
     t.add_argument("--hidden", type=int, nargs="*", default=[64, 64], metavar="WIDTH",
                    help="hidden layer widths (default: 64 64)")
     t.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
@@ -143,6 +154,11 @@ def _train(args) -> int:
             args.checkpoint_every)
     _option("--keep-checkpoints", args.keep_checkpoints >= 1, "an integer >= 1",
             args.keep_checkpoints)
+    _option("--augment", not args.augment or args.model == "resnet", "--model resnet",
+            args.model)
+    if args.model == "resnet":
+        _option("--depth", args.depth >= 8 and (args.depth - 2) % 6 == 0,
+                "6n + 2 (8, 14, 20, 32, ...)", args.depth)
     _option("--resume", not args.resume or args.checkpoint_dir is not None,
             "--checkpoint-dir DIR as well", "--resume")
     if args.checkpoint_dir is not None and os.path.exists(args.checkpoint_dir) and not (
@@ -171,8 +187,9 @@ def _train(args) -> int:
     t_load = time.perf_counter()
     ds = data.load(args.dataset, data_dir=args.data_dir)
     load_s = time.perf_counter() - t_load
-    net = layers.mlp([*args.hidden, ds.num_classes], args.activation, init=args.init,
-                     flatten_input=True, input_scale=1 / 255)
+    net = _network(args, ds)
+    if args.summary:
+        layers.summary(net, ds.input_shape)
     theta, history = train.fit(
         net, ds.train.x, ds.train.y, optimizer=args.optimizer, learning_rate=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
@@ -207,6 +224,17 @@ def _train(args) -> int:
     print(f"test_loss: {test['loss']:.6f}")
     print(f"test_accuracy: {test['accuracy']:.6f}")
     return 0
+
+
+def _network(args, ds):
+    from jaxnet import layers, models
+
+    if args.model == "convnet":
+        return models.keras_convnet(ds.num_classes, ds.input_shape)
+    if args.model == "resnet":
+        return models.resnet(args.depth, ds.num_classes, ds.input_shape, augment=args.augment)
+    return layers.mlp([*args.hidden, ds.num_classes], args.activation, init=args.init,
+                      flatten_input=True, input_scale=1 / 255)
 
 
 def _bench_depth_activation(args) -> int:

@@ -2,8 +2,11 @@
 
 import gzip
 import os
+import signal
 import struct
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +66,26 @@ def run_cli(*args, env=None, timeout=300):
 needs_fashion = pytest.mark.skipif(
     not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
     reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+def kill_after_first_checkpoint(code: str, directory, pattern="epoch-*.ckpt", timeout=120):
+    """Start ``python -c code``, SIGKILL it as soon as a checkpoint file appears below
+    ``directory``; returns the checkpoint files there after the kill."""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not list(directory.rglob(pattern)) and time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return sorted(p.name for p in directory.rglob(pattern))
+
+
+def run_python(code: str) -> str:
+    """Run ``python -c code`` from the repository; its last stdout line (it must succeed)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]

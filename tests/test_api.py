@@ -71,3 +71,27 @@ def test_readme_state_layer_and_sweep_snippets_run(tmp_path, monkeypatch):
         jax.tree.structure(scope["theta"])
     assert len(scope["results"]) == 4 and {r.group for r in scope["results"]} == {0}
     assert (tmp_path / "sweep_checkpoints" / "group-000").is_dir()
+
+
+def test_readme_convnet_and_resnet_snippets_run(capsys):
+    """The jaxnet half of README's convnet table (on 256 Fashion-MNIST images, as written
+    otherwise) and the ResNet block, which prints the parameter count it states."""
+    import re
+
+    from conftest import REPO
+
+    import jaxnet as jn
+    from jaxnet import data
+
+    text = (REPO / "README.md").read_text()
+    blocks = _python_blocks(text, "## Convolutional and residual networks")
+    assert len(blocks) == 3 and "keras.Sequential" in blocks[0]
+    ds = data.load("fashion_mnist")
+    scope = {"jn": jn, "x_train": ds.train.x[:256],
+             "y_train": data.one_hot(ds.train.y[:256], 10)}
+    exec(blocks[1], scope)  # noqa: S102 - our own README
+    assert scope["history"].epochs == 15 and jn.count_params(scope["theta"]) == 34_826
+    exec(blocks[2], {"__name__": "readme"})  # noqa: S102
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    stated = re.search(r"# (Total params: [\d,]+)", blocks[2]).group(1)
+    assert printed == stated

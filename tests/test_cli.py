@@ -22,6 +22,9 @@ from conftest import REPO, needs_fashion, run_cli
     (["--data-dir", "/no/such/dir"], "--data-dir"),
     (["--verbose", "5"], "--verbose"),
     (["--no-such-option"], "--no-such-option"),
+    (["--model", "vgg"], "--model"),
+    (["--model", "resnet", "--depth", "7"], "--depth"),
+    (["--augment"], "--augment"),
 ])
 def test_invalid_option_exits_2_with_one_line_naming_it(args, option):
     out = run_cli("train", *args)
@@ -51,6 +54,21 @@ def test_train_writes_the_report_and_is_reproducible(idx_dir, tmp_path):
     _, again = _train_small(idx_dir[0], tmp_path, "b", "--hidden", "32", "--verbose", "0")
     assert again["params_sha256"] == report["params_sha256"]
     assert again["test"] == report["test"]
+
+
+def test_train_a_convnet_and_a_resnet(idx_dir, tmp_path):
+    out, report = _train_small(idx_dir[0], tmp_path, "conv", "--model", "convnet", "--summary",
+                               "--verbose", "0")
+    assert "1: rescale" in out.stdout and "(None, 5, 5, 64)" in out.stdout  # nested summary
+    assert "Total params: 34,826" in out.stdout
+    assert report["network"]["layers"][2]["name"] == "conv2d"
+    _, again = _train_small(idx_dir[0], tmp_path, "conv2", "--model", "convnet", "--verbose", "0")
+    assert again["params_sha256"] == report["params_sha256"]
+    out, report = _train_small(idx_dir[0], tmp_path, "res", "--model", "resnet", "--depth", "8",
+                               "--augment", "--summary", "--verbose", "0")
+    assert "1: random_crop" in out.stdout and "7.1: identity" in out.stdout
+    assert "7.0.0: conv2d" in out.stdout  # the first residual block's first convolution
+    assert 0 <= report["test"]["accuracy"] <= 1
 
 
 def test_no_validation_split(idx_dir, tmp_path):

@@ -101,7 +101,8 @@ def test_pooling_equals_flax(pool, strides, padding, values):
     """Values and gradients equal flax's (lax.reduce_window): the max's gradient goes to each
     window's first maximum, also where values tie (small integers)."""
     rng = np.random.default_rng(0)
-    raw = rng.normal(size=(2, 9, 11, 3)) if values == "normal" else rng.integers(0, 3, (2, 9, 11, 3))
+    shape = (2, 9, 11, 3)
+    raw = rng.normal(size=shape) if values == "normal" else rng.integers(0, 3, shape)
     x = jnp.asarray(raw, jnp.float32)
     window, step = (pool, pool), (strides or pool,) * 2
     refs = {"max": lambda x: nn.max_pool(x, window, step, padding.upper()),
@@ -113,8 +114,8 @@ def test_pooling_equals_flax(pool, strides, padding, values):
         y_ref = refs[kind](x)
         np.testing.assert_allclose(y, y_ref, atol=1e-6)
         weights = jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)
-        g = jax.jit(jax.grad(lambda x: jnp.sum(layer.apply(x, {}) * weights)))(x)
-        g_ref = jax.jit(jax.grad(lambda x: jnp.sum(refs[kind](x) * weights)))(x)
+        g = jax.jit(jax.grad(lambda x, f=layer.apply, w=weights: jnp.sum(f(x, {}) * w)))(x)
+        g_ref = jax.jit(jax.grad(lambda x, f=refs[kind], w=weights: jnp.sum(f(x) * w)))(x)
         np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-5)  # summation order
 
 

@@ -41,9 +41,9 @@ REGISTRY = {
     "residual_projection": (jn.residual(jn.conv2d(4, 3, strides=2, padding="same"),
                                         jn.batch_norm(), shortcut=jn.conv2d(4, 1, strides=2)),
                             (6, 6, 2), (3, 3, 4)),
-    "branches": (jn.serial(jn.fanout(3), jn.parallel(jn.dense(2), jn.identity(), jn.dense(2)),
+    "branches": (jn.serial(jn.fanout(3), layers.parallel(jn.dense(2), jn.identity(), jn.dense(2)),
                            jn.fanin_concat()), (2,), (6,)),
-    "branches_sum": (jn.serial(jn.fanout(2), jn.parallel(jn.dense(3), jn.dense(3)),
+    "branches_sum": (jn.serial(jn.fanout(2), layers.parallel(jn.dense(3), jn.dense(3)),
                                jn.fanin_sum()), (2,), (3,)),
 }
 

@@ -4,10 +4,8 @@ predict, checkpoints, kill -9 + resume and 8 devices."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -15,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import REPO
+from conftest import REPO, kill_after_first_checkpoint, run_python
 from test_train import X, Y
 
 import jaxnet as jn
@@ -132,35 +130,13 @@ print(jn.params_sha256(theta))
 """
 
 
-def kill_after_first_checkpoint(code: str, directory, pattern="epoch-*.ckpt", timeout=120):
-    """Start ``python -c code``, SIGKILL it as soon as a checkpoint file appears below
-    ``directory``; returns the checkpoint files there after the kill."""
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while not list(directory.rglob(pattern)) and time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return sorted(p.name for p in directory.rglob(pattern))
-
-
-def _run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.slow
 def test_kill_9_then_resume_of_a_stateful_network_is_bit_identical(tmp_path):
     ck = tmp_path / "ck"
-    reference = _run(_KILLABLE.format(ck=str(tmp_path / "ref"), resume=False))
+    reference = run_python(_KILLABLE.format(ck=str(tmp_path / "ref"), resume=False))
     saved = kill_after_first_checkpoint(_KILLABLE.format(ck=str(ck), resume=False), ck)
     assert saved and "epoch-000010.ckpt" not in saved, saved
-    assert _run(_KILLABLE.format(ck=str(ck), resume=True)) == reference
+    assert run_python(_KILLABLE.format(ck=str(ck), resume=True)) == reference
 
 
 _DEVICES = """
@@ -180,7 +156,7 @@ print(json.dumps({{"devices": h.devices, "predictions": np.asarray(
 def test_eight_devices_give_the_predictions_of_one_with_global_batch_statistics():
     """Batch statistics over the whole global batch (not per device): the 8-device run's
     running variance and predictions equal one device's within float tolerance."""
-    one = json.loads(_run(_DEVICES.format(dp=False)))
+    one = json.loads(run_python(_DEVICES.format(dp=False)))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     out = subprocess.run([sys.executable, "-c", _DEVICES.format(dp=True)], capture_output=True,
                          text=True, cwd=REPO, timeout=300, env=env)

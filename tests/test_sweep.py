@@ -345,12 +345,12 @@ print(" ".join(jn.params_sha256(r.theta) + ":" + str(len(r.history["loss"])) for
 
 @pytest.mark.slow
 def test_a_sweep_killed_with_kill_9_resumes_bit_identically(tmp_path):
-    from test_state import _run, kill_after_first_checkpoint
+    from conftest import kill_after_first_checkpoint, run_python
 
-    reference = _run(_SWEEP.format(ck=str(tmp_path / "ref"), resume=False))
+    reference = run_python(_SWEEP.format(ck=str(tmp_path / "ref"), resume=False))
     ck = tmp_path / "ck"
     saved = kill_after_first_checkpoint(_SWEEP.format(ck=str(ck), resume=False), ck)
     assert saved, "no checkpoint was written before the kill"
-    assert _run(_SWEEP.format(ck=str(ck), resume=True)) == reference
+    assert run_python(_SWEEP.format(ck=str(ck), resume=True)) == reference
     groups = sorted(p.name for p in ck.iterdir())
     assert groups == ["group-000", "group-001", "group-002"], groups

@@ -1,0 +1,143 @@
+"""Compositions against hand computations with the same weights (numpy / jnp expressions of
+the children's own ``apply``), their theta layouts, state threading, errors and summaries.
+Tolerances: 1e-6 (the same float32 operations in another order at most)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet as jn
+from jaxnet import layers
+
+
+def _x(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def test_residual_is_block_plus_shortcut():
+    d1, d2 = jn.dense(4, "relu"), jn.dense(4)
+    net = jn.residual(d1, d2)
+    theta = net.init(jax.random.key(0), (4,))
+    assert isinstance(theta, list) and len(theta) == 2 and theta[1] == {}
+    x = _x((3, 4))
+    want = d2.apply(d1.apply(x, theta[0][0]), theta[0][1]) + x
+    np.testing.assert_allclose(net.apply(x, theta), want, atol=1e-6)
+
+
+def test_residual_with_a_projection_and_a_shape_mismatch():
+    block, proj = jn.dense(6), jn.dense(6)
+    net = jn.residual(block, shortcut=proj)
+    theta = net.init(jax.random.key(0), (4,))
+    x = _x((2, 4))
+    np.testing.assert_allclose(net.apply(x, theta),
+                               block.apply(x, theta[0]) + proj.apply(x, theta[1]), atol=1e-6)
+    with pytest.raises(ValueError, match=r"residual: the block's output \(6,\) and the "
+                                         r"shortcut's \(4,\) differ"):
+        jn.residual(jn.dense(6)).init(jax.random.key(0), (4,))
+
+
+def test_fanout_parallel_fanin():
+    a, b = jn.dense(3), jn.dense(2)
+    net = jn.serial(jn.fanout(2), layers.parallel(a, b), jn.fanin_concat())
+    theta = net.init(jax.random.key(0), (5,))
+    x = _x((4, 5))
+    want = jnp.concatenate([a.apply(x, theta[1][0]), b.apply(x, theta[1][1])], -1)
+    np.testing.assert_allclose(net.apply(x, theta), want, atol=1e-6)
+    assert jn.output_shape(jn.serial(jn.fanout(2), layers.parallel(a, b)), (5,)) == ((3,), (2,))
+    summed = jn.serial(jn.fanout(3), jn.fanin_sum())
+    np.testing.assert_allclose(summed.apply(x, summed.init(jax.random.key(0), (5,))), 3 * x,
+                               atol=1e-6)
+
+
+def test_parallel_takes_a_tuple_of_inputs_and_shapes():
+    net = layers.parallel(jn.dense(2), jn.identity())
+    theta = net.init(jax.random.key(0), ((3,), (4,)))
+    ya, yb = net.apply((_x((2, 3)), _x((2, 4))), theta)
+    assert ya.shape == (2, 2) and yb.shape == (2, 4)
+    with pytest.raises(ValueError, match="parallel: expected input_shape as a tuple of 2"):
+        net.init(jax.random.key(0), (3,))
+    with pytest.raises(ValueError, match="parallel: expected a tuple of 2 inputs"):
+        net.apply((_x((2, 3)),), theta)
+    with pytest.raises(ValueError, match="fanin_sum: expected inputs of one shape"):
+        jn.fanin_sum().apply((_x((2, 3)), _x((2, 4))), {})
+    with pytest.raises(ValueError, match="fanin_concat: expected a tuple of arrays"):
+        jn.fanin_concat().apply(_x((2, 3)), {})
+    with pytest.raises(ValueError, match="axis: expected a non-zero int"):
+        jn.fanin_concat(0)
+
+
+def test_state_is_threaded_through_residual_and_parallel():
+    """Batch normalization inside a residual block and a parallel branch updates its
+    statistics in training, exactly as the layer alone does on the same input."""
+    bn = jn.batch_norm()
+    net = jn.serial(jn.residual(jn.dense(3), bn),
+                    jn.fanout(2), layers.parallel(jn.batch_norm(), jn.identity()), jn.fanin_sum())
+    assert net.stateful and not net.is_stochastic
+    theta = net.init(jax.random.key(0), (3,))
+    x = _x((8, 3))
+    _, new = net.run(x, theta, train=True)
+    hidden = jn.dense(3).apply(x, theta[0][0][0])
+    _, alone = bn.run(hidden, theta[0][0][1], train=True)
+    np.testing.assert_allclose(new[0][0][1]["stats"]["mean"], alone["stats"]["mean"], atol=1e-6)
+    assert not np.allclose(new[2][0]["stats"]["mean"], 0)
+    _, same = net.run(x, theta, train=False)  # inference leaves the state alone
+    np.testing.assert_array_equal(same[0][0][1]["stats"]["var"], theta[0][0][1]["stats"]["var"])
+
+
+def test_stochastic_children_make_a_stochastic_composition():
+    assert jn.residual(jn.dropout(0.5), shortcut=jn.identity()).is_stochastic
+    assert not layers.parallel(jn.dense(2), jn.identity()).is_stochastic
+
+
+def test_summary_lists_nested_layers_and_several_outputs():
+    net = jn.serial(jn.residual(jn.dense(4, "relu"), jn.dense(4)), jn.fanout(2),
+                    layers.parallel(jn.dense(2), jn.identity()), jn.fanin_concat())
+    text = jn.summary(net, (4,), print_fn=lambda s: None)
+    assert "0.0.0: dense" in text and "0.0.1: dense" in text and "0.1: identity" in text
+    assert "[(None, 4), (None, 4)]" in text  # fanout's two outputs
+    assert "3: fanin_concat" in text and "(None, 6)" in text
+
+
+def test_reshape():
+    net = jn.reshape((28, 28, 1))
+    assert net.apply(jnp.zeros((2, 28, 28)), {}).shape == (2, 28, 28, 1)
+    assert jn.reshape((-1,)).apply(jnp.zeros((2, 3, 4)), {}).shape == (2, 12)
+    with pytest.raises(ValueError, match=r"reshape: cannot reshape examples of shape \(5,\)"):
+        jn.reshape((2, 2)).apply(jnp.zeros((1, 5)), {})
+    with pytest.raises(ValueError, match="at most one -1"):
+        jn.reshape((-1, -1))
+
+
+def test_config_round_trip_of_compositions():
+    net = jn.serial(jn.residual(jn.conv2d(2, 3, padding="same"), jn.batch_norm(),
+                                shortcut=jn.conv2d(2, 1)),
+                    jn.fanout(2), layers.parallel(jn.global_avg_pool(), jn.global_max_pool()),
+                    jn.fanin_concat(), jn.dense(3))
+    rebuilt = jn.from_config(jn.to_config(net))
+    assert jn.to_config(rebuilt) == jn.to_config(net)
+    theta = net.init(jax.random.key(0), (6, 6, 3))
+    x = _x((2, 6, 6, 3))
+    np.testing.assert_array_equal(rebuilt.apply(x, theta), net.apply(x, theta))
+
+
+def test_bad_children_are_named():
+    with pytest.raises(TypeError, match="residual: layer 0 is a int"):
+        jn.residual(3)
+    with pytest.raises(ValueError, match="parallel: expected at least one layer"):
+        layers.parallel()
+    net = jn.residual(jn.dense(2), shortcut=jn.dense(2))
+    with pytest.raises(ValueError, match="theta: expected a list of 2 per-layer entries"):
+        net.apply(_x((1, 2)), [{}])
+
+
+def test_jaxnet_parallel_stays_the_data_parallel_module():
+    """The combinator shares its name with the module; ``from jaxnet import parallel`` (what
+    train.py does) must keep giving the module."""
+    import types
+
+    from jaxnet import parallel
+
+    assert isinstance(parallel, types.ModuleType) and hasattr(parallel, "data_mesh")
+    assert isinstance(jn.parallel, types.ModuleType)
+    assert layers.parallel is jn.combinators.parallel
