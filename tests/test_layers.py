@@ -43,6 +43,8 @@ REGISTRY = {
                             (6, 6, 2), (3, 3, 4)),
     "branches": (jn.serial(jn.fanout(3), layers.parallel(jn.dense(2), jn.identity(), jn.dense(2)),
                            jn.fanin_concat()), (2,), (6,)),
+    "augmentation": (jn.serial(jn.random_crop(1), jn.random_flip(), jn.flatten()), (3, 4, 1),
+                     (12,)),
     "branches_sum": (jn.serial(jn.fanout(2), layers.parallel(jn.dense(3), jn.dense(3)),
                                jn.fanin_sum()), (2,), (3,)),
 }

@@ -270,7 +270,10 @@ def test_stateful_members_train_as_one_group_each_with_its_own_state():
     assert not np.allclose(means[0], means[1])  # each member's own statistics
     for r in results:
         theta, history = _fit_alone(BN, r.member, 3, batch_size=64, validation_split=0.2)
-        _close(r.theta, theta)
+        # The vmapped program sums in another order than fit's; over 3 epochs at a learning
+        # rate of 1e-2 through batch normalization that reaches 5e-5 on a Zen 4 core (the
+        # tolerance of the stateless tests, 1e-5, held on the earlier Xeon).
+        _close(r.theta, theta, atol=1e-4)
         np.testing.assert_allclose(r.history["val_loss"], history["val_loss"], rtol=1e-4)
         alone = jn.evaluate(BN, theta, X[:100], Y[:100])
         np.testing.assert_allclose(r.test["accuracy"], alone["accuracy"], atol=1e-6)
