@@ -62,3 +62,14 @@ def machine() -> str:
 
     return (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"jax {jax.__version__}")
+
+
+def write_report(out: str, report: dict, table: str) -> None:
+    """Write ``OUT.json`` (every run) and ``OUT.md`` (the table), and print the table."""
+    import json
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text(table)
+    print(table)

@@ -25,9 +25,8 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _harness import REPO, machine, rss_wrapper, run_process, summarise
+from _harness import REPO, machine, rss_wrapper, run_process, summarise, write_report
 
 N_TRAIN = 54_000  # of Fashion-MNIST's 60,000; the rest validate
 FRAMEWORKS = ("jaxnet", "flax", "torch")
@@ -229,11 +228,7 @@ def main():
                    "acc_vs_torch": acc["jaxnet"] - acc["torch"],
                    "acc_vs_flax": acc["jaxnet"] - acc["flax"]},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown(report))
 
 
 if __name__ == "__main__":

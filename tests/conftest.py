@@ -89,3 +89,16 @@ def run_python(code: str) -> str:
                          cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
+
+
+def assert_kill_9_then_resume_is_bit_identical(template: str, tmp_path, last: str):
+    """``template`` (python code with ``{ck}`` and ``{resume}`` fields, printing a digest of
+    what it trained as its last line): run it whole; run it again, SIGKILL it at its first
+    checkpoint (before the one named ``last``), resume it; the digests must be equal.
+    Returns the checkpoint directory of the killed run."""
+    reference = run_python(template.format(ck=str(tmp_path / "ref"), resume=False))
+    ck = tmp_path / "ck"
+    saved = kill_after_first_checkpoint(template.format(ck=str(ck), resume=False), ck)
+    assert saved and last not in saved, saved
+    assert run_python(template.format(ck=str(ck), resume=True)) == reference
+    return ck

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import kill_after_first_checkpoint, run_python
+from conftest import assert_kill_9_then_resume_is_bit_identical, run_python
 
 import jaxnet as jn
 from jaxnet import data, models
@@ -138,8 +138,4 @@ print(jn.params_sha256(theta))
 
 @pytest.mark.slow
 def test_kill_9_then_resume_of_a_resnet_is_bit_identical(tmp_path):
-    ck = tmp_path / "ck"
-    reference = run_python(_RESNET.format(ck=str(tmp_path / "ref"), resume=False))
-    saved = kill_after_first_checkpoint(_RESNET.format(ck=str(ck), resume=False), ck)
-    assert saved and "epoch-000004.ckpt" not in saved, saved
-    assert run_python(_RESNET.format(ck=str(ck), resume=True)) == reference
+    assert_kill_9_then_resume_is_bit_identical(_RESNET, tmp_path, "epoch-000004.ckpt")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import REPO, kill_after_first_checkpoint, run_python
+from conftest import REPO, assert_kill_9_then_resume_is_bit_identical, run_python
 from test_train import X, Y
 
 import jaxnet as jn
@@ -132,11 +132,7 @@ print(jn.params_sha256(theta))
 
 @pytest.mark.slow
 def test_kill_9_then_resume_of_a_stateful_network_is_bit_identical(tmp_path):
-    ck = tmp_path / "ck"
-    reference = run_python(_KILLABLE.format(ck=str(tmp_path / "ref"), resume=False))
-    saved = kill_after_first_checkpoint(_KILLABLE.format(ck=str(ck), resume=False), ck)
-    assert saved and "epoch-000010.ckpt" not in saved, saved
-    assert run_python(_KILLABLE.format(ck=str(ck), resume=True)) == reference
+    assert_kill_9_then_resume_is_bit_identical(_KILLABLE, tmp_path, "epoch-000010.ckpt")
 
 
 _DEVICES = """

@@ -348,12 +348,8 @@ print(" ".join(jn.params_sha256(r.theta) + ":" + str(len(r.history["loss"])) for
 
 @pytest.mark.slow
 def test_a_sweep_killed_with_kill_9_resumes_bit_identically(tmp_path):
-    from conftest import kill_after_first_checkpoint, run_python
+    from conftest import assert_kill_9_then_resume_is_bit_identical
 
-    reference = run_python(_SWEEP.format(ck=str(tmp_path / "ref"), resume=False))
-    ck = tmp_path / "ck"
-    saved = kill_after_first_checkpoint(_SWEEP.format(ck=str(ck), resume=False), ck)
-    assert saved, "no checkpoint was written before the kill"
-    assert run_python(_SWEEP.format(ck=str(ck), resume=True)) == reference
+    ck = assert_kill_9_then_resume_is_bit_identical(_SWEEP, tmp_path, "no such checkpoint")
     groups = sorted(p.name for p in ck.iterdir())
     assert groups == ["group-000", "group-001", "group-002"], groups
