@@ -1,6 +1,7 @@
 """Layers as (init, apply) pairs of pure functions, and ``mlp``; every layer of jaxnet can be
 imported from here (convolutions live in :mod:`jaxnet.conv`, normalization in
-:mod:`jaxnet.norm`, compositions in :mod:`jaxnet.combinators`).
+:mod:`jaxnet.norm`, compositions in :mod:`jaxnet.combinators`, augmentation in
+:mod:`jaxnet.augment`).
 
 ``mlp([64, 64, 10], activation="relu")`` builds the seed's network
 h_1 = a[beta_0 + Omega_0 x], h_k = a[beta_{k-1} + Omega_{k-1} h_{k-1}], y = beta_K + Omega_K h_K,
@@ -21,6 +22,7 @@ from jaxnet._arrays import float_input
 from jaxnet._layer_parts import name_or_none as _name_or_none
 from jaxnet._layer_parts import no_params as _no_params
 from jaxnet._typing import Network, Shape
+from jaxnet.augment import random_crop, random_flip  # noqa: F401 - re-exported
 from jaxnet.combinators import (  # noqa: F401 - re-exported: every layer from one module
     fanin_concat,
     fanin_sum,

@@ -15,12 +15,13 @@ from jaxnet.layers import activation, dense, dropout, flatten, rescale, reshape
 from jaxnet.norm import batch_norm
 
 
-def _image_input(image_shape) -> tuple[list, tuple]:
+def _image_input(image_shape) -> list:
+    """The layers that bring examples of ``image_shape`` to (height, width, channels)."""
     shape = tuple(int(d) for d in image_shape)
     if len(shape) == 2:
-        return [reshape((*shape, 1))], (*shape, 1)
+        return [reshape((*shape, 1))]
     if len(shape) == 3:
-        return [], shape
+        return []
     raise ValueError(f"image_shape: expected (height, width) or (height, width, channels), "
                      f"got {shape}")
 
@@ -37,7 +38,7 @@ def keras_convnet(num_classes: int = 10, image_shape=(28, 28)):
         34826
     """
     num_classes = _checks.positive_int("num_classes", num_classes)
-    head, _ = _image_input(image_shape)
+    head = _image_input(image_shape)
     return serial(*head, rescale(1 / 255),
                   conv2d(32, 3, activation="relu"), max_pool(2),
                   conv2d(64, 3, activation="relu"), max_pool(2),
@@ -74,7 +75,7 @@ def resnet(depth: int = 20, num_classes: int = 10, image_shape=(32, 32, 3), *,
     num_classes = _checks.positive_int("num_classes", num_classes)
     if len(widths) != 3:
         raise ValueError(f"widths: expected the filters of 3 stages, got {widths!r}")
-    head, _ = _image_input(image_shape)
+    head = _image_input(image_shape)
     layers = [*head, *([random_crop(4), random_flip()] if augment else []), rescale(1 / 255),
               *_conv_bn(widths[0]), activation("relu")]
     n, channels = (depth - 2) // 6, widths[0]
