@@ -20,8 +20,8 @@ picks right. Both are tested equal, values and gradients, to each other and to
 ``flax.linen.Conv``; ``implementation=`` forces one.
 
 Pooling is a reshape and a max (or mean) where the window tiles the image (the usual
-``pool_size == strides``) and a max over the window's strided slices otherwise; both are
-matrix-free and fast on every backend.
+``pool_size == strides``) and a max over the window's strided slices otherwise, on every
+backend (measured on the CPU only: there is no GPU or TPU on the development machine).
 """
 
 from __future__ import annotations
