@@ -13,20 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxnet import _checks
-from jaxnet._layer_parts import no_params
+from jaxnet._layer_parts import check_images, no_params, require_key
 from jaxnet._typing import Network
 from jaxnet.network import register_layer
-
-
-def _needs_key(layer: str, key):
-    if key is None:
-        raise ValueError(f"{layer}: train=True needs an explicit PRNG key (key=...)")
-
-
-def _check_images(layer: str, x):
-    if x.ndim != 4:
-        raise ValueError(f"{layer}: expected a batch of images (batch, height, width, "
-                         f"channels), got {tuple(x.shape)}")
 
 
 def random_flip() -> Network:
@@ -42,8 +31,8 @@ def random_flip() -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         if not train:
             return x
-        _needs_key("random_flip", key)
-        _check_images("random_flip", x)
+        require_key("random_flip", key)
+        check_images("random_flip", x)
         flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
         return jnp.where(flip, x[:, :, ::-1], x)
 
@@ -59,8 +48,8 @@ def random_crop(padding: int = 4) -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         if not train:
             return x
-        _needs_key("random_crop", key)
-        _check_images("random_crop", x)
+        require_key("random_crop", key)
+        check_images("random_crop", x)
         n, h, w, c = x.shape
         padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
         offsets = jax.random.randint(key, (n, 2), 0, 2 * padding + 1)

@@ -156,9 +156,6 @@ def _train(args) -> int:
             args.keep_checkpoints)
     _option("--augment", not args.augment or args.model == "resnet", "--model resnet",
             args.model)
-    if args.model == "resnet":
-        _option("--depth", args.depth >= 8 and (args.depth - 2) % 6 == 0,
-                "6n + 2 (8, 14, 20, 32, ...)", args.depth)
     _option("--resume", not args.resume or args.checkpoint_dir is not None,
             "--checkpoint-dir DIR as well", "--resume")
     if args.checkpoint_dir is not None and os.path.exists(args.checkpoint_dir) and not (
@@ -179,6 +176,10 @@ def _train(args) -> int:
     _wrap("--optimizer", train.get_optimizer, args.optimizer, args.lr)
     if args.init is not None:
         _wrap("--init", init.canonical, args.init)
+    if args.model == "resnet":
+        from jaxnet import models
+
+        _wrap("--depth", models.resnet, args.depth)  # its own check, before loading data
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise UsageError(f"argument --data-dir: {args.data_dir!r} is not a directory")
 

@@ -35,7 +35,7 @@ from jax import lax
 from jaxnet import _checks, activations
 from jaxnet import init as initializers
 from jaxnet._arrays import float_input
-from jaxnet._layer_parts import name_or_none
+from jaxnet._layer_parts import check_images, name_or_none
 from jaxnet._typing import Network
 from jaxnet.network import register_layer
 
@@ -68,16 +68,6 @@ def _image_shape(layer: str, input_shape) -> tuple[int, int, int]:
         raise ValueError(f"{layer}: expected images of shape (height, width, channels), "
                          f"got examples of shape {shape}")
     return shape
-
-
-def _check_images(layer: str, x, channels: int | None = None) -> None:
-    if x.ndim == 3:
-        raise ValueError(f"{layer}: expected a batch of shape (batch, height, width, channels), "
-                         f"got {tuple(x.shape)}: add the channel axis (x[..., None])")
-    if x.ndim != 4 or (channels is not None and x.shape[-1] != channels):
-        want = "channels" if channels is None else str(channels)
-        raise ValueError(f"{layer}: expected a batch of shape (batch, height, width, {want}), "
-                         f"got {tuple(x.shape)}")
 
 
 def _pads(size: int, window: int, stride: int, padding: str) -> tuple[int, int]:
@@ -176,7 +166,7 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
         w = theta["w"]
-        _check_images("conv2d", x, w.shape[2])
+        check_images("conv2d", x, w.shape[2])
         x = float_input(x, w.dtype)
         reach = [(k - 1) * r + 1 for k, r in zip(window, rate, strict=True)]
         pads = tuple(_pads(size, k, s, padding)
@@ -266,7 +256,7 @@ def _window_sum(padded, window, strides):
 def _pool(name: str, x, window, strides, padding, reduce: str):
     """``reduce`` ("max" or "mean") over each window of every image (NHWC); a mean excludes
     padded positions."""
-    _check_images(name, x)
+    check_images(name, x)
     x = float_input(x)
     pads = tuple(_pads(size, k, s, padding)
                  for size, k, s in zip(x.shape[1:3], window, strides, strict=True))
@@ -288,15 +278,11 @@ def _pool_layer(name: str, reduce: str, pool_size, strides, padding) -> Network:
     stride = window if strides is None else _pair("strides", strides)
     padding = _padding(padding)
 
-    def init_fn(key, input_shape):
-        _image_shape(name, input_shape)
-        return {}
-
     def apply_fn(x, theta, *, key=None, train=False):
         return _pool(name, x, window, stride, padding, reduce)
 
     config = {"pool_size": list(window), "strides": list(stride), "padding": padding}
-    return Network(init_fn, apply_fn, name, config, stochastic=False)
+    return Network(_images_no_params(name), apply_fn, name, config, stochastic=False)
 
 
 def max_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
@@ -317,16 +303,22 @@ def avg_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
     return _pool_layer("avg_pool", "mean", pool_size, strides, padding)
 
 
-def _global_pool(name: str, reduce) -> Network:
+def _images_no_params(name: str):
+    """``init`` of a layer without parameters that takes images (and says so otherwise)."""
+
     def init_fn(key, input_shape):
         _image_shape(name, input_shape)
         return {}
 
+    return init_fn
+
+
+def _global_pool(name: str, reduce) -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
-        _check_images(name, x)
+        check_images(name, x)
         return reduce(float_input(x), axis=(1, 2))
 
-    return Network(init_fn, apply_fn, name, {}, stochastic=False)
+    return Network(_images_no_params(name), apply_fn, name, {}, stochastic=False)
 
 
 def global_avg_pool() -> Network:

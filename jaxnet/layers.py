@@ -21,6 +21,7 @@ from jaxnet import init as initializers
 from jaxnet._arrays import float_input
 from jaxnet._layer_parts import name_or_none as _name_or_none
 from jaxnet._layer_parts import no_params as _no_params
+from jaxnet._layer_parts import require_key
 from jaxnet._typing import Network, Shape
 from jaxnet.augment import random_crop, random_flip  # noqa: F401 - re-exported
 from jaxnet.combinators import (  # noqa: F401 - re-exported: every layer from one module
@@ -165,8 +166,7 @@ def dropout(rate: float) -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         if not train or rate == 0.0:
             return x
-        if key is None:
-            raise ValueError("dropout: train=True needs an explicit PRNG key (key=...)")
+        require_key("dropout", key)
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
