@@ -31,15 +31,16 @@ _EXPORTS = {
     "register_layer": "network",
     # losses and training
     "make_loss": "losses",
-    "fit": "train", "evaluate": "train", "predict": "train", "History": "train",
+    "fit": "train", "evaluate": "inference", "predict": "inference", "History": "train",
     "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "train",
     "params_sha256": "train",
+    "save_model": "saving", "load_model": "saving",
     "enable_compile_cache": "compiling",
 }
 _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
                "models", "network", "losses", "metrics", "epoch", "loop", "callbacks",
-               "compiling", "train", "sweep", "diagnostics", "study", "plot", "checkpoint",
-               "data", "cli")
+               "compiling", "train", "inference", "saving", "sweep", "diagnostics", "study",
+               "plot", "checkpoint", "data", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

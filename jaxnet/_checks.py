@@ -19,6 +19,30 @@ def one_of(arg: str, value, valid: Iterable[str]) -> None:
     raise ValueError(f"{arg}: unknown name {value!r}{hint}; expected one of {', '.join(valid)}")
 
 
+def _folded(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def name_in(arg: str, value, valid: Iterable[str]) -> str:
+    """The name in ``valid`` that ``value`` spells, ignoring case, ``_`` and ``-`` (so Keras's
+    and PyTorch's spellings work: ``"ReLU"``, ``"Adam"``, ``"LeakyReLU"``); otherwise
+    :func:`one_of`'s ValueError, with its suggestion.
+
+    Example:
+        >>> name_in("activation", "LeakyReLU", ["relu", "leaky_relu"])
+        'leaky_relu'
+    """
+    valid = list(valid)
+    if value in valid:
+        return value
+    if isinstance(value, str):
+        matches = [v for v in valid if _folded(v) == _folded(value)]
+        if len(matches) == 1:
+            return matches[0]
+    one_of(arg, value, valid)
+    raise AssertionError("unreachable: one_of raises for a name not in valid")
+
+
 def positive_int(arg: str, value, *, allow_zero: bool = False) -> int:
     """Return ``value`` as int, raising ValueError unless it is a (non-negative) integer."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):

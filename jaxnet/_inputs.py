@@ -5,15 +5,14 @@ Every error names the argument and says what was expected.
 
 from __future__ import annotations
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 
 from jaxnet import _checks, layers
 from jaxnet import data as data_lib
-
-CLASSIFICATION_LOSSES = {"softmax_cross_entropy", "categorical_crossentropy",
-                         "sparse_categorical_crossentropy"}
-BINARY_LOSSES = {"sigmoid_binary_cross_entropy", "binary_crossentropy"}
+from jaxnet.losses import BINARY_LOSSES, CLASSIFICATION_LOSSES
 
 
 def check_xy(xname: str, yname: str, x, y, check_finite: bool):
@@ -53,11 +52,31 @@ def training_data(x, y, validation_split, validation_data, check_finite: bool):
     return x, y, x_val, y_val
 
 
+def warn_unscaled_integers(network, x) -> None:
+    """Warn (once per call) when integer inputs above 1, such as uint8 pixels in 0-255, go
+    into a network with nothing that scales them (``Network.scales_input``): training on
+    them works badly (a loss of 75 on Fashion-MNIST's MLP) and nothing else would say why."""
+    if network.scales_input or not jnp.issubdtype(x.dtype, jnp.integer) or x.size == 0:
+        return
+    top = int(np.max(x))
+    if top > 1:
+        scale = 255 if top <= 255 else top
+        warnings.warn(f"x: {x.dtype} inputs up to {top} reach the network unscaled; put "
+                      f"rescale(1 / {scale}) first in the network (the data then stays "
+                      f"{x.dtype} on the device) or pass scaled floats", UserWarning,
+                      stacklevel=3)
+
+
 def check_labels(network, theta, input_shape, loss_name, y, arg):
-    """Integer labels in [0, classes) and one-hot widths matching the network's output."""
-    if loss_name not in CLASSIFICATION_LOSSES or len(y) == 0:
+    """Labels that fit the loss and the network's outputs: for the softmax cross-entropy,
+    integer classes in [0, classes) or one-hot rows; for the binary one, one 0/1 label per
+    output."""
+    if loss_name not in CLASSIFICATION_LOSSES | BINARY_LOSSES or len(y) == 0:
         return
     classes = layers.output_shape(network, input_shape, theta)[-1]
+    if loss_name in BINARY_LOSSES:
+        _check_binary_labels(y, classes, loss_name, arg)
+        return
     if y.ndim == 1:
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise TypeError(f"{arg}: expected integer class labels or one-hot rows, got {y.dtype}")
@@ -68,3 +87,17 @@ def check_labels(network, theta, input_shape, loss_name, y, arg):
     elif y.ndim != 2 or y.shape[1] != classes:
         raise ValueError(f"{arg}: expected integer labels (N,) or one-hot (N, {classes}), "
                          f"got shape {tuple(y.shape)}")
+
+
+def _check_binary_labels(y, outputs: int, loss_name: str, arg: str) -> None:
+    n = len(y)
+    if y.size != n * outputs:
+        hint = (f"; {outputs} classes with one integer label each go with "
+                f"loss='categorical_crossentropy'" if y.ndim == 1 and outputs > 1 else "")
+        raise ValueError(f"{arg}: {loss_name} expects one 0/1 label per output, shape "
+                         f"({n}, {outputs}) for this network's {outputs} outputs, got "
+                         f"{tuple(y.shape)}{hint}")
+    lo, hi = float(np.min(y)), float(np.max(y))
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{arg}: {loss_name} expects labels in [0, 1], got range "
+                         f"[{lo:g}, {hi:g}]")

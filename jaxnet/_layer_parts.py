@@ -19,6 +19,10 @@ def check_images(layer: str, x, channels: int | None = None) -> None:
     """Raise a ValueError naming ``layer`` unless ``x`` is a (batch, height, width, channels)
     batch (with ``channels`` channels, when given); a 3-D batch is told to add the channel
     axis."""
+    if x.ndim == 3 and channels is not None and x.shape[-1] == channels:
+        raise ValueError(f"{layer}: expected a batch of shape (batch, height, width, channels), "
+                         f"got {tuple(x.shape)}: if x is one image, add the batch axis "
+                         f"(x[None]); jaxnet.predict takes one example as it is")
     if x.ndim == 3:
         raise ValueError(f"{layer}: expected a batch of shape (batch, height, width, channels), "
                          f"got {tuple(x.shape)}: add the channel axis (x[..., None])")

@@ -14,10 +14,21 @@ def ordered(values: dict, metric_fns: dict) -> dict[str, float]:
 def bar(verbose, epoch, epochs, steps):
     if verbose != 1:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", leave=True,
+    return _tqdm()(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", leave=True,
                 file=sys.stderr, dynamic_ncols=True)
+
+
+def _tqdm():
+    """tqdm's notebook bar where Jupyter can draw it (ipywidgets installed), its text bar
+    otherwise: ``tqdm.auto`` alone warns "IProgress not found" in a notebook without
+    ipywidgets (a Colab or plain Jupyter kernel) before falling back to the text bar."""
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
 
 
 def format_values(values: dict) -> str:

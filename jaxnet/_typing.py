@@ -89,6 +89,16 @@ class Network(NamedTuple):
             stateful layer or a composition: the forward pass that also returns theta with
             its state updated (in training; unchanged in inference). ``None`` for a
             stateless layer, whose theta never changes in a forward pass.
+        output_activation: ``"softmax"`` or ``"sigmoid"`` when the network's outputs are
+            probabilities made by that activation as its last step (``dense(10,
+            activation="softmax")``, Keras's habit), else None (logits or other values). The
+            cross-entropy losses then take the outputs as probabilities, as Keras's
+            ``from_logits=False`` does (:func:`jaxnet.losses.make_objective`), and the
+            accuracies threshold them at 0.5 (:func:`jaxnet.metrics.for_outputs`).
+        scales_input: whether the network brings raw values to a small scale (``rescale``,
+            batch or layer normalization; a composition does if one of its layers does).
+            ``fit`` warns when integer inputs such as uint8 pixels (0-255) reach a network
+            that does not.
     """
 
     init: Callable[..., Params]
@@ -99,6 +109,8 @@ class Network(NamedTuple):
     stochastic: bool | None = None
     stateful: bool = False
     with_state: Callable | None = None
+    output_activation: str | None = None
+    scales_input: bool = False
 
     def run(self, x, theta, *, key=None, train=False):
         """``(y, theta')``: the forward pass and theta with its state as the pass left it.

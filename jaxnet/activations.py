@@ -54,6 +54,30 @@ ACTIVATIONS: dict[str, Callable] = {
 SATURATING = frozenset({"sigmoid", "tanh", "softsign"})
 
 
+# Output activations that turn scores into probabilities: the cross-entropy losses take such
+# outputs as probabilities (Keras's from_logits=False), see jaxnet.losses.
+PROBABILITIES = frozenset({"softmax", "sigmoid"})
+
+
+def canonical(name):
+    """The registered spelling of an activation name (``"ReLU"`` -> ``"relu"``, ignoring case
+    and underscores); None and callables are returned unchanged.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the valid ones.
+    """
+    if name is None or callable(name):
+        return name
+    return _checks.name_in("activation", name, ACTIVATIONS)
+
+
+def probability_output(name) -> str | None:
+    """``"softmax"`` or ``"sigmoid"`` if the activation called ``name`` makes probabilities
+    (``Network.output_activation``), else None."""
+    name = canonical(name)
+    return name if isinstance(name, str) and name in PROBABILITIES else None
+
+
 def get(name: str | Callable | None) -> Callable:
     """Return the activation called ``name`` (a callable is returned unchanged).
 
@@ -71,5 +95,4 @@ def get(name: str | Callable | None) -> Callable:
         return identity
     if callable(name):
         return name
-    _checks.one_of("activation", name, ACTIVATIONS)
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[canonical(name)]

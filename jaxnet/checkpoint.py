@@ -102,10 +102,13 @@ def restore(path: str | os.PathLike, like: dict) -> tuple[dict, dict]:
         CheckpointError: naming the file and the first tree or leaf that does not match.
     """
     header, state = load(path)
-    return header, _rebuild(path, state, like)
+    return header, rebuild(path, state, like)
 
 
-def _rebuild(path, state: dict, like: dict) -> dict:
+def rebuild(path, state: dict, like: dict) -> dict:
+    """The trees of a :func:`load`-ed ``state`` rebuilt on the templates of ``like`` (name ->
+    pytree whose leaves have a shape and dtype: arrays or ``jax.ShapeDtypeStruct``); ``path``
+    names the file in errors. Raises CheckpointError at the first mismatch."""
     out = {}
     for name, template in like.items():
         if name not in state:
@@ -182,5 +185,5 @@ class CheckpointManager:
                 warnings.warn(f"skipping unreadable checkpoint: {err}", RuntimeWarning,
                               stacklevel=2)
                 continue
-            return header, _rebuild(path, state, like)
+            return header, rebuild(path, state, like)
         return None

@@ -1,6 +1,8 @@
 """The ``jaxnet`` command line: wiring only, no maths.
 
-    jaxnet train --dataset fashion_mnist --epochs 10 --json run.json
+    jaxnet train --dataset fashion_mnist --epochs 10 --json run.json --save model.jaxnet
+    jaxnet evaluate model.jaxnet --dataset fashion_mnist
+    jaxnet predict model.jaxnet --input x.npy --output y.npy --probabilities
     jaxnet data info fashion_mnist
     jaxnet data prepare kmnist --data-dir ~/kmnist
 
@@ -21,6 +23,7 @@ _T_START = time.perf_counter()
 
 
 MODELS = ("mlp", "convnet", "resnet")
+DEFAULT_DATASET = "fashion_mnist"  # what `apt-get install dataset-fashion-mnist` provides
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a network on a dataset and evaluate it on the "
                                      "test split")
-    t.add_argument("--dataset", default="mnist", help="mnist, fashion_mnist, kmnist, cifar10")
+    t.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help=f"mnist, fashion_mnist, kmnist, cifar10 (default: {DEFAULT_DATASET})")
     t.add_argument("--data-dir", help="directory of MNIST-format IDX files (or a tfds data dir)")
     t.add_argument("--model", default="mlp", choices=MODELS,
                    help="mlp: the Keras example's MLP (--hidden, --activation); convnet: "
@@ -60,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--validation-split", type=float, default=0.2, help="0 means none")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", metavar="PATH", help="write configuration and results here")
+    t.add_argument("--save", metavar="PATH",
+                   help="save the trained model to this file (for jaxnet evaluate/predict, "
+                        "jaxnet.load_model)")
     t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     t.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache")
@@ -79,10 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--process-id", type=int, metavar="I")
     t.set_defaults(func=_train)
 
+    e = sub.add_parser("evaluate", help="test loss and accuracy of a saved model")
+    e.add_argument("model", help="a file of jaxnet train --save (or jaxnet.save_model)")
+    e.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help=f"whose test split to use (default: {DEFAULT_DATASET})")
+    e.add_argument("--data-dir", help="directory of MNIST-format IDX files")
+    e.add_argument("--batch-size", type=int, default=1024)
+    e.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="a saved model's outputs for the examples in a .npy file")
+    p.add_argument("model", help="a file of jaxnet train --save (or jaxnet.save_model)")
+    p.add_argument("--input", required=True, metavar="X.npy",
+                   help="examples (N, ...) or one example, as the model was trained on them")
+    p.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
+    p.add_argument("--probabilities", action="store_true",
+                   help="class probabilities instead of logits")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.set_defaults(func=_predict)
+
     b = sub.add_parser("bench", help="studies: depth-activation")
     bsub = b.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     s = bsub.add_parser("depth-activation", help="train a depth x activation grid of MLPs")
-    s.add_argument("--dataset", default="fashion_mnist")
+    s.add_argument("--dataset", default=DEFAULT_DATASET)
     s.add_argument("--data-dir", help="directory of MNIST-format IDX files")
     s.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5, 8], metavar="D")
     s.add_argument("--width", type=int, default=64)
@@ -144,7 +169,7 @@ def _option(name: str, ok: bool, expected: str, value) -> None:
 
 
 def _train(args) -> int:
-    _option("--epochs", args.epochs >= 0, "an integer >= 0", args.epochs)
+    _option("--epochs", args.epochs >= 1, "an integer >= 1", args.epochs)
     _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
     _option("--lr", args.lr > 0 and args.lr != float("inf"), "a number > 0", args.lr)
     _option("--validation-split", 0 <= args.validation_split < 1, "a number in [0, 1)",
@@ -180,8 +205,9 @@ def _train(args) -> int:
         from jaxnet import models
 
         _wrap("--depth", models.resnet, args.depth)  # its own check, before loading data
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise UsageError(f"argument --data-dir: {args.data_dir!r} is not a directory")
+    _check_data_dir(args)
+    if args.save is not None and os.path.isdir(args.save):
+        raise UsageError(f"argument --save: {args.save!r} is a directory; expected a file path")
 
     from jaxnet import layers
 
@@ -222,8 +248,80 @@ def _train(args) -> int:
             "params_sha256": train.params_sha256(theta),
         }
         write_json_atomic(args.json, report)
+    if args.save is not None and _process_index() == 0:
+        from jaxnet import saving
+
+        saving.save_model(args.save, net, theta, input_shape=ds.input_shape,
+                          loss="softmax_cross_entropy", class_names=ds.class_names)
+        print(f"saved: {args.save}")
+    _print_test(test)
+    return 0
+
+
+def _print_test(test: dict) -> None:
     print(f"test_loss: {test['loss']:.6f}")
     print(f"test_accuracy: {test['accuracy']:.6f}")
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _check_data_dir(args) -> None:
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise UsageError(f"argument --data-dir: {args.data_dir!r} is not a directory")
+
+
+def _evaluate(args) -> int:
+    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
+    _check_data_dir(args)
+    from jaxnet import data, saving, train
+
+    _wrap("--dataset", data.spec_for, args.dataset)
+    saved = saving.read_model(args.model)
+    ds = data.load(args.dataset, data_dir=args.data_dir)
+    want = saved.info["input_shape"]
+    _option("--dataset", want is None or tuple(want) == ds.input_shape,
+            f"a dataset of examples of shape {want} (the model's)",
+            f"{args.dataset} with {ds.input_shape}")
+    loss = saved.info["loss"] or "softmax_cross_entropy"
+    _print_test(train.evaluate(saved.network, saved.theta, ds.test.x, ds.test.y, loss=loss,
+                               metrics=["accuracy"], batch_size=args.batch_size))
+    return 0
+
+
+def _predict(args) -> int:
+    import io
+
+    import numpy as np
+
+    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
+    from jaxnet import saving, train
+    from jaxnet._inputs import BINARY_LOSSES
+    from jaxnet._io import atomic_write
+
+    saved = saving.read_model(args.model)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except OSError as err:
+        raise UsageError(f"argument --input: cannot read {args.input!r} ({err})") from None
+    except ValueError:
+        raise UsageError(f"argument --input: {args.input!r} is not a .npy file of numbers "
+                         f"(np.save(path, array))") from None
+    want = saved.info["input_shape"]
+    if want is not None:
+        _option("--input", x.shape == tuple(want) or x.shape[1:] == tuple(want),
+                f"examples of shape {tuple(want)} (an array (N, {', '.join(map(str, want))}) "
+                f"or one example)", x.shape)
+    kind = "sigmoid" if saved.info["loss"] in BINARY_LOSSES else True
+    y = np.asarray(train.predict(saved.network, saved.theta, x, batch_size=args.batch_size,
+                                 probabilities=kind if args.probabilities else False))
+    buffer = io.BytesIO()
+    np.save(buffer, y, allow_pickle=False)
+    atomic_write(args.output, buffer.getvalue())
+    print(f"wrote {args.output}: {y.dtype}{list(y.shape)}")
     return 0
 
 

@@ -43,13 +43,15 @@ def _check_theta(combinator: str, theta, n: int) -> None:
                          f"got {got}")
 
 
-def _composition(name, init_fn, with_state, config, children) -> Network:
+def _composition(name, init_fn, with_state, config, children, output_activation=None) -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         return with_state(x, theta, key=key, train=train)[0]
 
     return Network(init_fn, apply_fn, name, config, tuple(children),
                    stochastic=any(child.is_stochastic for child in children),
-                   stateful=any(child.stateful for child in children), with_state=with_state)
+                   stateful=any(child.stateful for child in children), with_state=with_state,
+                   output_activation=output_activation,
+                   scales_input=any(child.scales_input for child in children))
 
 
 def serial(*layers: Network) -> Network:
@@ -80,7 +82,8 @@ def serial(*layers: Network) -> Network:
         return x, new_theta
 
     return _composition("serial", init_fn, with_state,
-                        {"layers": [to_config(layer) for layer in layers]}, layers)
+                        {"layers": [to_config(layer) for layer in layers]}, layers,
+                        output_activation=layers[-1].output_activation)
 
 
 def identity() -> Network:

@@ -150,6 +150,7 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
     padding = _padding(padding)
     if implementation is not None:
         _checks.one_of("implementation", implementation, IMPLEMENTATIONS)
+    activation = activations.canonical(activation)
     act = activations.get(activation)
     if init is None:
         init = initializers.default_for(activation)

@@ -144,7 +144,10 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         train, test = read_idx_dataset(files)
         source = f"idx:{idx_dir}"
     else:
-        train, test = _read_tfds(spec, data_dir)
+        try:
+            train, test = _read_tfds(spec, data_dir)
+        except DatasetUnavailableError as err:
+            raise DatasetUnavailableError(f"{err}. {_available_hint(cache_dir)}") from None
         source, fingerprint = "tensorflow-datasets", None
     if cache:
         _write_cache(entry, spec, train, test, source, fingerprint)
@@ -152,6 +155,23 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         if cached is not None:  # None only while a concurrent writer swaps the entry
             return cached
     return Dataset(spec.name, train, test, spec.class_names, source)
+
+
+def available(cache_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names of the datasets that load here without a download: those in the jaxnet cache
+    or in a system dataset folder (Debian's ``dataset-fashion-mnist``, ...)."""
+    root = Path(cache_dir or default_cache_dir())
+    return [name for name, spec in DATASETS.items()
+            if _read_meta(root / spec.name) is not None or _system_dir(spec) is not None]
+
+
+def _available_hint(cache_dir) -> str:
+    names = available(cache_dir)
+    if not names:
+        return ("No dataset is available on this machine without a download (on Debian: "
+                "apt-get install dataset-fashion-mnist)")
+    return (f"Available here without a download: {', '.join(names)} (e.g. --dataset "
+            f"{names[0]}, data.load({names[0]!r}))")
 
 
 def spec_for(name: str) -> DatasetSpec:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _checks
+from jaxnet import _checks, activations
 
 
 def standard(key, shape, dtype=jnp.float32):
@@ -72,15 +72,14 @@ def default_for(activation) -> str:
         >>> default_for("relu"), default_for("tanh")
         ('he_uniform', 'glorot_uniform')
     """
-    return _DEFAULT_BY_ACTIVATION.get(activation if isinstance(activation, str) else "",
-                                      "glorot_uniform")
+    name = activations.canonical(activation) if isinstance(activation, str) else ""
+    return _DEFAULT_BY_ACTIVATION.get(name, "glorot_uniform")
 
 
 def canonical(name: str) -> str:
     """The registered name for ``name`` (resolving aliases such as ``"he"``)."""
-    name = ALIASES.get(name, name)
-    _checks.one_of("init", name, list(INITIALIZERS) + list(ALIASES))
-    return name
+    name = _checks.name_in("init", name, list(INITIALIZERS) + list(ALIASES))
+    return ALIASES.get(name, name)
 
 
 def get(name: str | Callable) -> Callable:

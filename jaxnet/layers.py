@@ -72,12 +72,17 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
         ((4, 3), (3,))
     """
     units = _checks.positive_int("units", units)
+    activation = activations.canonical(activation)
     act = activations.get(activation)
     if init is None:
         init = initializers.default_for(activation)
     w_init, b_init = initializers.get(init), initializers.get(bias_init)
 
     def init_fn(key, input_shape: Shape):
+        if len(input_shape) == 0:
+            raise ValueError("dense: expected input of shape (batch, features), got one value "
+                             "per example, shape (batch,); if x is one example, add the batch "
+                             "axis (x[None]); jaxnet.predict takes one example as it is")
         if len(input_shape) != 1:
             raise ValueError(
                 f"dense: expected input of shape (batch, features), got (batch, "
@@ -89,25 +94,30 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
         w = theta["w"]
-        if x.ndim < 2 or x.shape[-1] != w.shape[0]:
+        if x.ndim == 0 or x.shape[-1] != w.shape[0]:  # (features,) alone: one example
+            hint = (f"; if x is one example, add the batch axis (x.reshape(1, {w.shape[0]})); "
+                    f"jaxnet.predict takes one example as it is"
+                    if math.prod(x.shape) == w.shape[0] else "")
             raise ValueError(f"dense: expected input of shape (batch, {w.shape[0]}), "
-                             f"got {tuple(x.shape)}")
+                             f"got {tuple(x.shape)}{hint}")
         return act(float_input(x, w.dtype) @ w + theta["b"])
 
     config = {"units": units, "activation": _name_or_none(activation),
               "init": _name_or_none(init), "bias_init": _name_or_none(bias_init)}
-    return Network(init_fn, apply_fn, "dense", config, stochastic=False)
+    return Network(init_fn, apply_fn, "dense", config, stochastic=False,
+                   output_activation=activations.probability_output(activation))
 
 
 def activation(name) -> Network:
     """An activation as a layer of its own (no parameters)."""
+    name = activations.canonical(name)
     act = activations.get(name)
 
     def apply_fn(x, theta, *, key=None, train=False):
         return act(float_input(x))
 
     return Network(_no_params, apply_fn, "activation", {"activation": _name_or_none(name)},
-                   stochastic=False)
+                   stochastic=False, output_activation=activations.probability_output(name))
 
 
 def flatten() -> Network:
@@ -152,7 +162,7 @@ def rescale(scale: float, offset: float = 0.0) -> Network:
         return float_input(x) * jnp.float32(scale) + jnp.float32(offset)
 
     config = {"scale": float(scale), "offset": float(offset)}
-    return Network(_no_params, apply_fn, "rescale", config, stochastic=False)
+    return Network(_no_params, apply_fn, "rescale", config, stochastic=False, scales_input=True)
 
 
 def dropout(rate: float) -> Network:
@@ -197,7 +207,7 @@ def mlp(sizes, activation="relu", *, init=None, output_activation=None,
     sizes = list(sizes) if not isinstance(sizes, int) else [sizes]
     if not sizes:
         raise ValueError("sizes: expected at least one layer width, got []")
-    activations.get(activation)
+    activation = activations.canonical(activation)
     layers = []
     if flatten_input:
         layers.append(flatten())

@@ -3,7 +3,10 @@
 Every loss here takes ``(outputs, targets)`` and returns one value per example, shape (batch,).
 The cross-entropies take logits (unnormalised scores) and use optax's log-sum-exp forms, so the
 seed's ``Dense(10, activation="softmax")`` + ``categorical_crossentropy`` becomes a linear output
-layer + :func:`softmax_cross_entropy`.
+layer + :func:`softmax_cross_entropy`. A network that does end in a softmax or sigmoid (its
+``output_activation``) is handled as Keras handles it (``from_logits=False``): ``make_objective``
+clips the probabilities to [1e-7, 1 - 1e-7] and hands the cross-entropy the logits they stand
+for, so the loss is the cross-entropy of those probabilities (not of a second softmax).
 """
 
 from __future__ import annotations
@@ -75,12 +78,43 @@ LOSSES: dict[str, Callable] = {
 }
 
 
+CROSS_ENTROPIES = (softmax_cross_entropy, sigmoid_binary_cross_entropy)
+# The names of each (labels are checked and "accuracy" chosen by them).
+CLASSIFICATION_LOSSES = frozenset(n for n, f in LOSSES.items() if f is softmax_cross_entropy)
+BINARY_LOSSES = frozenset(n for n, f in LOSSES.items() if f is sigmoid_binary_cross_entropy)
+
+# Keras's backend epsilon: probabilities are clipped to [EPSILON, 1 - EPSILON] before the log.
+EPSILON = 1e-7
+
+
+def canonical(name):
+    """The registered spelling of a loss name (``"CategoricalCrossentropy"`` ->
+    ``"categorical_crossentropy"``, ignoring case and underscores); callables unchanged."""
+    return name if callable(name) else _checks.name_in("loss", name, LOSSES)
+
+
 def get(name: str | Callable) -> Callable:
     """Return the per-example loss called ``name`` (a callable is returned unchanged)."""
-    if callable(name):
-        return name
-    _checks.one_of("loss", name, LOSSES)
-    return LOSSES[name]
+    return name if callable(name) else LOSSES[canonical(name)]
+
+
+def logits_of_probabilities(probabilities, loss: Callable):
+    """The logits that ``loss`` (a cross-entropy) should see for outputs that are already
+    probabilities: ``log p`` for the softmax cross-entropy (its log-softmax of ``log p`` is
+    ``log(p / sum p)``, Keras's normalisation), ``log p - log(1 - p)`` for the binary one
+    (whose sigmoid gives ``p`` back); ``p`` clipped to [1e-7, 1 - 1e-7] as Keras clips it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> p = jnp.array([[0.25, 0.75]])
+        >>> logits = logits_of_probabilities(p, softmax_cross_entropy)
+        >>> round(float(softmax_cross_entropy(logits, jnp.array([1]))[0]), 6)  # -log 0.75
+        0.287682
+    """
+    p = jnp.clip(probabilities, EPSILON, 1.0 - EPSILON)
+    if loss is softmax_cross_entropy:
+        return jnp.log(p)
+    return jnp.log(p) - jnp.log1p(-p)
 
 
 def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0):
@@ -123,11 +157,16 @@ def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float 
     a stateful layer's updated state in ``theta'`` when ``train`` (see ``Network.run``). This is
     what the compiled epoch differentiates (with respect to the trainable part of theta)."""
     per_example = get(loss)
+    # Outputs that are probabilities (a softmax or sigmoid last layer) meet a cross-entropy as
+    # the logits they stand for; the outputs returned (what the metrics see) stay as they are.
+    takes_probabilities = (network.output_activation is not None
+                           and per_example in CROSS_ENTROPIES)
 
     def objective(theta, batch, *, key=None, train=False):
         x, y, *rest = batch
         outputs, new_theta = network.run(x, theta, key=key, train=train)
-        values = per_example(outputs, y)
+        values = per_example(logits_of_probabilities(outputs, per_example)
+                             if takes_probabilities else outputs, y)
         if rest:
             w = rest[0].astype(values.dtype)
             value = jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)

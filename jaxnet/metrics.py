@@ -5,12 +5,13 @@ Labels may be integer classes (batch,) or one-hot (batch, C) everywhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _checks
+from jaxnet import _checks, losses
 
 
 def _class_labels(labels, logits):
@@ -80,13 +81,54 @@ def confusion_matrix(logits, labels, num_classes: int | None = None, weights=Non
     return jnp.zeros((n, n), jnp.int32).at[labels, pred].add(w)
 
 
-METRICS: dict[str, Callable] = {"accuracy": accuracy, "binary_accuracy": binary_accuracy,
-                                "top_5_accuracy": top_k_accuracy}
+METRICS: dict[str, Callable] = {
+    "accuracy": accuracy, "binary_accuracy": binary_accuracy, "top_5_accuracy": top_k_accuracy,
+    # regression (Keras's names): the per-example losses, averaged over the epoch
+    "mean_squared_error": losses.mean_squared_error, "mse": losses.mean_squared_error,
+    "mean_absolute_error": losses.mean_absolute_error, "mae": losses.mean_absolute_error,
+}
+
+
+@functools.cache  # one wrapper per (metric, kind): compiled programs reuse it
+def for_outputs(fn: Callable, output_activation: str | None) -> Callable:
+    """``fn`` as it should see a network's outputs: unchanged for logits; for probabilities
+    (``Network.output_activation`` is ``"softmax"`` or ``"sigmoid"``) the accuracies compare
+    ``p - 0.5`` with 0 (``p > 0.5``, where logits compare with 0; an argmax is the same
+    either way). Value metrics (mse, mae) see the probabilities as they are."""
+    if output_activation is None or fn not in (accuracy, binary_accuracy):
+        return fn
+    return functools.wraps(fn)(lambda probabilities, labels: fn(probabilities - 0.5, labels))
+
+
+def canonical(name: str) -> str:
+    """The registered spelling of a metric name (case and underscores ignored)."""
+    return _checks.name_in("metrics", name, METRICS)
 
 
 def get(name: str | Callable) -> Callable:
     """Return the per-example metric called ``name`` (a callable is returned unchanged)."""
-    if callable(name):
-        return name
-    _checks.one_of("metrics", name, METRICS)
-    return METRICS[name]
+    return name if callable(name) else METRICS[canonical(name)]
+
+
+def metric_fns(metrics, loss_name: str | None, output_activation: str | None = None
+               ) -> dict[str, Callable]:
+    """Metric name -> per-example function, as ``fit`` and ``evaluate`` compute them.
+
+    ``metrics`` None means ``("accuracy",)`` for a softmax cross-entropy loss and nothing
+    otherwise. With a binary cross-entropy loss, ``"accuracy"`` is the binary accuracy (each
+    output's logit > 0 against its 0/1 label), as Keras does: one sigmoid output per label,
+    however many labels. A network whose outputs are probabilities has its accuracies
+    thresholded at 0.5 (:func:`for_outputs`)."""
+    if metrics is None:
+        metrics = ("accuracy",) if loss_name in losses.CLASSIFICATION_LOSSES else ()
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    binary = loss_name in losses.BINARY_LOSSES
+    fns = {}
+    for i, m in enumerate(metrics):
+        if isinstance(m, str):
+            name = canonical(m)
+            fns[name] = binary_accuracy if binary and name == "accuracy" else METRICS[name]
+        else:
+            fns[getattr(m, "__name__", f"metric_{i}")] = get(m)
+    return {k: for_outputs(fn, output_activation) for k, fn in fns.items()}

@@ -74,6 +74,8 @@ def from_config(config: dict) -> Network:
     """
     if not isinstance(config, dict):
         raise TypeError(f"config: expected a dict from to_config, got {type(config).__name__}")
+    import jaxnet.layers  # noqa: F401 - registers every built-in layer (a fresh process)
+
     config = dict(config)
     name = config.pop("name", None)
     _checks.one_of("layer", name, _REGISTRY)

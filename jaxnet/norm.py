@@ -111,7 +111,7 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
     config = {"momentum": momentum, "epsilon": epsilon, "center": bool(center),
               "scale": bool(scale)}
     return Network(init_fn, apply_fn, "batch_norm", config, stochastic=False, stateful=True,
-                   with_state=with_state)
+                   with_state=with_state, scales_input=True)
 
 
 def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True) -> Network:
@@ -139,7 +139,7 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
         return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
 
     config = {"epsilon": epsilon, "center": bool(center), "scale": bool(scale)}
-    return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False)
+    return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True)
 
 
 register_layer("batch_norm", batch_norm)

@@ -21,6 +21,14 @@ def _pyplot():
     return plt
 
 
+def _whole_number_ticks(*axes) -> None:
+    """Epochs, depths and layers are whole numbers: no ticks at 1.25, 1.5, ..."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def learning_curves(history: dict, path, title: str = "Learning curves") -> Path:
     """Loss and accuracy per epoch (train and validation) from ``History.history``."""
     plt = _pyplot()
@@ -36,6 +44,7 @@ def learning_curves(history: dict, path, title: str = "Learning curves") -> Path
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    _whole_number_ticks(*axes)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -70,6 +79,7 @@ def accuracy_vs_depth(report: dict, path) -> Path:
     ax.set_title("Test accuracy against depth")
     ax.grid(alpha=0.3)
     ax.legend(title="activation")
+    _whole_number_ticks(ax)
     return _save(fig, path)
 
 
@@ -93,6 +103,7 @@ def study_learning_curves(report: dict, path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy (mean over seeds)")
     axes[0][-1].legend(title="activation")
+    _whole_number_ticks(*axes[0])
     return _save(fig, path)
 
 
@@ -105,7 +116,7 @@ def grad_norms(report: dict, path) -> Path:
     deepest = max(m["depth"] for m in report["members"])
     groups = {act: [m for m in members if m["depth"] == deepest]
               for act, members in _by_activation(report["members"]).items()}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     axes[1].sharey(axes[0])
     for ax, key, title in ((axes[0], "grad_norms_init", "at initialisation"),
                            (axes[1], "grad_norms_final", "after training")):
@@ -118,7 +129,7 @@ def grad_norms(report: dict, path) -> Path:
                     marker="o", label=act)
         ax.set_yscale("log")
         ax.set_xlabel("layer (1 = input side)")
-        ax.set_title(f"gradient norm per layer, {title}")
+        ax.set_title(f"gradient norm per layer,\n{title}")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("||dL/dW|| (mean over seeds)")
     axes[1].legend(title=f"activation (depth {deepest})")
@@ -135,14 +146,11 @@ def grad_norms(report: dict, path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("epoch (0 = initialisation)")
     ax.set_ylabel("||dL/dW_1|| / ||dL/dW_out|| (mean over seeds)")
-    ax.set_title("input-side / output layer gradient norm, during training")
+    ax.set_title("input-side / output layer gradient norm,\nduring training")
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title=f"activation (depth {deepest})")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes:  # layers and epochs are whole numbers
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _whole_number_ticks(*axes)
     return _save(fig, path)
 
 

@@ -95,7 +95,7 @@ class Member:
                                                      else _DEFAULT_HIDDEN))
             for width in self.hidden:
                 _checks.positive_int("hidden", width)
-            activations.get(self.activation)
+            object.__setattr__(self, "activation", activations.canonical(self.activation))
             if self.activation == "softmax":
                 raise ValueError("activation: softmax is for outputs, not hidden layers")
             if self.init is not None:
@@ -199,7 +199,7 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     diagnostics_examples = _checks.positive_int("diagnostics_examples", diagnostics_examples,
                                                 allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
-    _checks.one_of("optimizer", optimizer, train.OPTIMIZERS)
+    optimizer = _checks.name_in("optimizer", optimizer, train.OPTIMIZERS)
     x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data, True)
     if y.ndim != 1 or not np.issubdtype(np.asarray(y).dtype, np.integer):
         raise TypeError("y: fit_many expects integer class labels of shape (N,)")

@@ -24,11 +24,12 @@ from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
 from jaxnet.callbacks import EarlyStopping
-from jaxnet.compiling import (
+from jaxnet.compiling import (  # noqa: F401 - re-exported
     enable_compile_cache,
     init_params,
     program_compiler_options,
 )
+from jaxnet.inference import evaluate, predict  # noqa: F401 - re-exported: they lived here
 from jaxnet.loop import History
 
 __all__ = ["OPTIMIZERS", "get_optimizer", "fit", "evaluate", "predict", "params_sha256",
@@ -49,28 +50,40 @@ OPTIMIZERS: dict[str, Callable] = {
 }
 
 
-def get_optimizer(optimizer, learning_rate=1e-3) -> optax.GradientTransformation:
-    """An optax transformation from a name (``"adam"``, ``"sgd"``, ...) and a learning rate.
+DEFAULT_LEARNING_RATE = 1e-3
 
-    An ``optax.GradientTransformation`` is returned unchanged. ``learning_rate`` may be a
-    number or an optax schedule.
+
+def get_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformation:
+    """An optax transformation from a name (``"adam"``, ``"sgd"``, ...; case and underscores
+    ignored, so Keras's ``"Adam"`` works) and a learning rate (default 1e-3).
+
+    An ``optax.GradientTransformation`` is returned unchanged; it carries its own learning
+    rate, so giving ``learning_rate`` with one is an error rather than silently ignored.
+    ``learning_rate`` may be a number or an optax schedule.
 
     Raises:
-        ValueError: an unknown name (listing the valid ones) or a learning rate <= 0.
+        ValueError: an unknown name (listing the valid ones), a learning rate <= 0, or a
+            learning rate given with an optax object.
     """
     if isinstance(optimizer, optax.GradientTransformation):
+        if learning_rate is not None:
+            raise ValueError("learning_rate: an optax.GradientTransformation has its own "
+                             "learning rate (e.g. optax.adam(1e-2)); give learning_rate only "
+                             "with an optimizer name")
         return optimizer
     if not isinstance(optimizer, str):
         raise TypeError(f"optimizer: expected a name or an optax.GradientTransformation, "
                         f"got {type(optimizer).__name__}")
-    _checks.one_of("optimizer", optimizer, OPTIMIZERS)
-    if not callable(learning_rate):
+    optimizer = _checks.name_in("optimizer", optimizer, OPTIMIZERS)
+    if learning_rate is None:
+        learning_rate = DEFAULT_LEARNING_RATE
+    elif not callable(learning_rate):
         learning_rate = _checks.positive_float("learning_rate", learning_rate)
     return OPTIMIZERS[optimizer](learning_rate)
 
 
 def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", optimizer="adam",
-        learning_rate=1e-3, epochs: int = 10, batch_size: int = 128,
+        learning_rate=None, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
         shuffle_seed: int | None = None, early_stopping: EarlyStopping | None = None,
@@ -88,7 +101,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         theta: initial parameters; default ``network.init`` with a key from ``seed``.
         loss: a per-example loss or its name (see :mod:`jaxnet.losses`).
         optimizer: a name (``"adam"``, ``"sgd"``, ...) or an ``optax.GradientTransformation``.
-        learning_rate: used with an optimizer name; a number or an optax schedule.
+        learning_rate: used with an optimizer name; a number or an optax schedule (default
+            1e-3). An optax object has its own, so giving one with it is an error.
         epochs: passes over the training data (0 returns theta unchanged).
         batch_size: examples per step; the last batch of an epoch may be smaller.
         validation_split: fraction of (x, y) held out from the end, as in Keras.
@@ -136,19 +150,23 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     """
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
-    loss_name = loss if isinstance(loss, str) else None
+    loss_name = losses.canonical(loss) if isinstance(loss, str) else None
     loss_fn, tx = losses.get(loss), get_optimizer(optimizer, learning_rate)
+    if isinstance(optimizer, str):  # as checkpoints record it: "Adam" is "adam"
+        optimizer = _checks.name_in("optimizer", optimizer, OPTIMIZERS)
+        learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
                         f"got {type(on_epoch_end).__name__}")
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
-    metric_fns = _metric_fns(metrics, loss_name)
+    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
     mesh = _mesh(data_parallel, batch_size)
     x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
                                                check_inputs)
     input_shape = tuple(x.shape[1:])
+    _inputs.warn_unscaled_integers(network, x)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
     if theta is None:
@@ -265,31 +283,6 @@ def training_keys(seed, shuffle_seed=None):
     return init_key, train_key
 
 
-def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
-             metrics: Sequence | None = None, batch_size: int = 1024,
-             check_inputs: bool = True) -> dict[str, float]:
-    """Mean loss and metrics of theta on (x, y), e.g. ``{"loss": 0.35, "accuracy": 0.87}``."""
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    loss_name = loss if isinstance(loss, str) else None
-    metric_fns = _metric_fns(metrics, loss_name)
-    x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
-    layers.check_params(network, theta, tuple(x.shape[1:]))
-    _inputs.check_labels(network, theta, tuple(x.shape[1:]), loss_name, y, "y")
-    fn = _compiled_eval(network.apply, losses.get(loss), tuple(metric_fns.items()), batch_size)
-    sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
-    return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
-
-
-def predict(network: Network, theta, x, *, batch_size: int = 1024) -> jax.Array:
-    """Network outputs f(x, theta_hat) for every example, computed in batches; shape (N, ...)."""
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    x = _checks.array_like("x", x)
-    if x.ndim < 1 or len(x) == 0:
-        raise ValueError(f"x: expected at least one example, got shape {tuple(x.shape)}")
-    layers.check_params(network, theta, tuple(x.shape[1:]))
-    return _compiled_predict(network.apply, batch_size)(theta, jnp.asarray(x))
-
-
 def params_sha256(theta) -> str:
     """SHA-256 of theta's leaves' bytes (C order, little-endian) in ``jax.tree.leaves`` order."""
     h = hashlib.sha256()
@@ -307,40 +300,3 @@ def split_seed(seed):
     members' seeds), as one compiled (cached) program."""
     keys = jax.random.split(jax.random.key(seed))
     return keys[0], keys[1]
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_eval(apply, loss_fn, metric_items, batch_size):
-    """One jitted evaluation per (network, loss, metrics, batch size); the newest 32 kept."""
-    L = losses.make_objective(Network(None, apply, "", {}), loss_fn)
-    metric_fns = dict(metric_items)
-    return jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,
-                                                           batch_size),
-                   compiler_options=program_compiler_options())
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_predict(apply, batch_size):
-    """One jitted batched forward pass per (network, batch size); the newest 32 kept."""
-
-    def run(theta, x):
-        n = x.shape[0]
-        idx, _ = epoch_lib.batch_plan(n, min(batch_size, n))
-        _, out = jax.lax.scan(lambda c, b: (c, apply(x[b], theta)), None, idx)
-        return out.reshape(-1, *out.shape[2:])[:n]
-
-    return jax.jit(run, compiler_options=program_compiler_options())
-
-
-def _metric_fns(metrics, loss_name) -> dict[str, Callable]:
-    """Metric name -> per-example function. With a binary cross-entropy loss, ``"accuracy"``
-    is the binary accuracy (each output's logit > 0 against its 0/1 label), as Keras does:
-    one sigmoid output per label, however many labels."""
-    if metrics is None:
-        metrics = ("accuracy",) if loss_name in _inputs.CLASSIFICATION_LOSSES else ()
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    binary = loss_name in _inputs.BINARY_LOSSES
-    return {(m if isinstance(m, str) else getattr(m, "__name__", f"metric_{i}")):
-            metrics_lib.binary_accuracy if binary and m == "accuracy" else metrics_lib.get(m)
-            for i, m in enumerate(metrics)}

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import needs_fashion
 
 import jaxnet
 
@@ -59,8 +60,9 @@ def test_readme_state_layer_and_sweep_snippets_run(tmp_path, monkeypatch):
     text = (REPO / "README.md").read_text()
     blocks = (_python_blocks(text, "## Layer state: batch normalization")
               + _python_blocks(text, "## Writing a layer")
-              + _python_blocks(text, "## Many models as one program")[1:2])
-    assert len(blocks) == 3
+              + _python_blocks(text, "## Many models as one program")[1:2]
+              + _python_blocks(text, "## Checkpoints and resume"))
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
     scope: dict = {"__name__": "readme"}
     for code in blocks:
@@ -71,6 +73,7 @@ def test_readme_state_layer_and_sweep_snippets_run(tmp_path, monkeypatch):
         jax.tree.structure(scope["theta"])
     assert len(scope["results"]) == 4 and {r.group for r in scope["results"]} == {0}
     assert (tmp_path / "sweep_checkpoints" / "group-000").is_dir()
+    assert scope["history"].epochs == 12 and len(list((tmp_path / "ckpt").iterdir())) == 3
 
 
 def test_readme_convnet_and_resnet_snippets_run(capsys):
@@ -95,3 +98,58 @@ def test_readme_convnet_and_resnet_snippets_run(capsys):
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     stated = re.search(r"# (Total params: [\d,]+)", blocks[2]).group(1)
     assert printed == stated
+
+
+# Every python block of README.md, by section: the tests that run it as written. A block
+# added without a test (or a section renamed) fails test_every_readme_python_block_is_run.
+README_BLOCKS_RUN = {
+    "## The seed's Keras example, and the same in jaxnet": ["keras", "jaxnet"],
+    "## The functional core": ["jaxnet"],
+    "## Layer state: batch normalization": ["jaxnet"],
+    "## Writing a layer": ["jaxnet"],
+    "## Convolutional and residual networks": ["keras", "jaxnet", "jaxnet"],
+    "## Many models as one program: `jaxnet.sweep`": ["jaxnet", "jaxnet"],
+    "## Saving a model, and predicting with it": ["jaxnet"],
+    "## Checkpoints and resume": ["jaxnet"],
+}
+
+
+def test_every_readme_python_block_is_run():
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    found = {}
+    for section in text.split("\n## ")[1:]:
+        heading = "## " + section.splitlines()[0]
+        blocks = _python_blocks(text, heading)
+        if blocks:
+            found[heading] = ["jaxnet" if "jn." in b or "jaxnet" in b else "keras"
+                              for b in blocks]
+    assert found == README_BLOCKS_RUN
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_readme_seed_example_sweep_and_saving_blocks_run_as_written(tmp_path, monkeypatch):
+    """The jaxnet half of the seed's table (10 epochs of Fashion-MNIST), the sweep block
+    (16 members) and the saving block, as written, on the README's own set-up."""
+    from conftest import REPO
+
+    import jaxnet as jn
+    from jaxnet import data
+
+    text = (REPO / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    seed_block = _python_blocks(text, "## The seed's Keras example, and the same in jaxnet")[1]
+    scope = {"jn": jn, "data": data}
+    exec(seed_block, scope)  # noqa: S102 - our own README
+    assert scope["history"].epochs == 10 and scope["result"]["accuracy"] > 0.85
+    sweep_scope: dict = {}
+    exec(_python_blocks(text, "## Many models as one program")[0], sweep_scope)  # noqa: S102
+    assert len(sweep_scope["results"]) == 16
+    assert all(r.test["accuracy"] > 0.5 for r in sweep_scope["results"])
+    save_scope: dict = {}
+    exec(_python_blocks(text, "## Saving a model, and predicting with it")[0], save_scope)  # noqa: S102
+    assert save_scope["logits"].shape == (10000, 10) and save_scope["p"].shape == (10,)
+    assert abs(float(save_scope["p"].sum()) - 1) < 1e-5
+    assert (tmp_path / "fashion.jaxnet").is_file()

@@ -109,3 +109,31 @@ def test_seeds_must_be_32_bit_integers():
         jn.fit(net, x, y, epochs=1, seed=1.5, verbose=0)
     with pytest.raises(ValueError, match=r"shuffle_seed: expected an integer in \[-2\*\*31"):
         jn.fit(net, x, y, epochs=1, shuffle_seed=2**40, verbose=0)
+
+
+def test_binary_cross_entropy_with_class_labels_is_named():
+    """10-class integer labels with binary_crossentropy: a clear error (it was a reshape
+    TypeError from inside the loss)."""
+    x = np.ones((20, 4), np.float32)
+    y = np.arange(20, dtype=np.int32) % 10
+    with pytest.raises(ValueError, match=r"y: binary_crossentropy expects one 0/1 label per "
+                                         r"output, shape \(20, 10\).*got \(20,\); 10 classes "
+                                         r"with one integer label each go with "
+                                         r"loss='categorical_crossentropy'"):
+        jn.fit(jn.mlp([10]), x, y, loss="binary_crossentropy", verbose=0)
+    with pytest.raises(ValueError, match=r"y: binary_crossentropy expects labels in \[0, 1\], "
+                                         r"got range \[0, 9\]"):
+        jn.fit(jn.mlp([1]), x, y, loss="binary_crossentropy", verbose=0)
+    with pytest.raises(ValueError, match="y: sigmoid_binary_cross_entropy expects one 0/1"):
+        jn.evaluate(jn.mlp([3]), jn.mlp([3]).init(jax.random.key(0), (4,)), x, y[:, None],
+                    loss="sigmoid_binary_cross_entropy")
+
+
+@pytest.mark.parametrize("fn, arg, name", [
+    (lambda n: jn.dense(3, n), "activation", "rleu"),
+    (lambda n: jn.fit(jn.mlp([2]), np.ones((4, 2), np.float32), np.zeros(4, np.int32),
+                      optimizer=n, verbose=0), "optimizer", "adamm"),
+])
+def test_unknown_names_still_suggest_the_closest(fn, arg, name):
+    with pytest.raises(ValueError, match=rf"{arg}: unknown name '{name}' \(did you mean"):
+        fn(name)

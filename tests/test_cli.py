@@ -9,6 +9,7 @@ from conftest import REPO, needs_fashion, run_cli
 
 @pytest.mark.parametrize("args, option", [
     (["--epochs", "-1"], "--epochs"),
+    (["--epochs", "0"], "--epochs"),  # it printed an untrained network's accuracy
     (["--epochs", "two"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"),
     (["--lr", "0"], "--lr"),
@@ -98,3 +99,22 @@ def test_real_fashion_mnist_run_twice_gives_the_same_params(tmp_path):
         assert report["dataset"]["train"] == 60_000 and report["test"]["accuracy"] > 0.8
         shas.append(report["params_sha256"])
     assert shas[0] == shas[1]
+
+
+def test_train_and_bench_default_to_the_same_dataset():
+    from jaxnet.cli import DEFAULT_DATASET, build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["train"])
+    bench = parser.parse_args(["bench", "depth-activation"])
+    assert train.dataset == bench.dataset == DEFAULT_DATASET == "fashion_mnist"
+    assert parser.parse_args(["evaluate", "m.jaxnet"]).dataset == DEFAULT_DATASET
+
+
+@needs_fashion
+def test_an_unavailable_dataset_names_the_ones_that_are_here(tmp_path):
+    out = run_cli("train", "--dataset", "kmnist", "--epochs", "1",
+                  env={"JAXNET_DATA_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "dataset 'kmnist' is not available" in out.stderr
+    assert "Available here without a download: fashion_mnist" in out.stderr

@@ -245,3 +245,21 @@ def test_concurrent_writers_of_one_cache_entry_both_succeed(idx_dir, tmp_path):
     assert len({o for o, _ in outs}) == 1
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["mnist"]
     data.verify_cache("mnist", tmp_path / "cache")
+
+
+def test_available_lists_what_loads_without_a_download(idx_dir, tmp_path, monkeypatch):
+    make_idx_dir(tmp_path / "share" / "fashion-mnist")
+    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", (str(tmp_path / "share"),))
+    cache = tmp_path / "cache"
+    assert data.available(cache) == ["fashion_mnist"]
+    data.load("mnist", data_dir=idx_dir[0], cache_dir=cache)  # now cached
+    assert data.available(cache) == ["mnist", "fashion_mnist"]
+    with pytest.raises(data.DatasetUnavailableError,
+                       match=r"'kmnist' is not available: .*Available here without a download: "
+                             r"mnist, fashion_mnist \(e.g. --dataset mnist, "
+                             r"data.load\('mnist'\)\)"):
+        data.load("kmnist", cache_dir=cache)
+    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", ())
+    with pytest.raises(data.DatasetUnavailableError, match="No dataset is available on this "
+                                                           "machine without a download"):
+        data.load("kmnist", cache_dir=tmp_path / "empty")

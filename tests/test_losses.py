@@ -123,3 +123,89 @@ def test_squared_error_properties(pred):
     np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_array_equal(losses.mean_squared_error(jnp.asarray(pred), jnp.asarray(pred)),
                                   np.zeros(len(pred)))
+
+
+# --- outputs that are already probabilities (Keras's Dense(10, activation="softmax")) ---------
+
+def _probability_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (x[:, 0] > -0.5).astype(np.int32) + (x[:, 0] > 0.5).astype(np.int32)
+    return x, y
+
+
+def test_cross_entropy_of_a_softmax_output_is_that_of_its_probabilities_by_hand():
+    """A network ending in a softmax: the loss is -log p[label] of its probabilities (Keras's
+    from_logits=False, clipped at 1e-7), not the cross-entropy of a second softmax."""
+    net = jn.serial(jn.dense(3, activation="softmax"))
+    theta = net.init(jax.random.key(0), (6,))
+    x, y = _probability_data()
+    p = np.asarray(net.apply(x, theta), np.float64)
+    by_hand = np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7)))
+    value, outputs = jn.make_loss(net, "categorical_crossentropy")(theta, (x, y))
+    np.testing.assert_allclose(float(value), by_hand, rtol=1e-5)
+    np.testing.assert_array_equal(outputs, p.astype(np.float32))  # outputs as the net gives them
+    twice_softmaxed = _np_softmax_ce(p, y).mean()
+    assert abs(float(value) - twice_softmaxed) > 0.1  # what the loss computed before
+
+
+def test_binary_cross_entropy_of_a_sigmoid_output_by_hand():
+    net = jn.dense(1, activation="sigmoid")
+    theta = net.init(jax.random.key(1), (6,))
+    x, y = _probability_data()
+    y = (y > 0).astype(np.float32)
+    p = np.clip(np.asarray(net.apply(x, theta), np.float64)[:, 0], 1e-7, 1 - 1e-7)
+    by_hand = np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    value, _ = jn.make_loss(net, "binary_crossentropy")(theta, (x, y))
+    np.testing.assert_allclose(float(value), by_hand, rtol=1e-5)
+
+
+@pytest.mark.parametrize("output, loss, labels", [
+    ("softmax", "categorical_crossentropy", "classes"),
+    ("sigmoid", "binary_crossentropy", "binary"),
+])
+def test_training_a_probability_output_equals_training_its_logits(output, loss, labels):
+    """fit on dense(k, activation=softmax|sigmoid) follows fit on the linear dense(k) from the
+    same seed: the same losses and accuracies (float tolerance), where the softmax output used
+    to train badly (issue 18: val_accuracy 0.788 against 0.868)."""
+    x, y = _probability_data()
+    units = 3 if labels == "classes" else 1
+    if labels == "binary":
+        y = (y > 0).astype(np.float32)
+    runs = []
+    for activation in (None, output):
+        net = jn.serial(jn.dense(16, "relu"), jn.dense(units, activation=activation))
+        theta, history = jn.fit(net, x, y, loss=loss, metrics=["accuracy"], epochs=4,
+                                batch_size=32, learning_rate=1e-2, validation_split=0.25,
+                                verbose=0)
+        runs.append((history.history, jn.evaluate(net, theta, x, y, loss=loss,
+                                                  metrics=["accuracy"])))
+    (linear, linear_test), (probs, probs_test) = runs
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(probs[key], linear[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(probs_test["accuracy"], linear_test["accuracy"], atol=1e-6)
+    assert linear_test["accuracy"] > 0.7  # it learned something (3 classes: chance 1/3)
+
+
+def test_a_probability_output_is_a_property_of_the_network():
+    assert jn.dense(3, activation="softmax").output_activation == "softmax"
+    assert jn.serial(jn.dense(4), jn.activation("Sigmoid")).output_activation == "sigmoid"
+    assert jn.mlp([8, 3]).output_activation is None
+    assert jn.serial(jn.dense(3, "softmax"), jn.dropout(0.1)).output_activation is None
+    rebuilt = jn.from_config(jn.to_config(jn.mlp([8, 3], output_activation="softmax")))
+    assert rebuilt.output_activation == "softmax"
+    # a regression loss takes the outputs as they are
+    net = jn.dense(2, activation="softmax")
+    theta = net.init(jax.random.key(0), (6,))
+    x, _ = _probability_data()
+    target = np.full((len(x), 2), 0.5, np.float32)
+    value, _ = jn.make_loss(net, "mse")(theta, (x, target))
+    np.testing.assert_allclose(float(value), np.mean((np.asarray(net.apply(x, theta)) - 0.5)**2),
+                               rtol=1e-5)
+
+
+def test_loss_names_ignore_case_and_underscores():
+    assert losses.get("CategoricalCrossentropy") is losses.softmax_cross_entropy
+    assert losses.get("MSE") is losses.mean_squared_error
+    with pytest.raises(ValueError, match="loss: unknown name 'hinge'"):
+        losses.get("hinge")

@@ -92,3 +92,61 @@ def test_fit_and_evaluate_report_the_true_accuracy_of_a_binary_classifier():
     result = jn.evaluate(net3, theta, x, labels, loss="binary_crossentropy",
                          metrics=["accuracy"])
     np.testing.assert_allclose(result["accuracy"], hand, atol=1e-6)
+
+
+def test_regression_metrics_mae_and_mse_by_hand():
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    for name in ("mae", "mean_absolute_error", "MAE"):
+        np.testing.assert_allclose(metrics.get(name)(jnp.asarray(pred), jnp.asarray(target)),
+                                   np.abs(pred - target).mean(1), rtol=1e-6)
+    for name in ("mse", "mean_squared_error"):
+        np.testing.assert_allclose(metrics.get(name)(jnp.asarray(pred), jnp.asarray(target)),
+                                   ((pred - target) ** 2).mean(1), rtol=1e-6)
+
+
+def test_fit_and_evaluate_report_mae_and_mse_by_hand():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32))[:, None]
+    net = jn.mlp([16, 1])
+    theta, history = jn.fit(net, x, y, loss="mse", metrics=["mae", "mse"], epochs=3,
+                            verbose=0)
+    assert set(history.history) == {"loss", "mae", "mse"}
+    result = jn.evaluate(net, theta, x, y, loss="mse", metrics=["mae", "mse"])
+    pred = np.asarray(jn.predict(net, theta, x), np.float64)
+    np.testing.assert_allclose(result["mae"], np.abs(pred - y).mean(), rtol=1e-4)
+    np.testing.assert_allclose(result["mse"], ((pred - y) ** 2).mean(), rtol=1e-4)
+    np.testing.assert_allclose(result["loss"], result["mse"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("labels", ["integers", "column"])
+def test_accuracy_of_a_sigmoid_probability_output_thresholds_at_one_half(labels):
+    """A dense(1, activation="sigmoid") classifier outputs probabilities: accuracy is
+    p > 0.5 against the labels (a logit threshold at 0 would call every example class 1)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (x[:, 0] > 0.3).astype(np.int32)
+    net = jn.dense(1, activation="sigmoid")
+    theta = net.init(jax.random.key(0), (5,))
+    y_arg = y if labels == "integers" else y[:, None].astype(np.float32)
+    p = np.asarray(jn.predict(net, theta, x))[:, 0]
+    result = jn.evaluate(net, theta, x, y_arg, loss="binary_crossentropy",
+                         metrics=["accuracy"])
+    np.testing.assert_allclose(result["accuracy"], np.mean((p > 0.5) == y), atol=1e-6)
+    assert abs(result["accuracy"] - np.mean(y == 1)) > 0.05  # not "everything is class 1"
+
+
+def test_accuracy_of_a_softmax_probability_output_is_its_argmax():
+    net = jn.dense(7, activation="softmax")
+    theta = net.init(jax.random.key(0), (7,))
+    x = np.asarray(LOGITS)
+    p = np.asarray(jn.predict(net, theta, x))
+    for y in (LABELS, jax.nn.one_hot(LABELS, 7)):
+        result = jn.evaluate(net, theta, x, y, loss="categorical_crossentropy")
+        np.testing.assert_allclose(result["accuracy"],
+                                   np.mean(p.argmax(1) == np.asarray(LABELS)), atol=1e-6)
+
+
+def test_metric_names_ignore_case():
+    assert metrics.get("Accuracy") is metrics.accuracy

@@ -135,6 +135,7 @@ def test_notebook_runs_under_smoke(path, tmp_path, monkeypatch):
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                  for o in c.get("outputs", []))
     assert images >= 1
+    assert "IProgress" not in text and "TqdmWarning" not in text  # tqdm's text bar, no warning
     if path.name == "seed_mlp_tpu.ipynb":
         assert "test_accuracy:" in text and "trained on 1 device(s)" in text
     else:

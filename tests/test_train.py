@@ -245,3 +245,116 @@ def test_wide_cpu_vectors_only_where_the_cpu_has_them(monkeypatch, has_avx512):
         jax.jit(lambda v: v * 2).lower(np.ones(3, np.float32)).compile(options)
     finally:
         compiling._wide_cpu_vectors.cache_clear()
+
+
+# --- predict: one example, inside JAX transformations, probabilities (issue 18) ---------------
+
+IMAGES = np.random.default_rng(3).integers(0, 256, (6, 28, 28)).astype(np.uint8)
+IMAGE_NET = jn.mlp([32, 10], flatten_input=True, input_scale=1 / 255)
+IMAGE_THETA = IMAGE_NET.init(jax.random.key(0), (28, 28))
+
+
+@pytest.mark.parametrize("net, theta, batch", [
+    (IMAGE_NET, IMAGE_THETA, IMAGES),                                     # one (28, 28) image
+    (NET, NET.init(jax.random.key(0), (5,)), X[:6]),                      # one (5,) vector
+    (jn.keras_convnet(10, (28, 28, 1)),
+     jn.keras_convnet(10, (28, 28, 1)).init(jax.random.key(0), (28, 28, 1)),
+     IMAGES[..., None]),                                                  # one (28, 28, 1) image
+])
+def test_predict_takes_one_example_and_returns_its_row(net, theta, batch):
+    rows = jn.predict(net, theta, batch)
+    for i in (0, 4):
+        one = jn.predict(net, theta, batch[i])
+        assert one.shape == rows.shape[1:]
+        np.testing.assert_allclose(one, rows[i], rtol=1e-5, atol=1e-5)  # batched vs alone
+
+
+def test_one_example_given_to_apply_is_told_to_add_the_batch_axis():
+    with pytest.raises(ValueError, match=r"got \(28, 28\); if x is one example, add the batch "
+                                         r"axis \(x.reshape\(1, 784\)\)"):
+        jn.mlp([10]).apply(IMAGES[0], jn.mlp([10]).init(jax.random.key(0), (784,)))
+    conv = jn.conv2d(4, 3)
+    with pytest.raises(ValueError, match=r"one image, add the batch axis \(x\[None\]\)"):
+        conv.apply(IMAGES[0][..., None], conv.init(jax.random.key(0), (28, 28, 1)))
+    with pytest.raises(ValueError, match=r"theta\[0\]\['w'\]"):  # neither reading fits
+        jn.predict(NET, NET.init(jax.random.key(0), (5,)), np.ones((3, 4), np.float32))
+
+
+def test_per_example_vmap_of_a_dense_network_equals_the_batch():
+    theta = NET.init(jax.random.key(0), (5,))
+    per_example = jax.vmap(lambda xi: NET.apply(xi, theta))(X[:8])
+    np.testing.assert_allclose(per_example, NET.apply(X[:8], theta), rtol=1e-6, atol=1e-6)
+    via_predict = jax.vmap(lambda xi: jn.predict(NET, theta, xi))(X[:8])
+    np.testing.assert_allclose(via_predict, NET.apply(X[:8], theta), rtol=1e-6, atol=1e-6)
+
+
+def test_predict_composes_with_jit_and_grad():
+    """predict inside jax.jit and jax.grad runs in the caller's program (it used to fail with
+    "compiler_options can only be passed to top-level jax.jit")."""
+    theta = NET.init(jax.random.key(0), (5,))
+    jitted = jax.jit(lambda t, x: jn.predict(NET, t, x, batch_size=64))(theta, X)
+    np.testing.assert_allclose(jitted, jn.predict(NET, theta, X), rtol=1e-6, atol=1e-6)
+    grads = jax.grad(lambda t: jn.predict(NET, t, X[:40], batch_size=16).sum())(theta)
+    reference = jax.grad(lambda t: NET.apply(X[:40], t).sum())(theta)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_probabilities_by_hand():
+    theta = NET.init(jax.random.key(0), (5,))
+    logits = np.asarray(jn.predict(NET, theta, X[:10]), np.float64)
+    softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(jn.predict(NET, theta, X[:10], probabilities=True), softmax,
+                               rtol=1e-5)
+    np.testing.assert_allclose(jn.predict(NET, theta, X[:10], probabilities="sigmoid"),
+                               1 / (1 + np.exp(-logits)), rtol=1e-5)
+    single = jn.mlp([4, 1])
+    t1 = single.init(jax.random.key(0), (5,))
+    z = np.asarray(jn.predict(single, t1, X[:10]), np.float64)
+    np.testing.assert_allclose(jn.predict(single, t1, X[:10], probabilities=True),
+                               1 / (1 + np.exp(-z)), rtol=1e-5)
+    already = jn.mlp([4, 3], output_activation="softmax")
+    t2 = already.init(jax.random.key(0), (5,))
+    np.testing.assert_array_equal(jn.predict(already, t2, X[:10], probabilities=True),
+                                  jn.predict(already, t2, X[:10]))  # probabilities already
+    with pytest.raises(ValueError, match="probabilities: expected False, True"):
+        jn.predict(NET, theta, X, probabilities="tanh")
+
+
+# --- Keras habits (issue 18, item 8) ------------------------------------------------------------
+
+def test_keras_and_pytorch_spellings_of_names_work():
+    theta, _ = jn.fit(jn.mlp([8, 3], activation="ReLU"), X, Y, optimizer="Adam", epochs=1,
+                      loss="SparseCategoricalCrossentropy", metrics=["Accuracy"], verbose=0)
+    reference, _ = jn.fit(jn.mlp([8, 3], activation="relu"), X, Y, optimizer="adam", epochs=1,
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                          verbose=0)
+    assert jn.params_sha256(theta) == jn.params_sha256(reference)
+    assert jn.to_config(jn.dense(3, "LeakyReLU"))["activation"] == "leaky_relu"
+    assert jn.to_config(jn.dense(3, "ReLU"))["init"] == "he_uniform"  # the ReLU default
+
+
+def test_a_learning_rate_with_an_optax_object_is_an_error_not_ignored():
+    with pytest.raises(ValueError, match="learning_rate: an optax.GradientTransformation has "
+                                         "its own learning rate"):
+        jn.fit(NET, X, Y, optimizer=optax.adam(1e-3), learning_rate=1e-2, verbose=0)
+    a, _ = jn.fit(NET, X, Y, optimizer=optax.adam(1e-2), epochs=1, verbose=0)
+    b, _ = jn.fit(NET, X, Y, optimizer="adam", learning_rate=1e-2, epochs=1, verbose=0)
+    assert jn.params_sha256(a) == jn.params_sha256(b)
+
+
+def test_unscaled_uint8_inputs_get_a_warning_and_scaled_ones_none():
+    x = IMAGES.repeat(20, axis=0)
+    y = np.arange(len(x), dtype=np.int32) % 10
+    with pytest.warns(UserWarning, match=r"x: uint8 inputs up to 255 reach the network "
+                                         r"unscaled; put rescale\(1 / 255\) first"):
+        jn.fit(jn.mlp([8, 10], flatten_input=True), x, y, epochs=1, verbose=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jn.fit(IMAGE_NET, x, y, epochs=1, verbose=0)
+        jn.fit(jn.serial(jn.flatten(), jn.batch_norm(), jn.dense(10)), x, y, epochs=1,
+               verbose=0)
+        jn.fit(jn.mlp([8, 10], flatten_input=True), (x > 127).astype(np.uint8), y, epochs=1,
+               verbose=0)  # 0/1 inputs need no scaling

@@ -1,0 +1,75 @@
+"""Plots: every title inside its figure, whole-number ticks on epoch, depth and layer axes."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from jaxnet import plot  # noqa: E402
+
+
+def _report(depths=(1, 2, 3), epochs=4):
+    members = []
+    for act in ("sigmoid", "relu"):
+        for depth in depths:
+            for seed in range(2):
+                norms = [10.0 ** -(i + seed) for i in range(depth + 1)]
+                members.append({
+                    "activation": act, "depth": depth, "seed": seed,
+                    "test_accuracy": 0.8 - 0.01 * depth,
+                    "history": {"accuracy": [0.5 + 0.1 * e for e in range(epochs)],
+                                "val_accuracy": [0.5 + 0.1 * e for e in range(epochs)]},
+                    "grad_norms_init": norms, "grad_norms_final": norms,
+                    "grad_norms_epochs": [norms] * epochs})
+    return {"members": members}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure a plot function saves, drawn as it was written."""
+    import matplotlib.figure
+
+    saved = []
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        original(fig, *args, **kwargs)
+        saved.append(fig)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return saved
+
+
+def _check(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: draw it again
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    for ax in fig.axes:
+        title = ax.title.get_window_extent(renderer)
+        assert title.x0 >= box.x0 - 1 and title.x1 <= box.x1 + 1, ax.get_title()
+        assert title.y1 <= box.y1 + 1, ax.get_title()
+        label = ax.get_xlabel()
+        if any(word in label for word in ("epoch", "depth", "layer")):
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (label, ticks)
+
+
+@pytest.mark.parametrize("epochs", [2, 4, 9])
+def test_study_plots_titles_fit_and_ticks_are_whole(tmp_path, figures, epochs):
+    paths = plot.study_plots(_report(epochs=epochs), tmp_path)
+    assert len(paths) == 3 and len(figures) == 3
+    for fig in figures:
+        _check(fig)
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 5])
+def test_learning_curves_ticks_are_whole_epochs(tmp_path, figures, epochs):
+    history = {"loss": [1.0 / (e + 1) for e in range(epochs)],
+               "val_loss": [1.2 / (e + 1) for e in range(epochs)],
+               "accuracy": [0.5] * epochs}
+    plot.learning_curves(history, tmp_path / "curves.png")
+    _check(figures[0])
