@@ -299,8 +299,8 @@ def _predict(args) -> int:
 
     _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
     from jaxnet import saving, train
-    from jaxnet._inputs import BINARY_LOSSES
     from jaxnet._io import atomic_write
+    from jaxnet.losses import BINARY_LOSSES
 
     saved = saving.read_model(args.model)
     try:
