@@ -16,7 +16,7 @@ _EXPORTS = {
     # networks
     "Network": "_typing", "State": "_typing",
     "dense": "layers", "activation": "layers", "flatten": "layers", "rescale": "layers",
-    "dropout": "layers", "reshape": "layers", "mlp": "layers",
+    "dropout": "layers", "reshape": "layers", "mlp": "layers", "learnable_scale": "layers",
     "conv2d": "conv", "max_pool": "conv", "avg_pool": "conv", "global_avg_pool": "conv",
     "global_max_pool": "conv",
     # (the ``parallel`` combinator is jaxnet.layers.parallel: jaxnet.parallel is the module of
@@ -25,7 +25,7 @@ _EXPORTS = {
     "fanin_sum": "combinators", "fanin_concat": "combinators", "identity": "combinators",
     "batch_norm": "norm", "layer_norm": "norm",
     "random_flip": "augment", "random_crop": "augment",
-    "keras_convnet": "models", "resnet": "models",
+    "keras_convnet": "models", "resnet": "models", "deep_mlp": "models",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",

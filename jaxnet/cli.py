@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="studies: depth-activation")
     bsub = b.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     s = bsub.add_parser("depth-activation", help="train a depth x activation grid of MLPs")
+    s.add_argument("--archs", nargs="+", default=["plain"], metavar="ARCH",
+                   help="architectures: plain, residual, each with -bn or -ln (batch or layer "
+                        "normalization), and rezero (default: plain)")
     s.add_argument("--dataset", default=DEFAULT_DATASET)
     s.add_argument("--data-dir", help="directory of MNIST-format IDX files")
     s.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5, 8], metavar="D")
@@ -345,8 +348,10 @@ def _bench_depth_activation(args) -> int:
     _option("--lr", args.lr > 0 and args.lr != float("inf"), "a number > 0", args.lr)
     _option("--validation-split", 0 <= args.validation_split < 1, "a number in [0, 1)",
             args.validation_split)
-    from jaxnet import activations, data, init, study, train
+    from jaxnet import _checks, activations, data, init, models, study, train
 
+    for arch in args.archs:
+        _wrap("--archs", _checks.one_of, "arch", arch, models.ARCHS)
     _wrap("--dataset", data.spec_for, args.dataset)
     _wrap("--optimizer", train.get_optimizer, args.optimizer, args.lr)
     for name in args.activations:
@@ -359,7 +364,7 @@ def _bench_depth_activation(args) -> int:
         activations=args.activations, seeds=args.seeds, epochs=args.epochs,
         batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.lr,
         init=args.init, validation_split=args.validation_split, sequential=args.sequential,
-        out=args.out, plots=not args.no_plots, verbose=args.verbose)
+        out=args.out, plots=not args.no_plots, verbose=args.verbose, archs=args.archs)
     print(study.markdown(report), end="")
     print(f"wrote {os.path.join(args.out, 'results.json')}")
     return 0

@@ -1,4 +1,5 @@
-"""Ready-made networks: Keras's simple convnet and He et al. (2016)'s CIFAR ResNets.
+"""Ready-made networks: Keras's simple convnet, He et al. (2016)'s CIFAR ResNets, and the
+deep MLPs of the depth study (plain, residual, normalized, ReZero).
 
 Both take uint8 images as a dataset stores them, (height, width) for grey images or
 (height, width, channels), and scale them to [0, 1] inside the network. Each is an ordinary
@@ -7,12 +8,26 @@ composition of layers (``summary`` lists every one, ``to_config`` rebuilds it).
 
 from __future__ import annotations
 
-from jaxnet import _checks
+from jaxnet import _checks, activations
+from jaxnet import init as initializers
 from jaxnet.augment import random_crop, random_flip
 from jaxnet.combinators import residual, serial
 from jaxnet.conv import conv2d, global_avg_pool, max_pool
-from jaxnet.layers import activation, dense, dropout, flatten, rescale, reshape
-from jaxnet.norm import batch_norm
+from jaxnet.layers import activation as activation_layer
+from jaxnet.layers import (
+    dense,
+    dropout,
+    flatten,
+    learnable_scale,
+    mlp,
+    rescale,
+    reshape,
+)
+from jaxnet.norm import batch_norm, layer_norm
+
+#: The architectures of :func:`deep_mlp`.
+ARCHS = ("plain", "plain-bn", "plain-ln", "residual", "residual-bn", "residual-ln", "rezero")
+_NORMS = {"bn": batch_norm, "ln": layer_norm}
 
 
 def _image_input(image_shape) -> list:
@@ -77,7 +92,7 @@ def resnet(depth: int = 20, num_classes: int = 10, image_shape=(32, 32, 3), *,
         raise ValueError(f"widths: expected the filters of 3 stages, got {widths!r}")
     head = _image_input(image_shape)
     layers = [*head, *([random_crop(4), random_flip()] if augment else []), rescale(1 / 255),
-              *_conv_bn(widths[0]), activation("relu")]
+              *_conv_bn(widths[0]), activation_layer("relu")]
     n, channels = (depth - 2) // 6, widths[0]
     for stage, filters in enumerate(widths):
         for block in range(n):
@@ -86,7 +101,61 @@ def resnet(depth: int = 20, num_classes: int = 10, image_shape=(32, 32, 3), *,
             if strides != 1 or filters != channels:
                 shortcut = serial(conv2d(filters, 1, strides=strides, use_bias=False),
                                   batch_norm())
-            layers += [residual(*_conv_bn(filters, strides), activation("relu"),
-                                *_conv_bn(filters), shortcut=shortcut), activation("relu")]
+            layers += [residual(*_conv_bn(filters, strides), activation_layer("relu"),
+                                *_conv_bn(filters), shortcut=shortcut), activation_layer("relu")]
             channels = filters
     return serial(*layers, global_avg_pool(), dense(num_classes))
+
+
+def deep_mlp(arch: str, depth: int, num_classes: int = 10, *, width: int = 64,
+             activation: str = "relu", init=None, input_scale: float | None = 1 / 255):
+    """An MLP of ``depth`` hidden layers of ``width`` units in one of :data:`ARCHS`.
+
+    Every architecture has ``depth`` hidden weight layers and a linear output layer (logits),
+    after ``flatten`` and ``rescale(input_scale)``. Writing ``a`` for the activation and
+    ``W`` for a dense layer (initialised by ``init``, default per activation):
+
+    - ``plain``: ``h = a(W h)``, the seed's MLP (:func:`~jaxnet.layers.mlp`);
+    - ``plain-bn`` / ``plain-ln``: ``h = a(norm(W h))``, batch or layer normalization between
+      the product and the activation (Ioffe & Szegedy 2015's placement);
+    - ``residual``: a first layer ``h = a(W h)`` brings the input to ``width``, then
+      ``depth - 1`` blocks ``h = h + a(W h)`` (He et al. 2016's identity shortcuts, no
+      normalization: the sum grows with depth);
+    - ``residual-bn`` / ``residual-ln``: the same with the branch normalized first,
+      ``h = h + a(W norm(h))`` (pre-normalization, He et al. 2016b), and a last ``norm``
+      before the output layer;
+    - ``rezero``: blocks ``h = h + g a(W h)`` with one learnable scalar ``g`` per block,
+      starting at 0 (Bachlechner et al. 2020; :func:`~jaxnet.layers.learnable_scale`).
+
+    Example:
+        >>> import jax
+        >>> net = deep_mlp("residual-ln", 4, width=16)
+        >>> len(net.init(jax.random.key(0), (28, 28)))  # flatten, rescale, 1 + 3 blocks, norm, out
+        8
+    """
+    _checks.one_of("arch", arch, ARCHS)
+    depth = _checks.positive_int("depth", depth)
+    num_classes = _checks.positive_int("num_classes", num_classes)
+    width = _checks.positive_int("width", width)
+    act = activations.canonical(activation)
+    activations.get(act)  # a clear error for an unknown name
+    init = init if init is not None else initializers.default_for(act)
+    kind, _, norm_name = arch.partition("-")
+    if kind == "plain" and not norm_name:
+        return mlp([width] * depth + [num_classes], act, init=init, flatten_input=True,
+                   input_scale=input_scale)
+    norm = _NORMS.get(norm_name)
+    head = [flatten(), *([rescale(input_scale)] if input_scale is not None else [])]
+    if kind == "plain":
+        hidden = [serial(dense(width, init=init), norm(), activation_layer(act))
+                  for _ in range(depth)]
+        tail = []
+    else:
+        def branch():
+            return [*([norm()] if norm else []), dense(width, act, init=init)]
+        gate = [learnable_scale(0.0)] if kind == "rezero" else []
+        hidden = [dense(width, act, init=init)]
+        hidden += [residual(*branch(), *gate) for _ in range(depth - 1)]
+        tail = [norm()] if norm else []
+    return serial(*head, *hidden, *tail,
+                  dense(num_classes, init=init))

@@ -57,18 +57,39 @@ def study_plots(report: dict, out) -> list[Path]:
             grad_norms(report, out / "grad_norms.png")]
 
 
-def _by_activation(members):
+def _series(report: dict) -> tuple[str, dict]:
+    """The study's lines: by activation when it has one architecture, by architecture when
+    it has one activation, else by both; returns (legend title, label -> members)."""
+    members = report["members"]
+    archs = list(dict.fromkeys(m.get("arch", "plain") for m in members))
+    acts = list(dict.fromkeys(m["activation"] for m in members))
+    if len(archs) == 1:
+        title, label = "activation", lambda m: m["activation"]
+    elif len(acts) == 1:
+        title, label = f"architecture ({acts[0]})", lambda m: m["arch"]
+    else:
+        title, label = "architecture, activation", lambda m: f"{m['arch']} {m['activation']}"
     groups: dict = {}
     for m in members:
-        groups.setdefault(m["activation"], []).append(m)
-    return groups
+        groups.setdefault(label(m), []).append(m)
+    return title, groups
+
+
+def _depth_axis(ax, depths) -> None:
+    """Depths on a log scale (1 to 128 layers fit one axis), ticks at the grid's depths."""
+    ax.set_xscale("log")
+    ax.set_xticks(depths)
+    ax.set_xticklabels([str(d) for d in depths])
+    ax.minorticks_off()
 
 
 def accuracy_vs_depth(report: dict, path) -> Path:
-    """Test accuracy (mean +- std over seeds) against depth, one line per activation."""
+    """Test accuracy (mean +- std over seeds) against depth (log scale), one line per
+    activation or architecture."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for act, members in _by_activation(report["members"]).items():
+    legend, series = _series(report)
+    for act, members in series.items():
         depths = sorted({m["depth"] for m in members})
         accs = [[m["test_accuracy"] for m in members if m["depth"] == d] for d in depths]
         means = [statistics.mean(a) for a in accs]
@@ -78,8 +99,8 @@ def accuracy_vs_depth(report: dict, path) -> Path:
     ax.set_ylabel("test accuracy")
     ax.set_title("Test accuracy against depth")
     ax.grid(alpha=0.3)
-    ax.legend(title="activation")
-    _whole_number_ticks(ax)
+    ax.legend(title=legend)
+    _depth_axis(ax, sorted({m["depth"] for m in report["members"]}))
     return _save(fig, path)
 
 
@@ -88,8 +109,9 @@ def study_learning_curves(report: dict, path) -> Path:
     plt = _pyplot()
     depths = sorted({m["depth"] for m in report["members"]})
     fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4), squeeze=False)
+    legend, series = _series(report)
     for ax, d in zip(axes[0], depths, strict=True):
-        for act, members in _by_activation(report["members"]).items():
+        for act, members in series.items():
             runs = [m["history"] for m in members if m["depth"] == d]
             key = "val_accuracy" if runs and runs[0].get("val_accuracy") else "accuracy"
             curves = [r.get(key, []) for r in runs if r.get(key)]
@@ -102,7 +124,7 @@ def study_learning_curves(report: dict, path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy (mean over seeds)")
-    axes[0][-1].legend(title="activation")
+    axes[0][-1].legend(title=legend)
     _whole_number_ticks(*axes[0])
     return _save(fig, path)
 
@@ -114,8 +136,9 @@ def grad_norms(report: dict, path) -> Path:
     initialisation; below 1, gradients shrink toward the input)."""
     plt = _pyplot()
     deepest = max(m["depth"] for m in report["members"])
+    legend, series = _series(report)
     groups = {act: [m for m in members if m["depth"] == deepest]
-              for act, members in _by_activation(report["members"]).items()}
+              for act, members in series.items()}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     axes[1].sharey(axes[0])
     for ax, key, title in ((axes[0], "grad_norms_init", "at initialisation"),
@@ -132,7 +155,7 @@ def grad_norms(report: dict, path) -> Path:
         ax.set_title(f"gradient norm per layer,\n{title}")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("||dL/dW|| (mean over seeds)")
-    axes[1].legend(title=f"activation (depth {deepest})")
+    axes[1].legend(title=f"{legend}, depth {deepest}")
     ax = axes[2]
     for act, members in groups.items():
         runs = [[m["grad_norms_init"], *m["grad_norms_epochs"]] for m in members
@@ -149,7 +172,7 @@ def grad_norms(report: dict, path) -> Path:
     ax.set_title("input-side / output layer gradient norm,\nduring training")
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(title=f"activation (depth {deepest})")
+        ax.legend(title=f"{legend}, depth {deepest}")
     _whole_number_ticks(*axes)
     return _save(fig, path)
 

@@ -1,6 +1,8 @@
 """The depth x activation study: a grid of MLPs trained as one program (or one at a time).
 
-``depth_activation(...)`` builds the grid (depths x activations x seeds), trains it with
+``depth_activation(...)`` builds the grid (architectures x depths x activations x seeds; the
+architectures are :data:`jaxnet.models.ARCHS`: plain, residual, normalized, ReZero), trains it
+with
 :func:`jaxnet.sweep.fit_many` (or, with ``sequential=True``, with :func:`jaxnet.fit` one member
 at a time, for the speed comparison), and writes ``results.json``, ``results.md`` and PNG plots.
 """
@@ -14,15 +16,36 @@ from pathlib import Path
 
 import optax
 
+from jaxnet import _checks, diagnostics, models, sweep, train
 from jaxnet import data as data_lib
-from jaxnet import diagnostics, sweep, train
+from jaxnet import init as initializers
 
 
-def grid(depths, width, activations, seeds, init=None, learning_rate=1e-3):
-    """Members for every (depth, activation, seed); ``init=None`` is the default per activation."""
-    return [sweep.Member(hidden=(width,) * d, activation=a, init=init, seed=s,
-                         learning_rate=learning_rate)
-            for d in depths for a in activations for s in range(seeds)]
+def grid(depths, width, activations, seeds, init=None, learning_rate=1e-3, archs=("plain",),
+         num_classes=10) -> list[tuple[dict, sweep.Member]]:
+    """``(cell, member)`` for every (arch, depth, activation, seed): ``cell`` names them
+    (``{"arch", "depth", "activation", "seed"}``). ``init=None`` is the default per
+    activation. ``plain`` members are the MLP shorthand (the sweep's MLP fast path); the
+    other architectures are :func:`jaxnet.models.deep_mlp` networks with ``num_classes``
+    outputs."""
+    for arch in archs:
+        _checks.one_of("archs", arch, models.ARCHS)
+    cells = []
+    for arch in archs:
+        for d in depths:
+            for a in activations:
+                for s in range(seeds):
+                    if arch == "plain":
+                        member = sweep.Member(hidden=(width,) * d, activation=a, init=init,
+                                              seed=s, learning_rate=learning_rate)
+                    else:
+                        member = sweep.Member(
+                            network=models.deep_mlp(arch, d, num_classes, width=width,
+                                                    activation=a, init=init),
+                            seed=s, learning_rate=learning_rate)
+                    cells.append(({"arch": arch, "depth": d, "activation": a, "seed": s},
+                                  member))
+    return cells
 
 
 def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
@@ -67,7 +90,8 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
                      width=64, activations=("sigmoid", "tanh", "relu"), seeds=2, epochs=5,
                      batch_size=128, optimizer="adam", learning_rate=1e-3, init=None,
                      validation_split=0.2, sequential=False, out="depth_activation",
-                     plots=True, diagnostics_examples=1000, data_seed=0, verbose=1) -> dict:
+                     plots=True, diagnostics_examples=1000, data_seed=0, verbose=1,
+                     archs=("plain",)) -> dict:
     """Run the study and write ``OUT/results.json``, ``OUT/results.md`` and the plots.
 
     Both modes use the same data order for every member (``data_seed``), so the one-program
@@ -81,7 +105,9 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
         its group's epoch), ``total_s`` adds data loading and the per-layer diagnostics.
     """
     ds = data_lib.load(dataset, data_dir=data_dir)
-    members = grid(depths, width, activations, seeds, init, learning_rate)
+    cells = grid(depths, width, activations, seeds, init, learning_rate, archs,
+                 num_classes=ds.num_classes)
+    members = [member for _, member in cells]
     t0 = time.perf_counter()
     if sequential:
         results = _sequential(members, ds.train.x, ds.train.y, ds.test.x, ds.test.y,
@@ -98,7 +124,8 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
                                  data_seed=data_seed, verbose=verbose)
     total = time.perf_counter() - t0
     report = {
-        "config": {"dataset": dataset, "depths": list(depths), "width": width,
+        "config": {"dataset": dataset, "archs": list(archs), "depths": list(depths),
+                   "width": width,
                    "activations": list(activations), "seeds": seeds, "epochs": epochs,
                    "batch_size": batch_size, "optimizer": optimizer,
                    "learning_rate": learning_rate, "init": init or "default",
@@ -109,7 +136,8 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
         "epoch_s": [sum(r.epoch_s[i] for r in results if i < len(r.epoch_s))
                     for i in range(max(len(r.epoch_s) for r in results))],
         "total_s": total,
-        "members": [_member_json(r) for r in results],
+        "members": [_member_json(cell, r, width, init)
+                    for (cell, _), r in zip(cells, results, strict=True)],
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,10 +150,11 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
     return report
 
 
-def _member_json(r: sweep.MemberResult) -> dict:
+def _member_json(cell: dict, r: sweep.MemberResult, width: int, init) -> dict:
     m = r.member
-    return {"depth": len(m.hidden), "width": m.hidden[0] if m.hidden else 0,
-            "activation": m.activation, "init": m.init_name, "seed": m.seed,
+    return {**cell, "width": width,
+            "init": m.init_name or (initializers.canonical(init) if init is not None
+                                    else initializers.default_for(cell["activation"])),
             "learning_rate": m.learning_rate, "history": r.history,
             "stop_reason": r.stop_reason,
             "test_accuracy": r.test["accuracy"] if r.test else None,
@@ -147,32 +176,45 @@ def steady_epoch_s(report: dict) -> float | None:
     return statistics.median(epochs[1:]) if len(epochs) > 1 else (epochs or [None])[0]
 
 
-def summary_table(members: list[dict]) -> dict[tuple[int, str], tuple[float, float, int]]:
-    """(depth, activation) -> (mean, std, n) of test accuracy over seeds."""
+def summary_table(members: list[dict]) -> dict[tuple[str, int, str], tuple[float, float, int]]:
+    """(arch, depth, activation) -> (mean, std, n) of test accuracy over seeds."""
     cells: dict = {}
     for m in members:
         if m["test_accuracy"] is not None:
-            cells.setdefault((m["depth"], m["activation"]), []).append(m["test_accuracy"])
+            key = (m.get("arch", "plain"), m["depth"], m["activation"])
+            cells.setdefault(key, []).append(m["test_accuracy"])
     return {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
             for k, v in cells.items()}
 
 
+def _table(header: str, columns, depths, cell) -> list[str]:
+    lines = [f"| depth | {' | '.join(columns)} |", "| --- |" + " --- |" * len(columns)]
+    for d in depths:
+        values = [cell(d, c) for c in columns]
+        lines.append(f"| {d} | " + " | ".join(
+            f"{v[0]:.4f} +- {v[1]:.4f}" if v else "-" for v in values) + " |")
+    return [header, "", *lines, ""]
+
+
 def markdown(report: dict) -> str:
-    """A depth x activation table of mean +- std test accuracy, and the times."""
+    """Test accuracy (mean +- std over seeds) as a depth x activation table, or, with several
+    architectures, a depth x architecture table per activation; and the times."""
     cfg = report["config"]
     table = summary_table(report["members"])
-    acts, depths = cfg["activations"], cfg["depths"]
+    archs, acts, depths = cfg.get("archs", ["plain"]), cfg["activations"], cfg["depths"]
     lines = [f"Depth x activation on {cfg['dataset']}: width {cfg['width']}, {cfg['seeds']} "
              f"seeds, {cfg['epochs']} epochs, {cfg['optimizer']} lr {cfg['learning_rate']}, "
-             f"init {cfg['init']}, batch {cfg['batch_size']} ({cfg['mode']}).", "",
-             "Test accuracy, mean +- std over seeds:", "",
-             "| depth | " + " | ".join(acts) + " |", "| --- |" + " --- |" * len(acts)]
-    for d in depths:
-        cells = [f"{table[(d, a)][0]:.4f} +- {table[(d, a)][1]:.4f}" if (d, a) in table
-                 else "-" for a in acts]
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+             f"init {cfg['init']}, batch {cfg['batch_size']} ({cfg['mode']}).", ""]
+    if len(archs) == 1:
+        arch = "" if archs[0] == "plain" else f" ({archs[0]})"
+        lines += _table(f"Test accuracy{arch}, mean +- std over seeds:", acts, depths,
+                        lambda d, a: table.get((archs[0], d, a)))
+    else:
+        for act in acts:
+            lines += _table(f"Test accuracy with {act}, mean +- std over seeds:", archs, depths,
+                            lambda d, arch, act=act: table.get((arch, d, act)))
     steady = steady_epoch_s(report)
-    lines += ["", f"Wall time {report['wall_s']:.1f} s (compile {report['compile_s']:.1f} s) "
+    lines += [f"Wall time {report['wall_s']:.1f} s (compile {report['compile_s']:.1f} s) "
               f"for {len(report['members'])} members"
               + (f"; one epoch of the grid {steady:.2f} s." if steady is not None else ".")]
     return "\n".join(lines) + "\n"

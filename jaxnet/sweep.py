@@ -260,10 +260,17 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     return results
 
 
+def _on_mlp_fast_path(group) -> bool:
+    """Whether a group takes the MLP fast path: every member is the shorthand. A network
+    member can share the shorthand's theta structure (a depth-1 ReZero MLP has the plain
+    one's), and then the whole group takes the general path."""
+    return all(m.is_mlp for m in group)
+
+
 def _kinds(group, nets) -> list[str]:
     """Each member's kind: its activation on the MLP fast path (all shorthand members),
     else its network's configuration (one objective per distinct network)."""
-    if all(m.is_mlp for m in group):
+    if _on_mlp_fast_path(group):
         return [m.activation for m in group]
     return [_network_key(n) for n in nets]
 
@@ -283,7 +290,7 @@ def _indices_by(keys) -> dict:
 
 
 def _describe(group) -> str:
-    return f"hidden={list(group[0].hidden)}" if group[0].is_mlp else "networks"
+    return f"hidden={list(group[0].hidden)}" if _on_mlp_fast_path(group) else "networks"
 
 
 def _group_dir(checkpoint_dir, number: int):
@@ -321,7 +328,7 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
 
     tx = optax.inject_hyperparams(make)
     networks = dict(zip(kinds, nets, strict=True))  # kind -> its network
-    if group[0].is_mlp:  # the fast path: members of one initialiser start from one init
+    if _on_mlp_fast_path(group):  # members of one initialiser start from one init
         init_kinds = [m.init_name for m in group]
         objective_for = functools.partial(programs.mlp_objective, networks,
                                           n_dense=len(group[0].hidden) + 1)

@@ -47,6 +47,8 @@ REGISTRY = {
                      (12,)),
     "branches_sum": (jn.serial(jn.fanout(2), layers.parallel(jn.dense(3), jn.dense(3)),
                                jn.fanin_sum()), (2,), (3,)),
+    "learnable_scale": (jn.learnable_scale(0.7), (3,), (3,)),
+    "rezero_block": (jn.residual(jn.dense(4, "tanh"), jn.learnable_scale(0.3)), (4,), (4,)),
 }
 
 

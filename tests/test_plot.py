@@ -9,20 +9,25 @@ import pytest  # noqa: E402
 from jaxnet import plot  # noqa: E402
 
 
-def _report(depths=(1, 2, 3), epochs=4):
+def _report(depths=(1, 2, 3), epochs=4, archs=None):
     members = []
-    for act in ("sigmoid", "relu"):
-        for depth in depths:
-            for seed in range(2):
-                norms = [10.0 ** -(i + seed) for i in range(depth + 1)]
-                members.append({
-                    "activation": act, "depth": depth, "seed": seed,
-                    "test_accuracy": 0.8 - 0.01 * depth,
-                    "history": {"accuracy": [0.5 + 0.1 * e for e in range(epochs)],
-                                "val_accuracy": [0.5 + 0.1 * e for e in range(epochs)]},
-                    "grad_norms_init": norms, "grad_norms_final": norms,
-                    "grad_norms_epochs": [norms] * epochs})
+    for arch in archs or [None]:
+        for act in ("sigmoid", "relu") if archs is None else ("relu",):
+            for depth in depths:
+                for seed in range(2):
+                    members.append(_member(arch, act, depth, seed, epochs))
     return {"members": members}
+
+
+def _member(arch, act, depth, seed, epochs):
+    norms = [10.0 ** -(i + seed) for i in range(depth + 1)]
+    return {**({"arch": arch} if arch else {}),
+            "activation": act, "depth": depth, "seed": seed,
+            "test_accuracy": 0.8 - 0.01 * depth,
+            "history": {"accuracy": [0.5 + 0.1 * e for e in range(epochs)],
+                        "val_accuracy": [0.5 + 0.1 * e for e in range(epochs)]},
+            "grad_norms_init": norms, "grad_norms_final": norms,
+            "grad_norms_epochs": [norms] * epochs}
 
 
 @pytest.fixture
@@ -62,6 +67,21 @@ def _check(fig):
 def test_study_plots_titles_fit_and_ticks_are_whole(tmp_path, figures, epochs):
     paths = plot.study_plots(_report(epochs=epochs), tmp_path)
     assert len(paths) == 3 and len(figures) == 3
+    for fig in figures:
+        _check(fig)
+
+
+def test_architectures_are_the_lines_and_depth_is_logarithmic(tmp_path, figures):
+    """With several architectures and one activation, the lines are the architectures, and
+    depth (4 to 128 layers) is on a log scale with a tick at each depth of the grid."""
+    report = _report(depths=(4, 16, 64, 128), archs=["plain", "residual-ln", "rezero"])
+    plot.study_plots(report, tmp_path)
+    accuracy = figures[0].axes[0]
+    assert accuracy.get_xscale() == "log"
+    assert [t for t in accuracy.get_xticks()] == [4, 16, 64, 128]
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == [
+        "plain", "residual-ln", "rezero"]
+    assert accuracy.get_legend().get_title().get_text() == "architecture (relu)"
     for fig in figures:
         _check(fig)
 

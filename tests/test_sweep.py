@@ -313,6 +313,22 @@ def test_the_mlp_fast_path_and_the_network_path_give_the_same_members():
         np.testing.assert_allclose(a.test["accuracy"], b.test["accuracy"], atol=1e-6)
 
 
+def test_a_group_of_shorthand_and_network_members_takes_the_general_path():
+    """A network member whose theta has the shorthand's structure (a one-block ReZero MLP
+    has the plain MLP's) joins the shorthand's group; the group then takes the general path
+    and each member still equals the same group trained without the other kind."""
+    plain = sweep.Member((16,), "relu", seed=1)
+    rezero = sweep.Member(network=jn.models.deep_mlp("rezero", 1, 3, width=16), seed=2)
+    # fit_many's default input layers (flatten, rescale by 1/255) are deep_mlp's
+    kw = dict(epochs=2, batch_size=32, validation_split=0.2, diagnostics_examples=0, verbose=0)
+    mixed = sweep.fit_many([plain, rezero], X, Y, **kw)
+    assert [r.group for r in mixed] == [0, 0]
+    for r, member in zip(mixed, (plain, rezero), strict=True):
+        alone = sweep.fit_many([member], X, Y, **kw)[0]
+        _close(r.theta, alone.theta)
+        np.testing.assert_allclose(r.history["val_loss"], alone.history["val_loss"], rtol=1e-4)
+
+
 def test_members_of_other_structures_form_their_own_groups():
     members = [sweep.Member(network=BN, seed=0), sweep.Member(network=_dropout_net(0.2)),
                sweep.Member(network=BN, seed=1), sweep.Member((16,), "relu")]
