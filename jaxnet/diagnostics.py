@@ -9,6 +9,12 @@ forward pass runs them (input side first):
 - ``activations``: the mean and standard deviation of the layer's outputs and, for
   saturating activations, the fraction of saturated units (Glorot & Bengio 2010 watch sigmoid
   outputs near 0 or 1 and tanh near +-1).
+
+By default both are taken in training mode (``train=True``), as a training step sees the
+network: normalization uses the batch's statistics, and dropout and augmentation draw from
+one fixed key (:data:`KEY_SEED`), so the numbers are reproducible. In inference mode a batch
+norm at initialisation (running mean 0, variance 1) normalizes nothing, and a deep residual
+network's gradients would look as if they exploded.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import jax.numpy as jnp
 from jaxnet import _state, losses
 from jaxnet._typing import Network
 from jaxnet.network import layer_outputs, params_at
+
+#: The random seed of the key that dropout and augmentation use in training-mode diagnostics.
+KEY_SEED = 0
 
 # A unit is saturated when its output lies this close to the activation's asymptotes.
 _SATURATION = {
@@ -35,29 +44,35 @@ def _weights(params) -> list:
     return [leaf for leaf in jax.tree.leaves(_state.split(params)[0]) if leaf.ndim >= 2]
 
 
-def _weight_layers(network: Network, theta, x):
+def _mode(train: bool) -> dict:
+    return {"train": bool(train), "key": jax.random.key(KEY_SEED) if train else None}
+
+
+def _weight_layers(network: Network, theta, x, train: bool):
     """``(path, layer, output)`` of every weight layer, in the order the forward pass runs."""
-    y, records = layer_outputs(network, theta, x)
+    y, records = layer_outputs(network, theta, x, **_mode(train))
     records = records or [((), network, y)]
     found = [(path, layer, out) for path, layer, out in records
              if not layer.children and _weights(params_at(theta, path))]
     return sorted(found, key=lambda r: r[0])
 
 
-def grad_norms(network: Network, theta, x, y, loss="softmax_cross_entropy") -> jax.Array:
-    """||dL/dW_k|| for each weight layer k, input side first; shape (num_weight_layers,)."""
+def grad_norms(network: Network, theta, x, y, loss="softmax_cross_entropy", *,
+               train: bool = True) -> jax.Array:
+    """||dL/dW_k|| for each weight layer k, input side first; shape (num_weight_layers,);
+    in training mode unless ``train=False`` (module docstring)."""
     L = losses.make_loss(network, loss)
-    grads, _ = jax.grad(L, has_aux=True)(theta, (x, y))
+    grads, _ = jax.grad(L, has_aux=True)(theta, (x, y), **_mode(train))
     norms = [jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in _weights(params_at(grads, path))))
-             for path, _, _ in _weight_layers(network, theta, x)]
+             for path, _, _ in _weight_layers(network, theta, x, train)]
     return jnp.stack(norms)
 
 
-def activation_stats(network: Network, theta, x) -> dict[str, jax.Array]:
+def activation_stats(network: Network, theta, x, *, train: bool = True) -> dict[str, jax.Array]:
     """Mean, std and saturated fraction of each weight layer's outputs (hidden layers and
     output); ``saturated`` is NaN for activations that do not saturate."""
     means, stds, saturated = [], [], []
-    for _, layer, out in _weight_layers(network, theta, x):
+    for _, layer, out in _weight_layers(network, theta, x, train):
         means.append(jnp.mean(out))
         stds.append(jnp.std(out))
         test = _SATURATION.get(layer.config.get("activation"))
@@ -65,14 +80,16 @@ def activation_stats(network: Network, theta, x) -> dict[str, jax.Array]:
     return {"mean": jnp.stack(means), "std": jnp.stack(stds), "saturated": jnp.stack(saturated)}
 
 
-def report(network: Network, theta, x, y, loss="softmax_cross_entropy") -> dict:
+def report(network: Network, theta, x, y, loss="softmax_cross_entropy", *,
+           train: bool = True) -> dict:
     """Both diagnostics as plain Python lists (JSON-ready; ``None`` where not applicable)."""
-    return report_many(network, [theta], x, y, loss)[0]
+    return report_many(network, [theta], x, y, loss, train=train)[0]
 
 
-def report_many(network: Network, thetas: list, x, y, loss="softmax_cross_entropy") -> list:
+def report_many(network: Network, thetas: list, x, y, loss="softmax_cross_entropy", *,
+                train: bool = True) -> list:
     """:func:`report` for several thetas of one network, as one compiled, vmapped program."""
-    return reporter(network, x, y, loss)(stack(thetas))
+    return reporter(network, x, y, loss, train=train)(stack(thetas))
 
 
 def stack(thetas: list):
@@ -80,14 +97,14 @@ def stack(thetas: list):
     return jax.tree.map(lambda *a: jnp.stack(a), *thetas)
 
 
-def reporter(network: Network, x, y, loss="softmax_cross_entropy"):
+def reporter(network: Network, x, y, loss="softmax_cross_entropy", *, train: bool = True):
     """:func:`report_many` for one network and batch, reusable: ``run(stacked)`` takes thetas
     stacked along a leading axis (:func:`stack`, or a slice of a sweep's member axis) and
     returns one report per theta. The program is traced and compiled once per number of
     thetas, so calling ``run`` after every epoch costs only the computation (how
     ``jaxnet.sweep`` and the study follow the diagnostics during training)."""
-    program = jax.jit(jax.vmap(lambda t, x, y: (grad_norms(network, t, x, y, loss),
-                                                activation_stats(network, t, x)),
+    program = jax.jit(jax.vmap(lambda t, x, y: (grad_norms(network, t, x, y, loss, train=train),
+                                                activation_stats(network, t, x, train=train)),
                                in_axes=(0, None, None)))
     x, y = jnp.asarray(x), jnp.asarray(y)  # arguments, not constants baked into the program
     device = x.devices().pop()

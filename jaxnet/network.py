@@ -195,11 +195,11 @@ def params_at(theta, path: tuple[int, ...]):
     return theta
 
 
-def layer_outputs(network: Network, theta, x, *, train=False):
+def layer_outputs(network: Network, theta, x, *, key=None, train=False):
     """``(y, records)``: the forward pass and, in order (outer layers before inner ones),
     every layer inside it as ``(path, layer, output)``."""
     with recording() as records:
-        y, _ = network.run(x, theta, train=train)
+        y, _ = network.run(x, theta, key=key, train=train)
     return y, sorted(records, key=lambda r: r[0])
 
 

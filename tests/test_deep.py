@@ -99,6 +99,24 @@ def test_every_arch_has_depth_weight_layers_and_trains(arch):
     assert len(norms) == 6 and all(np.isfinite(norms))
 
 
+def test_diagnostics_see_batch_norm_as_training_does():
+    """At initialisation a 32-layer residual-bn network's gradients are moderate in training
+    mode (batch statistics: what the optimizer gets), while in inference mode (running mean
+    0, variance 1: no normalization) each block roughly doubles the residual stream and the
+    norms explode. With dropout, training-mode diagnostics are reproducible (a fixed key)."""
+    net = models.deep_mlp("residual-bn", 32, 3, width=16)
+    theta = net.init(jax.random.key(0), (12,))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (64, 12), dtype=np.uint8), rng.integers(0, 3, 64)
+    training = jn.diagnostics.grad_norms(net, theta, x, y)
+    inference = jn.diagnostics.grad_norms(net, theta, x, y, train=False)
+    assert float(training.max()) < 100 and float(inference.max()) > 1e4
+    dropped = jn.serial(net, jn.dropout(0.5))
+    theta = dropped.init(jax.random.key(0), (12,))
+    np.testing.assert_array_equal(jn.diagnostics.grad_norms(dropped, theta, x, y),
+                                  jn.diagnostics.grad_norms(dropped, theta, x, y))
+
+
 def test_plain_is_the_mlp_shorthand():
     assert jn.to_config(models.deep_mlp("plain", 3, 10, width=16)) == jn.to_config(
         jn.mlp([16, 16, 16, 10], "relu", flatten_input=True, input_scale=1 / 255))

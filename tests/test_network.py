@@ -55,12 +55,12 @@ def test_summary_lists_layers_inside_compositions():
 
 def test_diagnostics_recurse_into_compositions():
     """The nested network's weight layers are the flat one's: same per-layer gradient norms
-    and activation statistics when the weights agree (the batch norm is the identity at
-    initialisation, up to epsilon)."""
+    and activation statistics when the weights agree (in inference mode, where the batch norm
+    at initialisation is the identity up to epsilon)."""
     theta = NESTED.init(jax.random.key(0), (5,))
     flat_theta = [theta[0], theta[1], theta[2][0], theta[3]]
-    nested = diagnostics.report(NESTED, theta, X[:64], Y[:64])
-    flat = diagnostics.report(FLAT, flat_theta, X[:64], Y[:64])
+    nested = diagnostics.report(NESTED, theta, X[:64], Y[:64], train=False)
+    flat = diagnostics.report(FLAT, flat_theta, X[:64], Y[:64], train=False)
     assert len(nested["grad_norms"]) == 3
     np.testing.assert_allclose(nested["grad_norms"], flat["grad_norms"], rtol=2e-3)
     np.testing.assert_allclose(nested["activations"]["mean"], flat["activations"]["mean"],
