@@ -12,6 +12,7 @@ with theta a list of ``{"w": Omega_k, "b": beta_k}`` dicts, one per layer (``w``
 from __future__ import annotations
 
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -197,7 +198,7 @@ def learnable_scale(initial: float = 1.0) -> Network:
         >>> layer.apply(jnp.ones((1, 2)), layer.init(None, (2,))).tolist()
         [[0.5, 0.5]]
     """
-    if isinstance(initial, bool) or not isinstance(initial, int | float) or not math.isfinite(
+    if isinstance(initial, bool) or not isinstance(initial, numbers.Real) or not math.isfinite(
             initial):
         raise ValueError(f"initial: expected a finite number, got {initial!r}")
 

@@ -139,6 +139,8 @@ def deep_mlp(arch: str, depth: int, num_classes: int = 10, *, width: int = 64,
     width = _checks.positive_int("width", width)
     act = activations.canonical(activation)
     activations.get(act)  # a clear error for an unknown name
+    if act == "softmax":
+        raise ValueError("activation: softmax is for outputs, not hidden layers")
     init = init if init is not None else initializers.default_for(act)
     kind, _, norm_name = arch.partition("-")
     if kind == "plain" and not norm_name:

@@ -153,8 +153,13 @@ def test_bad_arguments_name_themselves():
         models.deep_mlp("plain", 0)
     with pytest.raises(ValueError, match="activation"):
         models.deep_mlp("rezero", 4, activation="rleu")
+    with pytest.raises(ValueError, match="activation: softmax is for outputs"):
+        models.deep_mlp("residual", 4, activation="softmax")
     with pytest.raises(ValueError, match="initial"):
         jn.learnable_scale(float("nan"))
+    with pytest.raises(ValueError, match="initial"):
+        jn.learnable_scale("0")
+    assert jn.learnable_scale(np.float32(0.5)).config == {"initial": 0.5}
     with pytest.raises(ValueError, match="archs: unknown name 'resnet'"):
         study.grid([2], 8, ["relu"], 1, archs=["resnet"])
 
