@@ -179,44 +179,39 @@ def test_study_with_archs_writes_tables_per_activation_and_plots(tmp_path, idx_d
                                     width=8, activations=("relu", "tanh"), seeds=1, epochs=2,
                                     batch_size=16, out=tmp_path / "out", verbose=0,
                                     diagnostics_examples=32,
-                                    archs=("plain", "residual-bn", "rezero"))
+                                    archs=("plain", "residual-bn"))
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    assert saved["config"]["archs"] == ["plain", "residual-bn", "rezero"]
+    assert saved["config"]["archs"] == ["plain", "residual-bn"]
     assert [(m["arch"], m["depth"], m["activation"]) for m in saved["members"]] == [
-        (a, d, act) for a in ("plain", "residual-bn", "rezero") for d in (1, 3)
+        (a, d, act) for a in ("plain", "residual-bn") for d in (1, 3)
         for act in ("relu", "tanh")]
     for m in saved["members"]:
         assert len(m["grad_norms_init"]) == m["depth"] + 1
         assert m["init"] == ("he_uniform" if m["activation"] == "relu" else "glorot_uniform")
     md = (tmp_path / "out" / "results.md").read_text()
     assert "Test accuracy with relu" in md and "Test accuracy with tanh" in md
-    assert md.count("| depth | plain | residual-bn | rezero |") == 2
+    assert md.count("| depth | plain | residual-bn |") == 2
     for name in ("accuracy_vs_depth.png", "learning_curves.png", "grad_norms.png"):
         png = (tmp_path / "out" / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_cli_archs_one_program_equals_one_model_at_a_time(tmp_path, idx_dir):
-    """`--archs` end to end, both modes: the same members whichever way they trained (a
-    normalized residual network and ReZero go through the sweep's general path)."""
-    common = ["bench", "depth-activation", "--archs", "residual-ln", "rezero", "--dataset",
-              "mnist", "--data-dir", str(idx_dir[0]), "--depths", "2", "--width", "8",
-              "--activations", "relu", "--seeds", "2", "--epochs", "2", "--batch-size", "16",
-              "--no-plots", "--verbose", "0"]
-    reports = {}
-    for mode, extra in (("one", []), ("seq", ["--sequential"])):
-        out = run_cli(*common, "--out", str(tmp_path / mode), *extra)
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert "| depth | residual-ln | rezero |" in out.stdout
-        reports[mode] = json.loads((tmp_path / mode / "results.json").read_text())
-    one, seq = reports["one"]["members"], reports["seq"]["members"]
-    assert [(m["arch"], m["seed"]) for m in one] == [(m["arch"], m["seed"]) for m in seq] == [
+def test_cli_archs_trains_each_arch_and_names_it(tmp_path, idx_dir):
+    """`--archs` end to end: a normalized residual network and ReZero (the sweep's general
+    path) in one program, named in results.json and in the printed table. (That the one
+    program equals one model at a time is tested for every kind of member in test_sweep.)"""
+    out = run_cli("bench", "depth-activation", "--archs", "residual-ln", "rezero", "--dataset",
+                  "mnist", "--data-dir", str(idx_dir[0]), "--depths", "2", "--width", "8",
+                  "--activations", "relu", "--seeds", "2", "--epochs", "1", "--batch-size",
+                  "16", "--no-plots", "--verbose", "0", "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| depth | residual-ln | rezero |" in out.stdout
+    members = json.loads((tmp_path / "out" / "results.json").read_text())["members"]
+    assert [(m["arch"], m["seed"]) for m in members] == [
         ("residual-ln", 0), ("residual-ln", 1), ("rezero", 0), ("rezero", 1)]
-    for a, b in zip(one, seq, strict=True):
-        np.testing.assert_allclose(a["history"]["val_loss"], b["history"]["val_loss"],
-                                   rtol=1e-4)
-        np.testing.assert_allclose(a["grad_norms_init"], b["grad_norms_init"], rtol=1e-4)
+    assert all(0 <= m["test_accuracy"] <= 1 and len(m["grad_norms_init"]) == 3
+               for m in members)
 
 
 def test_cli_rejects_an_unknown_arch():
