@@ -151,10 +151,10 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
 
 
 def _member_json(cell: dict, r: sweep.MemberResult, width: int, init) -> dict:
-    m = r.member
+    m = r.member  # the initialiser as Member.init_name and deep_mlp resolve it
     return {**cell, "width": width,
-            "init": m.init_name or (initializers.canonical(init) if init is not None
-                                    else initializers.default_for(cell["activation"])),
+            "init": initializers.canonical(init) if init is not None
+            else initializers.default_for(cell["activation"]),
             "learning_rate": m.learning_rate, "history": r.history,
             "stop_reason": r.stop_reason,
             "test_accuracy": r.test["accuracy"] if r.test else None,
