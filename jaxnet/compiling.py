@@ -4,6 +4,7 @@ compilation cache (on by default, so a second process skips most compilation).""
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 
@@ -35,6 +36,19 @@ def enable_compile_cache(enabled: bool | None = None) -> str | None:
     # Small programs compile in well under JAX's 1 s default threshold; cache them too.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
+
+
+def program_digest(fn, *abstract_args, return_shape: bool = False):
+    """A digest of the program ``fn(*abstract_args)`` traces to: its jaxpr and the constants
+    it holds. Two functions with one digest compute the same thing (whatever Python objects
+    they are); any difference in an operation, a shape or a constant gives another. With
+    ``return_shape``, ``(digest, fn's abstract output)``."""
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*abstract_args)
+    digest = hashlib.sha256(str(closed.jaxpr).encode())
+    for const in closed.consts:
+        const = np.asarray(const)
+        digest.update(f"{const.dtype}{const.shape}".encode() + const.tobytes())
+    return (digest.hexdigest(), shape) if return_shape else digest.hexdigest()
 
 
 #: Up to this many parameters per model, initialisation programs are compiled without LLVM

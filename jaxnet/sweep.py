@@ -236,7 +236,7 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     diag_x, diag_y = x[:diagnostics_examples], y[:diagnostics_examples]
     for number, idx in enumerate(groups.values()):
         group, group_nets = [members[i] for i in idx], [nets[i] for i in idx]
-        kinds = _kinds(group, group_nets)
+        kinds = _kinds(group, group_nets, x, y)
         # One reusable vmapped program per kind (over its members): at initialisation,
         # after every epoch and at the end; none of it is timed.
         reporters = [(diagnostics.reporter(group_nets[js[0]], diag_x, diag_y), js)
@@ -267,12 +267,18 @@ def _on_mlp_fast_path(group) -> bool:
     return all(m.is_mlp for m in group)
 
 
-def _kinds(group, nets) -> list[str]:
-    """Each member's kind: its activation on the MLP fast path (all shorthand members),
-    else its network's configuration (one objective per distinct network)."""
+def _kinds(group, nets, x, y) -> list[str]:
+    """Each member's kind, what its objective is keyed by: its activation on the MLP fast
+    path (all shorthand members), else its network's training objective as a program
+    (:func:`jaxnet._sweep_programs.objective_key`), traced once per distinct network."""
     if _on_mlp_fast_path(group):
         return [m.activation for m in group]
-    return [_network_key(n) for n in nets]
+    keys: dict[str, str] = {}
+    for net in nets:
+        config = _network_key(net)
+        if config not in keys:
+            keys[config] = programs.objective_key(net, tuple(x.shape[1:]), x.dtype, y.dtype)
+    return [keys[_network_key(net)] for net in nets]
 
 
 def _network_key(net: Network) -> str:
@@ -332,8 +338,8 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
         init_kinds = [m.init_name for m in group]
         objective_for = functools.partial(programs.mlp_objective, networks,
                                           n_dense=len(group[0].hidden) + 1)
-    else:
-        init_kinds = kinds
+    else:  # one init per distinct network: members may differ in their initialisers alone
+        init_kinds = [_network_key(n) for n in nets]
         objective_for = functools.partial(programs.network_objective, networks)
     inits = {k: nets[init_kinds.index(k)] for k in init_kinds}
     hyper = {k: [getattr(m, k) for m in group] for k in ("learning_rate", "weight_decay")}

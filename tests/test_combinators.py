@@ -141,3 +141,32 @@ def test_jaxnet_parallel_stays_the_data_parallel_module():
     assert isinstance(parallel, types.ModuleType) and hasattr(parallel, "data_mesh")
     assert isinstance(jn.parallel, types.ModuleType)
     assert layers.parallel is jn.combinators.parallel
+
+
+def _layer_by_layer(net, key, shape):
+    """serial's init as each layer's own init in turn (what it computes)."""
+    theta = []
+    for layer, k in zip(net.children, jax.random.split(key, len(net.children)), strict=True):
+        theta.append(layer.init(k, shape))
+        shape = jn.output_shape(layer, shape, theta[-1])
+    return theta
+
+
+@pytest.mark.parametrize("arch", ["plain", "residual-bn", "plain-ln"])
+def test_serial_initialises_alike_layers_as_one_vmapped_program(arch):
+    """A deep network's alike layers (one init program for one input shape) are initialised
+    as one vmapped init: bit-identical to each layer's own init, and a program that does not
+    grow with the depth (what keeps XLA's compile time of deep inits flat)."""
+    def random_draws(depth):  # the operations XLA is slow to compile: the random bits
+        net = jn.models.deep_mlp(arch, depth, width=16, init="glorot_normal")
+        return str(jax.make_jaxpr(lambda k: net.init(k, (8,)))(jax.random.key(0))).count(
+            "random_bits")
+
+    net = jn.models.deep_mlp(arch, 12, width=16, init="glorot_normal")
+    key = jax.random.key(3)
+    grouped = jax.jit(lambda k: net.init(k, (8,)))(key)
+    alone = jax.jit(lambda k: _layer_by_layer(net, k, (8,)))(key)
+    assert jax.tree.structure(grouped) == jax.tree.structure(alone)
+    for a, b in zip(jax.tree.leaves(grouped), jax.tree.leaves(alone), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert random_draws(64) == random_draws(8) == 3  # first layer, the alike ones, output

@@ -329,6 +329,35 @@ def test_a_group_of_shorthand_and_network_members_takes_the_general_path():
         np.testing.assert_allclose(r.history["val_loss"], alone.history["val_loss"], rtol=1e-4)
 
 
+def _scaled_tanh_net(weight_variance, rate=0.0, activation="tanh"):
+    init = jax.nn.initializers.variance_scaling(weight_variance, "fan_in", "normal")
+    return jn.serial(jn.dense(16, activation, init=init), jn.dropout(rate),
+                     jn.dense(16, activation, init=init), jn.dense(3, init=init))
+
+
+def test_networks_that_differ_only_in_initialisers_share_one_objective():
+    """A grid of weight variances is one network: its members train as one vmapped block
+    (one objective key), each from its own initialisation, and each equals fit alone."""
+    from jaxnet import _sweep_programs as programs
+
+    def key(net):
+        return programs.objective_key(net, (5,), X.dtype, Y.dtype)
+
+    assert key(_scaled_tanh_net(1.0)) == key(_scaled_tanh_net(3.0))
+    assert key(_scaled_tanh_net(1.0)) != key(_scaled_tanh_net(1.0, rate=0.1))
+    assert key(_scaled_tanh_net(1.0)) != key(_scaled_tanh_net(1.0, activation="relu"))
+    members = [sweep.Member(network=_scaled_tanh_net(v), seed=1) for v in (0.5, 1.0, 4.0)]
+    results = sweep.fit_many(members, X, Y, epochs=2, batch_size=32, validation_split=0.2,
+                             **RAW)
+    first_layers = [np.asarray(r.theta[0]["w"]) for r in results]
+    assert np.std(first_layers[2]) > 2 * np.std(first_layers[0])  # each its own init
+    for r in results:
+        theta, history = _fit_alone(r.member.network, r.member, 2, batch_size=32,
+                                    validation_split=0.2)
+        _close(r.theta, theta)
+        np.testing.assert_allclose(r.history["val_loss"], history["val_loss"], rtol=1e-4)
+
+
 def test_members_of_other_structures_form_their_own_groups():
     members = [sweep.Member(network=BN, seed=0), sweep.Member(network=_dropout_net(0.2)),
                sweep.Member(network=BN, seed=1), sweep.Member((16,), "relu")]
