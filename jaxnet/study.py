@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optax
 
-from jaxnet import _checks, diagnostics, models, sweep, train
+from jaxnet import _checks, _io, diagnostics, models, sweep, train
 from jaxnet import data as data_lib
 from jaxnet import init as initializers
 
@@ -141,8 +141,8 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "results.md").write_text(markdown(report))
+    _io.atomic_write(out / "results.json", json.dumps(report, indent=1).encode())
+    _io.atomic_write(out / "results.md", markdown(report).encode())
     if plots:
         from jaxnet import plot
 
