@@ -212,7 +212,7 @@ def learnable_scale(initial: float = 1.0) -> Network:
                    stochastic=False)
 
 
-def mlp(sizes, activation="relu", *, init=None, output_activation=None,
+def mlp(sizes, activation="relu", *, init=None, bias_init="zeros", output_activation=None,
         flatten_input: bool = False, input_scale: float | None = None) -> Network:
     """The seed's multilayer perceptron: hidden dense layers with ``activation``, linear output.
 
@@ -221,6 +221,7 @@ def mlp(sizes, activation="relu", *, init=None, output_activation=None,
             of 64 and 10 outputs (logits).
         activation: hidden activation name.
         init: initialiser for every weight matrix; default per activation.
+        bias_init: initialiser for every bias.
         output_activation: activation of the last layer; None gives logits, which is what the
             cross-entropy losses expect.
         flatten_input: prepend ``flatten()`` (for image inputs).
@@ -242,8 +243,8 @@ def mlp(sizes, activation="relu", *, init=None, output_activation=None,
         layers.append(flatten())
     if input_scale is not None:
         layers.append(rescale(input_scale))
-    layers += [dense(n, activation, init=init) for n in sizes[:-1]]
-    layers.append(dense(sizes[-1], output_activation,
+    layers += [dense(n, activation, init=init, bias_init=bias_init) for n in sizes[:-1]]
+    layers.append(dense(sizes[-1], output_activation, bias_init=bias_init,
                         init=init if init is not None else initializers.default_for(activation)))
     return serial(*layers)
 

@@ -60,12 +60,14 @@ def keras_convnet(num_classes: int = 10, image_shape=(28, 28)):
                   flatten(), dropout(0.5), dense(num_classes))
 
 
-def _conv_bn(filters: int, strides: int = 1):
-    return [conv2d(filters, 3, strides=strides, padding="same", use_bias=False), batch_norm()]
+def _conv_bn(filters: int, strides: int = 1, momentum: float = 0.99):
+    return [conv2d(filters, 3, strides=strides, padding="same", use_bias=False),
+            batch_norm(momentum)]
 
 
 def resnet(depth: int = 20, num_classes: int = 10, image_shape=(32, 32, 3), *,
-           widths=(16, 32, 64), augment: bool = False):
+           widths=(16, 32, 64), augment: bool = False, shortcuts: bool = True,
+           bn_momentum: float = 0.99):
     """He et al. (2016, section 4.2)'s CIFAR-10 ResNet of ``depth = 6n + 2`` layers.
 
     A 3x3 convolution of ``widths[0]`` filters, then three stages of ``n`` residual blocks
@@ -83,6 +85,11 @@ def resnet(depth: int = 20, num_classes: int = 10, image_shape=(32, 32, 3), *,
         augment: start with :func:`~jaxnet.augment.random_crop` (4 pixels) and
             :func:`~jaxnet.augment.random_flip`, active in training only (the paper's
             CIFAR-10 augmentation).
+        shortcuts: False gives the paper's *plain* network of the same depth: the same
+            layers without the shortcut connections (its Fig. 6, left).
+        bn_momentum: every batch normalization's ``momentum`` (Keras's 0.99 by default;
+            PyTorch's default is 0.9 in these terms, whose running statistics settle in
+            tens of steps rather than hundreds: the choice for short runs).
     """
     depth = _checks.positive_int("depth", depth)
     if depth < 8 or (depth - 2) % 6:
@@ -92,28 +99,35 @@ def resnet(depth: int = 20, num_classes: int = 10, image_shape=(32, 32, 3), *,
         raise ValueError(f"widths: expected the filters of 3 stages, got {widths!r}")
     head = _image_input(image_shape)
     layers = [*head, *([random_crop(4), random_flip()] if augment else []), rescale(1 / 255),
-              *_conv_bn(widths[0]), activation_layer("relu")]
+              *_conv_bn(widths[0], momentum=bn_momentum), activation_layer("relu")]
     n, channels = (depth - 2) // 6, widths[0]
     for stage, filters in enumerate(widths):
         for block in range(n):
             strides = 2 if stage > 0 and block == 0 else 1
-            shortcut = None
-            if strides != 1 or filters != channels:
-                shortcut = serial(conv2d(filters, 1, strides=strides, use_bias=False),
-                                  batch_norm())
-            layers += [residual(*_conv_bn(filters, strides), activation_layer("relu"),
-                                *_conv_bn(filters), shortcut=shortcut), activation_layer("relu")]
+            branch = [*_conv_bn(filters, strides, bn_momentum), activation_layer("relu"),
+                      *_conv_bn(filters, momentum=bn_momentum)]
+            if not shortcuts:
+                block_layer = serial(*branch)
+            else:
+                shortcut = None
+                if strides != 1 or filters != channels:
+                    shortcut = serial(conv2d(filters, 1, strides=strides, use_bias=False),
+                                      batch_norm(bn_momentum))
+                block_layer = residual(*branch, shortcut=shortcut)
+            layers += [block_layer, activation_layer("relu")]
             channels = filters
     return serial(*layers, global_avg_pool(), dense(num_classes))
 
 
 def deep_mlp(arch: str, depth: int, num_classes: int = 10, *, width: int = 64,
-             activation: str = "relu", init=None, input_scale: float | None = 1 / 255):
+             activation: str = "relu", init=None, bias_init="zeros",
+             input_scale: float | None = 1 / 255):
     """An MLP of ``depth`` hidden layers of ``width`` units in one of :data:`ARCHS`.
 
     Every architecture has ``depth`` hidden weight layers and a linear output layer (logits),
     after ``flatten`` and ``rescale(input_scale)``. Writing ``a`` for the activation and
-    ``W`` for a dense layer (initialised by ``init``, default per activation):
+    ``W`` for a dense layer (weights initialised by ``init``, default per activation, and
+    biases by ``bias_init``):
 
     - ``plain``: ``h = a(W h)``, the seed's MLP (:func:`~jaxnet.layers.mlp`);
     - ``plain-bn`` / ``plain-ln``: ``h = a(norm(W h))``, batch or layer normalization between
@@ -144,20 +158,21 @@ def deep_mlp(arch: str, depth: int, num_classes: int = 10, *, width: int = 64,
     init = init if init is not None else initializers.default_for(act)
     kind, _, norm_name = arch.partition("-")
     if kind == "plain" and not norm_name:
-        return mlp([width] * depth + [num_classes], act, init=init, flatten_input=True,
-                   input_scale=input_scale)
+        return mlp([width] * depth + [num_classes], act, init=init, bias_init=bias_init,
+                   flatten_input=True, input_scale=input_scale)
     norm = _NORMS.get(norm_name)
     head = [flatten(), *([rescale(input_scale)] if input_scale is not None else [])]
     if kind == "plain":
-        hidden = [serial(dense(width, init=init), norm(), activation_layer(act))
+        hidden = [serial(dense(width, init=init, bias_init=bias_init), norm(),
+                         activation_layer(act))
                   for _ in range(depth)]
         tail = []
     else:
         def branch():
-            return [*([norm()] if norm else []), dense(width, act, init=init)]
+            return [*([norm()] if norm else []),
+                    dense(width, act, init=init, bias_init=bias_init)]
         gate = [learnable_scale(0.0)] if kind == "rezero" else []
-        hidden = [dense(width, act, init=init)]
+        hidden = [dense(width, act, init=init, bias_init=bias_init)]
         hidden += [residual(*branch(), *gate) for _ in range(depth - 1)]
         tail = [norm()] if norm else []
-    return serial(*head, *hidden, *tail,
-                  dense(num_classes, init=init))
+    return serial(*head, *hidden, *tail, dense(num_classes, init=init, bias_init=bias_init))

@@ -152,7 +152,7 @@ def _layer_by_layer(net, key, shape):
     return theta
 
 
-@pytest.mark.parametrize("arch", ["plain", "residual-bn", "plain-ln"])
+@pytest.mark.parametrize("arch", ["plain", "residual-bn"])
 def test_serial_initialises_alike_layers_as_one_vmapped_program(arch):
     """A deep network's alike layers (one init program for one input shape) are initialised
     as one vmapped init: bit-identical to each layer's own init, and a program that does not

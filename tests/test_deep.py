@@ -117,6 +117,15 @@ def test_diagnostics_see_batch_norm_as_training_does():
                                   jn.diagnostics.grad_norms(dropped, theta, x, y))
 
 
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_bias_init_reaches_every_bias(arch):
+    ones = jax.nn.initializers.ones
+    theta = models.deep_mlp(arch, 3, 4, width=8, bias_init=ones).init(jax.random.key(0), (5,))
+    biases = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(theta)
+              if jax.tree_util.keystr(path).endswith("['b']")]
+    assert len(biases) == 4 and all(np.all(np.asarray(b) == 1) for b in biases)
+
+
 def test_plain_is_the_mlp_shorthand():
     assert jn.to_config(models.deep_mlp("plain", 3, 10, width=16)) == jn.to_config(
         jn.mlp([16, 16, 16, 10], "relu", flatten_input=True, input_scale=1 / 255))

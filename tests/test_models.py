@@ -62,6 +62,41 @@ def test_resnet_layout_depth_and_size():
     assert jn.output_shape(models.resnet(8, image_shape=(28, 28)), (28, 28)) == (10,)
 
 
+def test_plain_resnet_is_the_resnet_without_its_shortcuts():
+    """``shortcuts=False`` (He et al.'s plain network): the same convolutions and batch
+    norms with the same theta (minus the two projections), and each block's output is its
+    branch alone: the ResNet's output with every shortcut's contribution taken away."""
+    plain, res = models.resnet(8, shortcuts=False), models.resnet(8)
+    text = jn.summary(plain, (32, 32, 3), print_fn=lambda s: None)
+    assert text.count("conv2d (filters=") == 7 and "residual" not in text
+    theta_res = res.init(jax.random.key(0), (32, 32, 3))
+    theta_plain = plain.init(jax.random.key(0), (32, 32, 3))
+    assert jn.count_params(theta_res) - jn.count_params(theta_plain) == (
+        16 * 32 + 32 * 64 + 4 * (32 + 64))  # two 1x1 projections and their batch norms
+    # each plain block's theta is the residual block's branch: [conv, bn, relu, conv, bn]
+    blocks = [i for i, c in enumerate(res.children) if c.children and len(theta_res[i]) == 2]
+    transplanted = list(theta_plain)
+    for i in blocks:
+        transplanted[i] = theta_res[i][0]
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(plain.apply(x, transplanted),
+                               _without_shortcuts(res, theta_res, x), rtol=1e-5, atol=1e-5)
+    # bn_momentum reaches every batch norm: 7 after convolutions, 2 in the projections
+    config = str(jn.to_config(models.resnet(8, bn_momentum=0.9)))
+    assert config.count("'momentum': 0.9,") == 9 and "0.99" not in config
+
+
+def _without_shortcuts(net, theta, x):
+    """The ResNet's forward pass with each residual block replaced by its branch alone."""
+    h = x
+    for layer, params in zip(net.children, theta, strict=True):
+        if layer.children and len(params) == 2:  # residual: (branch, shortcut)
+            h = layer.children[0].apply(h, params[0])
+        else:
+            h = layer.apply(h, params)
+    return h
+
+
 def test_augmentation_is_train_only_deterministic_and_a_shifted_window():
     x = jnp.arange(2 * 4 * 5 * 1, dtype=jnp.float32).reshape(2, 4, 5, 1) + 1
     crop, flip = jn.random_crop(2), jn.random_flip()
