@@ -63,14 +63,16 @@ def seed(arg: str, value) -> int:
     return int(value)
 
 
-def positive_float(arg: str, value) -> float:
-    """Return ``value`` as float, raising ValueError unless it is finite and > 0."""
+def positive_float(arg: str, value, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as float, raising ValueError unless it is finite and > 0 (or >= 0
+    with ``allow_zero``)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{arg}: expected a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{arg}: expected a finite number > 0, got {value!r}")
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{arg}: expected a finite number {'>=' if allow_zero else '>'} 0, "
+                         f"got {value!r}")
     return v
 
 

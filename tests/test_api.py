@@ -100,6 +100,24 @@ def test_readme_convnet_and_resnet_snippets_run(capsys):
     assert printed == stated
 
 
+def test_readme_mean_field_block_runs_and_states_its_values():
+    """The mean-field block as written: the values its comments state, and its three
+    members (weight variances of one structure) share one objective, so one vmapped run."""
+    from conftest import REPO
+
+    from jaxnet import _sweep_programs as programs
+
+    text = (REPO / "README.md").read_text()
+    code = _python_blocks(text, "## Many models as one program")[2]
+    scope: dict = {"__name__": "readme"}
+    exec(code, scope)  # noqa: S102 - our own README
+    assert "# 1.761, the edge" in code and round(scope["edge"], 3) == 1.761
+    assert "# 9.05 layers" in code and round(scope["xi"], 2) == 9.05
+    keys = {programs.objective_key(m.network, (28, 28), "uint8", "int32")
+            for m in scope["members"]}
+    assert len(scope["members"]) == 3 and len(keys) == 1
+
+
 # Every python block of README.md, by section: the tests that run it as written. A block
 # added without a test (or a section renamed) fails test_every_readme_python_block_is_run.
 README_BLOCKS_RUN = {
@@ -108,7 +126,7 @@ README_BLOCKS_RUN = {
     "## Layer state: batch normalization": ["jaxnet"],
     "## Writing a layer": ["jaxnet"],
     "## Convolutional and residual networks": ["keras", "jaxnet", "jaxnet"],
-    "## Many models as one program: `jaxnet.sweep`": ["jaxnet", "jaxnet"],
+    "## Many models as one program: `jaxnet.sweep`": ["jaxnet", "jaxnet", "jaxnet"],
     "## Saving a model, and predicting with it": ["jaxnet"],
     "## Checkpoints and resume": ["jaxnet"],
 }
