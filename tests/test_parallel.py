@@ -138,5 +138,8 @@ def test_notebook_runs_under_smoke(path, tmp_path, monkeypatch):
     assert "IProgress" not in text and "TqdmWarning" not in text  # tqdm's text bar, no warning
     if path.name == "seed_mlp_tpu.ipynb":
         assert "test_accuracy:" in text and "trained on 1 device(s)" in text
+    elif path.name == "deep_networks.ipynb":  # the arch table, its 3 plots, the edge of chaos
+        assert "| depth | plain | residual-ln |" in text and images == 4
+        assert "edge of chaos: sigma_w^2 = 1.76" in text
     else:
         assert "| depth |" in text and images == 3
