@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxnet import _checks, compiling
+from jaxnet import _alike, _checks
 from jaxnet._layer_parts import no_params
 from jaxnet._typing import Network, Shape
 from jaxnet.network import call_child, from_config, output_shape, register_layer, to_config
@@ -55,25 +54,6 @@ def _composition(name, init_fn, with_state, config, children, output_activation=
                    scales_input=any(child.scales_input for child in children))
 
 
-def _init_plan(layers, input_shape: Shape) -> tuple[list, list]:
-    """Each layer's input shape, and the layers grouped by what initialises them: layers
-    whose ``init`` is one program for one input shape (:func:`jaxnet.compiling.
-    program_digest`; a deep MLP's hidden layers, a stage's residual blocks) form one group,
-    initialised as one vmapped program over their keys. That draws the same bits as each
-    layer's own init, and the program's size (XLA's compile time grows faster than linearly
-    with it) stops growing with the depth."""
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    shapes, groups = [], {}
-    for i, layer in enumerate(layers):
-        shapes.append(input_shape)
-        digest, params = compiling.program_digest(
-            lambda k, f=layer.init, s=input_shape: f(k, s), key, return_shape=True)
-        # layers without parameters have nothing to share
-        groups.setdefault((digest, input_shape) if jax.tree.leaves(params) else i, []).append(i)
-        input_shape = output_shape(layer, input_shape, params)
-    return shapes, list(groups.values())
-
-
 def serial(*layers: Network) -> Network:
     """Compose layers: ``serial(f1, f2, f3)`` computes f3(f2(f1(x))).
 
@@ -84,26 +64,13 @@ def serial(*layers: Network) -> Network:
     _check_layers("serial", layers)
 
     def init_fn(key, input_shape: Shape):
-        shapes, groups = _init_plan(layers, _shape("input_shape", input_shape))
-        keys, theta = jax.random.split(key, len(layers)), [None] * len(layers)
-        for group in groups:
-            first, shape = layers[group[0]], shapes[group[0]]
-            if len(group) == 1:
-                theta[group[0]] = first.init(keys[group[0]], shape)
-                continue
-            stacked = jax.vmap(lambda k, f=first.init, s=shape: f(k, s))(keys[np.array(group)])
-            for m, i in enumerate(group):
-                theta[i] = jax.tree.map(lambda a, m=m: a[m], stacked)
-        return theta
+        return _alike.init(layers, key, _shape("input_shape", input_shape))
+
+    plans: dict = {}  # how each input signature's pass runs (which layers scan)
 
     def with_state(x, theta, *, key=None, train=False):
         _check_theta("serial", theta, len(layers))
-        new_theta = []
-        for i, (layer, params, k) in enumerate(
-                zip(layers, theta, _keys(key, len(layers)), strict=True)):
-            x, params = call_child(i, layer, x, params, key=k, train=train)
-            new_theta.append(params)
-        return x, new_theta
+        return _alike.forward(layers, x, theta, _keys(key, len(layers)), train, plans)
 
     return _composition("serial", init_fn, with_state,
                         {"layers": [to_config(layer) for layer in layers]}, layers,

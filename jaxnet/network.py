@@ -195,6 +195,11 @@ def params_at(theta, path: tuple[int, ...]):
     return theta
 
 
+def is_recording() -> bool:
+    """Whether :func:`recording` listens (a composition then runs each child as itself)."""
+    return _TAPE.get() is not None
+
+
 def layer_outputs(network: Network, theta, x, *, key=None, train=False):
     """``(y, records)``: the forward pass and, in order (outer layers before inner ones),
     every layer inside it as ``(path, layer, output)``."""
