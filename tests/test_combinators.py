@@ -193,10 +193,11 @@ def _dropout_stack(depth):
 def test_serial_applies_alike_layers_as_one_scan(arch, train):
     """A run of alike layers (one program for the input each receives) is applied as one
     lax.scan over their stacked theta: the output, the updated state and the gradients are
-    each layer's own run in turn (to 1e-5 relative: float32 sums in another order through
-    twelve batch norms' backward pass; the rest agree to the bit here), theta keeps one
-    entry per layer, dropout draws each layer's own key, and the program's layers do not
-    multiply with the depth (what keeps XLA's compile time of deep networks flat)."""
+    each layer's own run in turn (to 1e-5 relative and 1e-6 of the largest entry absolute:
+    float32 sums in another order through twelve batch norms' backward pass; the rest agree
+    to the bit here), theta keeps one entry per layer, dropout draws each layer's own key,
+    and the program's layers do not multiply with the depth (what keeps XLA's compile time
+    of deep networks flat)."""
     def build(depth):
         if arch == "dropout":
             return _dropout_stack(depth)
@@ -220,7 +221,8 @@ def test_serial_applies_alike_layers_as_one_scan(arch, train):
     got_grads, want_grads = (got_grads, got), (want_grads, want)
     assert jax.tree.structure(got_grads) == jax.tree.structure(want_grads)
     for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        scale = max(1.0, float(np.max(np.abs(b))))  # gradients here reach ~500
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * scale)
 
     def program(depth):
         net = build(depth)
