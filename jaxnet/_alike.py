@@ -44,8 +44,8 @@ def init(layers, key, input_shape: Shape) -> list:
             theta[group[0]] = first.init(keys[group[0]], shape)
             continue
         stacked = jax.vmap(lambda k, f=first.init, s=shape: f(k, s))(keys[np.array(group)])
-        for m, i in enumerate(group):
-            theta[i] = jax.tree.map(lambda a, m=m: a[m], stacked)
+        for i, params in zip(group, _unstack(stacked, len(group)), strict=True):
+            theta[i] = params
     return theta
 
 
@@ -111,8 +111,13 @@ def forward(layers, x, theta, keys, train: bool, plans: dict):
                 new_theta.append(params)
             continue
         x, stacked = _scan(layers[start], x, theta[start:stop], keys[start:stop], train)
-        new_theta += [jax.tree.map(lambda a, m=m: a[m], stacked) for m in range(stop - start)]
+        new_theta += _unstack(stacked, stop - start)
     return x, new_theta
+
+
+def _unstack(stacked, n: int) -> list:
+    """The ``n`` per-layer thetas of a theta stacked along a leading layer axis."""
+    return [jax.tree.map(lambda a, m=m: a[m], stacked) for m in range(n)]
 
 
 def _scan(layer: Network, x, thetas, keys, train: bool):
