@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the trained model to this file (for jaxnet evaluate/predict, "
                         "jaxnet.load_model)")
     t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    t.add_argument("--precision", default="f32", choices=("f32", "bf16"),
+                   help="bf16: mixed precision, compute in bfloat16 with float32 parameters "
+                        "(the fast path on TPUs; default: f32)")
     t.add_argument("--no-compile-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache")
     t.add_argument("--checkpoint-dir", metavar="DIR", help="save the training state here")
@@ -227,10 +230,10 @@ def _train(args) -> int:
         compile_cache=False if args.no_compile_cache else None,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume,
-        data_parallel=args.data_parallel)
+        data_parallel=args.data_parallel, precision=args.precision)
     if history.stop_reason:
         print(history.stop_reason, file=sys.stderr)
-    test = train.evaluate(net, theta, ds.test.x, ds.test.y)
+    test = train.evaluate(net, theta, ds.test.x, ds.test.y, precision=args.precision)
     total_s = time.perf_counter() - _T_START
     if args.json:
         report = {

@@ -34,7 +34,7 @@ from jax import lax
 
 from jaxnet import _checks, activations
 from jaxnet import init as initializers
-from jaxnet._arrays import float_input
+from jaxnet._arrays import float_input, weights_input
 from jaxnet._layer_parts import check_images, name_or_none
 from jaxnet._typing import Network
 from jaxnet.network import register_layer
@@ -168,7 +168,7 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
         del key, train
         w = theta["w"]
         check_images("conv2d", x, w.shape[2])
-        x = float_input(x, w.dtype)
+        x = weights_input(x, w.dtype)
         reach = [(k - 1) * r + 1 for k, r in zip(window, rate, strict=True)]
         pads = tuple(_pads(size, k, s, padding)
                      for size, k, s in zip(x.shape[1:3], reach, stride, strict=True))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _checks, _inputs, layers, losses
+from jaxnet import _checks, _inputs, _precision, layers, losses
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
@@ -25,16 +25,20 @@ __all__ = ["evaluate", "predict"]
 
 def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
              metrics: Sequence | None = None, batch_size: int = 1024,
-             check_inputs: bool = True) -> dict[str, float]:
-    """Mean loss and metrics of theta on (x, y), e.g. ``{"loss": 0.35, "accuracy": 0.87}``."""
+             check_inputs: bool = True, precision: str = "f32") -> dict[str, float]:
+    """Mean loss and metrics of theta on (x, y), e.g. ``{"loss": 0.35, "accuracy": 0.87}``.
+
+    ``precision="bf16"`` runs the forward pass in bfloat16 as :func:`jaxnet.fit` trains with
+    it (the loss and metrics in float32)."""
     batch_size = _checks.positive_int("batch_size", batch_size)
+    precision = _precision.canonical(precision)
     loss_name = losses.canonical(loss) if isinstance(loss, str) else None
     metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
     x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
     layers.check_params(network, theta, tuple(x.shape[1:]))
     _inputs.check_labels(network, theta, tuple(x.shape[1:]), loss_name, y, "y")
     fn = _compiled_eval(network.apply, network.output_activation, losses.get(loss),
-                        tuple(metric_fns.items()), batch_size)
+                        tuple(metric_fns.items()), batch_size, precision)
     sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
     return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
 
@@ -95,10 +99,11 @@ def _is_one_example(network: Network, theta, x) -> bool:
 # --- helpers -----------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(apply, output_activation, loss_fn, metric_items, batch_size):
-    """One jitted evaluation per (network, loss, metrics, batch size); the newest 32 kept."""
+def _compiled_eval(apply, output_activation, loss_fn, metric_items, batch_size, precision):
+    """One jitted evaluation per (network, loss, metrics, batch size, precision); the newest
+    32 kept."""
     L = losses.make_objective(Network(None, apply, "", {}, output_activation=output_activation),
-                              loss_fn)
+                              loss_fn, precision=precision)
     metric_fns = dict(metric_items)
     return jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,
                                                            batch_size),

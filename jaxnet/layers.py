@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from jaxnet import _checks, activations
 from jaxnet import init as initializers
-from jaxnet._arrays import float_input
+from jaxnet._arrays import float_input, weights_input
 from jaxnet._layer_parts import name_or_none as _name_or_none
 from jaxnet._layer_parts import no_params as _no_params
 from jaxnet._layer_parts import require_key
@@ -101,7 +101,7 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
                     if math.prod(x.shape) == w.shape[0] else "")
             raise ValueError(f"dense: expected input of shape (batch, {w.shape[0]}), "
                              f"got {tuple(x.shape)}{hint}")
-        return act(float_input(x, w.dtype) @ w + theta["b"])
+        return act(weights_input(x, w.dtype) @ w + theta["b"])
 
     config = {"units": units, "activation": _name_or_none(activation),
               "init": _name_or_none(init), "bias_init": _name_or_none(bias_init)}

@@ -175,8 +175,8 @@ def _same_run(saved: dict, current: dict, path) -> None:
     """Refuse to resume a checkpoint written by a run with different settings."""
     from jaxnet.checkpoint import CheckpointError
 
-    diff = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in current.items()
-            if saved.get(k) != v]
+    diff = [f"{k}={saved.get(k)!r} there, {current.get(k)!r} here"
+            for k in dict.fromkeys([*current, *saved]) if saved.get(k) != current.get(k)]
     if diff:
         raise CheckpointError(f"{path}: written by a different run ({'; '.join(diff)}); "
                               f"use another checkpoint_dir or the same settings")

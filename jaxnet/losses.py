@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnet import _checks, _state
+from jaxnet import _checks, _precision, _state
 from jaxnet._typing import Network
 
 
@@ -117,7 +117,8 @@ def logits_of_probabilities(probabilities, loss: Callable):
     return jnp.log(p) - jnp.log1p(-p)
 
 
-def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0):
+def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0,
+              precision: str = "f32"):
     """Build L(theta, batch) = weighted mean of ``loss(f(x, theta), y)`` (+ l2 * penalty).
 
     Args:
@@ -125,6 +126,9 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
         loss: a per-example loss or its name.
         l2: weight of :func:`l2_penalty` (over the trainable part of theta: a layer's
             :class:`~jaxnet.State` is never penalised).
+        precision: ``"f32"``, or ``"bf16"`` for mixed precision: the forward and backward
+            pass in bfloat16, theta, the loss and the gradient in float32
+            (:mod:`jaxnet._precision`).
 
     Returns:
         ``L(theta, batch, *, key=None, train=False) -> (scalar, outputs)`` where ``batch`` is
@@ -142,7 +146,7 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
         >>> grads[0]["w"].shape
         (2, 3)
     """
-    objective = make_objective(network, loss, l2=l2)
+    objective = make_objective(network, loss, l2=l2, precision=precision)
 
     def L(theta, batch, *, key=None, train=False):
         value, outputs, _ = objective(theta, batch, key=key, train=train)
@@ -151,12 +155,15 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
     return L
 
 
-def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0):
+def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0,
+                   precision: str = "f32"):
     """:func:`make_loss` that also returns theta as the forward pass left it:
     ``objective(theta, batch, *, key=None, train=False) -> (scalar, outputs, theta')``, with
     a stateful layer's updated state in ``theta'`` when ``train`` (see ``Network.run``). This is
-    what the compiled epoch differentiates (with respect to the trainable part of theta)."""
+    what the compiled epoch differentiates (with respect to the trainable part of theta).
+    Under ``precision="bf16"`` the outputs are float32 and ``theta'`` has theta's dtypes."""
     per_example = get(loss)
+    precision = _precision.canonical(precision)
     # Outputs that are probabilities (a softmax or sigmoid last layer) meet a cross-entropy as
     # the logits they stand for; the outputs returned (what the metrics see) stay as they are.
     takes_probabilities = (network.output_activation is not None
@@ -164,7 +171,11 @@ def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float 
 
     def objective(theta, batch, *, key=None, train=False):
         x, y, *rest = batch
-        outputs, new_theta = network.run(x, theta, key=key, train=train)
+        outputs, new_theta = network.run(x, _precision.cast_for_compute(theta, precision),
+                                         key=key, train=train)
+        if precision != "f32":  # float32 outputs for the loss, theta' in theta's dtypes
+            outputs = _precision.output(outputs, precision)
+            new_theta = _precision.like(new_theta, theta)
         values = per_example(logits_of_probabilities(outputs, per_example)
                              if takes_probabilities else outputs, y)
         if rest:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnet import _checks
-from jaxnet._arrays import float_input
+from jaxnet._arrays import float_output_dtype
 from jaxnet._typing import Network, State
 from jaxnet.network import register_layer
 
@@ -92,7 +92,7 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
         del key
         stats = theta["stats"]
         _check_features("batch_norm", x, stats["mean"].shape[0])
-        x = float_input(x)
+        out_dtype, x = float_output_dtype(x), x.astype(jnp.float32)  # statistics in float32
         if train:
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x, axes)
@@ -103,7 +103,8 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
                 "var": momentum * stats["var"] + (1 - momentum) * keep(var)})}
         else:
             mean, var = stats["mean"], stats["var"]
-        return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta), theta
+        y = _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
+        return y.astype(out_dtype), theta
 
     def apply_fn(x, theta, *, key=None, train=False):
         return with_state(x, theta, train=train)[0]
@@ -133,10 +134,10 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
         elif x.ndim < 2:
             raise ValueError(f"layer_norm: expected input of shape (batch, ..., features), "
                              f"got {tuple(x.shape)}")
-        x = float_input(x)
+        out_dtype, x = float_output_dtype(x), x.astype(jnp.float32)  # statistics in float32
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
-        return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
+        return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta).astype(out_dtype)
 
     config = {"epsilon": epsilon, "center": bool(center), "scale": bool(scale)}
     return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True)
