@@ -102,19 +102,35 @@ def reporter(network: Network, x, y, loss="softmax_cross_entropy", *, train: boo
     stacked along a leading axis (:func:`stack`, or a slice of a sweep's member axis) and
     returns one report per theta. The program is traced and compiled once per number of
     thetas, so calling ``run`` after every epoch costs only the computation (how
-    ``jaxnet.sweep`` and the study follow the diagnostics during training)."""
+    ``jaxnet.sweep`` and the study follow the diagnostics during training);
+    ``run.prepare(stacked_like)`` compiles it ahead of the first call."""
     program = jax.jit(jax.vmap(lambda t, x, y: (grad_norms(network, t, x, y, loss, train=train),
                                                 activation_stats(network, t, x, train=train)),
                                in_axes=(0, None, None)))
     x, y = jnp.asarray(x), jnp.asarray(y)  # arguments, not constants baked into the program
     device = x.devices().pop()
+    compiled = {}
+
+    def shapes(stacked):
+        return jax.tree.structure(stacked), tuple((tuple(v.shape), str(v.dtype))
+                                                  for v in jax.tree.leaves(stacked))
+
+    def prepare(stacked_like) -> None:
+        """Compile the program for thetas shaped like ``stacked_like`` (arrays or
+        ``jax.ShapeDtypeStruct``) before the first ``run``: e.g. on the host while the
+        device trains, as :mod:`jaxnet.sweep` does during the first epoch."""
+        key = shapes(stacked_like)
+        if key not in compiled:
+            compiled[key] = program.lower(stacked_like, x, y).compile()
 
     def run(stacked) -> list:
         # one placement whatever the thetas' (e.g. sharded over devices): one compilation
-        norms, stats = jax.device_get(program(jax.device_put(stacked, device), x, y))
+        stacked = jax.device_put(stacked, device)
+        norms, stats = jax.device_get(compiled.get(shapes(stacked), program)(stacked, x, y))
         clean = lambda vals: [None if math.isnan(v) else float(v) for v in vals]  # noqa: E731
         return [{"grad_norms": [float(v) for v in norms[i]],
                  "activations": {k: clean(v[i]) for k, v in stats.items()}}
                 for i in range(len(norms))]
 
+    run.prepare = prepare
     return run

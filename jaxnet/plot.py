@@ -5,8 +5,10 @@ Every function writes a PNG and returns its path; axes are labelled and series h
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
+import threading
 from pathlib import Path
 
 
@@ -19,6 +21,22 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def preload() -> threading.Thread:
+    """Import matplotlib in a background thread (about a second here), so that a caller who
+    will plot after training pays for it while training runs: the training thread waits on
+    the device most of the time, with the interpreter lock released. Join it before plotting
+    (the plotting functions import matplotlib themselves either way); a missing matplotlib
+    is reported when plotting, not here."""
+
+    def load():
+        with contextlib.suppress(ImportError):
+            _pyplot()
+
+    thread = threading.Thread(target=load, name="jaxnet-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _whole_number_ticks(*axes) -> None:

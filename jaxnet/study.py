@@ -108,6 +108,10 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
     cells = grid(depths, width, activations, seeds, init, learning_rate, archs,
                  num_classes=ds.num_classes)
     members = [member for _, member in cells]
+    if plots:  # matplotlib's import overlaps training instead of following it
+        from jaxnet import plot
+
+        plotting = plot.preload()
     t0 = time.perf_counter()
     if sequential:
         results = _sequential(members, ds.train.x, ds.train.y, ds.test.x, ds.test.y,
@@ -144,8 +148,7 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
     _io.atomic_write(out / "results.json", json.dumps(report, indent=1).encode())
     _io.atomic_write(out / "results.md", markdown(report).encode())
     if plots:
-        from jaxnet import plot
-
+        plotting.join()
         plot.study_plots(report, out)
     return report
 
