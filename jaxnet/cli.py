@@ -223,6 +223,9 @@ def _train(args) -> int:
     net = _network(args, ds)
     if args.summary:
         layers.summary(net, ds.input_shape)
+    from jaxnet import inference
+
+    test_program = inference.PrepareEvaluate(net, ds.test.x, ds.test.y, precision=args.precision)
     theta, history = train.fit(
         net, ds.train.x, ds.train.y, optimizer=args.optimizer, learning_rate=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
@@ -230,9 +233,10 @@ def _train(args) -> int:
         compile_cache=False if args.no_compile_cache else None,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume,
-        data_parallel=args.data_parallel, precision=args.precision)
+        data_parallel=args.data_parallel, precision=args.precision, callbacks=[test_program])
     if history.stop_reason:
         print(history.stop_reason, file=sys.stderr)
+    test_program.join()
     test = train.evaluate(net, theta, ds.test.x, ds.test.y, precision=args.precision)
     total_s = time.perf_counter() - _T_START
     if args.json:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnet import _state, losses
+from jaxnet._ahead import CompileAhead
 from jaxnet._typing import Network
 from jaxnet.network import layer_outputs, params_at
 
@@ -109,24 +110,17 @@ def reporter(network: Network, x, y, loss="softmax_cross_entropy", *, train: boo
                                in_axes=(0, None, None)))
     x, y = jnp.asarray(x), jnp.asarray(y)  # arguments, not constants baked into the program
     device = x.devices().pop()
-    compiled = {}
-
-    def shapes(stacked):
-        return jax.tree.structure(stacked), tuple((tuple(v.shape), str(v.dtype))
-                                                  for v in jax.tree.leaves(stacked))
+    program = CompileAhead(program)
 
     def prepare(stacked_like) -> None:
         """Compile the program for thetas shaped like ``stacked_like`` (arrays or
         ``jax.ShapeDtypeStruct``) before the first ``run``: e.g. on the host while the
         device trains, as :mod:`jaxnet.sweep` does during the first epoch."""
-        key = shapes(stacked_like)
-        if key not in compiled:
-            compiled[key] = program.lower(stacked_like, x, y).compile()
+        program.prepare(stacked_like, x, y)
 
     def run(stacked) -> list:
         # one placement whatever the thetas' (e.g. sharded over devices): one compilation
-        stacked = jax.device_put(stacked, device)
-        norms, stats = jax.device_get(compiled.get(shapes(stacked), program)(stacked, x, y))
+        norms, stats = jax.device_get(program(jax.device_put(stacked, device), x, y))
         clean = lambda vals: [None if math.isnan(v) else float(v) for v in vals]  # noqa: E731
         return [{"grad_norms": [float(v) for v in norms[i]],
                  "activations": {k: clean(v[i]) for k, v in stats.items()}}

@@ -8,7 +8,9 @@ the data in batches with a ``lax.scan``, and check theta against the examples' s
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from collections.abc import Sequence
 
 import jax
@@ -17,10 +19,11 @@ import jax.numpy as jnp
 from jaxnet import _checks, _inputs, _precision, layers, losses
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
+from jaxnet._ahead import CompileAhead
 from jaxnet._typing import Network
 from jaxnet.compiling import program_compiler_options
 
-__all__ = ["evaluate", "predict"]
+__all__ = ["evaluate", "predict", "prepare_evaluate", "PrepareEvaluate"]
 
 
 def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
@@ -30,17 +33,72 @@ def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
 
     ``precision="bf16"`` runs the forward pass in bfloat16 as :func:`jaxnet.fit` trains with
     it (the loss and metrics in float32)."""
+    loss_name, fn = _evaluation(network, loss, metrics, batch_size, precision)
+    x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
+    layers.check_params(network, theta, tuple(x.shape[1:]))
+    _inputs.check_labels(network, theta, tuple(x.shape[1:]), loss_name, y, "y")
+    sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
+    return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
+
+
+def prepare_evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
+                     metrics: Sequence | None = None, batch_size: int = 1024,
+                     precision: str = "f32") -> None:
+    """Compile :func:`evaluate`'s program for these arguments now, so that ``evaluate`` with
+    the same ones (and theta of the same shapes) starts at once: e.g. in a thread while
+    training runs, as ``jaxnet train`` does for its test evaluation. ``theta`` may be
+    ``jax.ShapeDtypeStruct`` leaves; nothing is checked or computed."""
+    _, fn = _evaluation(network, loss, metrics, batch_size, precision)
+    fn.prepare(theta, jnp.asarray(x), jnp.asarray(y))
+
+
+class PrepareEvaluate:
+    """A :func:`jaxnet.fit` callback that compiles ``evaluate(network, theta, x, y, **kw)``'s
+    program in a thread once training begins, so that it overlaps the epochs (the training
+    thread mostly waits on the device, with the interpreter lock released) instead of
+    following them; ``join()`` before evaluating. How ``jaxnet train`` prepares its test
+    evaluation. A failure here is left for ``evaluate`` to report.
+
+    Example:
+        >>> import numpy as np, jaxnet as jn
+        >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 3
+        >>> net = jn.mlp([3])
+        >>> ahead = PrepareEvaluate(net, x, y)
+        >>> theta, _ = jn.fit(net, x, y, epochs=1, verbose=0, callbacks=[ahead])
+        >>> ahead.join(); sorted(evaluate(net, theta, x, y))
+        ['accuracy', 'loss']
+    """
+
+    theta = None
+
+    def __init__(self, network: Network, x, y, **kwargs):
+        self.network, self.x, self.y, self.kwargs, self.thread = network, x, y, kwargs, None
+
+    def on_train_begin(self, logs=None):
+        shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), self.theta)
+
+        def compile_ahead():
+            with contextlib.suppress(Exception):  # evaluate reports it, compiling itself
+                prepare_evaluate(self.network, shapes, self.x, self.y, **self.kwargs)
+
+        self.thread = threading.Thread(target=compile_ahead, name="jaxnet-prepare-evaluate",
+                                       daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _evaluation(network, loss, metrics, batch_size, precision):
+    """``(loss_name, program)``: evaluate's arguments checked and its (cached) program."""
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
     loss_name = losses.canonical(loss) if isinstance(loss, str) else None
     metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
-    x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
-    layers.check_params(network, theta, tuple(x.shape[1:]))
-    _inputs.check_labels(network, theta, tuple(x.shape[1:]), loss_name, y, "y")
-    fn = _compiled_eval(network.apply, network.output_activation, losses.get(loss),
-                        tuple(metric_fns.items()), batch_size, precision)
-    sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
-    return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
+    return loss_name, _compiled_eval(network.apply, network.output_activation,
+                                     losses.get(loss), tuple(metric_fns.items()), batch_size,
+                                     precision)
 
 
 def predict(network: Network, theta, x, *, batch_size: int = 1024,
@@ -105,9 +163,10 @@ def _compiled_eval(apply, output_activation, loss_fn, metric_items, batch_size, 
     L = losses.make_objective(Network(None, apply, "", {}, output_activation=output_activation),
                               loss_fn, precision=precision)
     metric_fns = dict(metric_items)
-    return jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,
-                                                           batch_size),
-                   compiler_options=program_compiler_options())
+    program = jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,
+                                                              batch_size),
+                      compiler_options=program_compiler_options())
+    return CompileAhead(program)
 
 
 def _batched_apply(apply, batch_size, theta, x):

@@ -358,3 +358,31 @@ def test_unscaled_uint8_inputs_get_a_warning_and_scaled_ones_none():
                verbose=0)
         jn.fit(jn.mlp([8, 10], flatten_input=True), (x > 127).astype(np.uint8), y, epochs=1,
                verbose=0)  # 0/1 inputs need no scaling
+
+
+def test_compile_ahead_runs_the_prepared_executable_for_its_shapes_only():
+    from jaxnet._ahead import CompileAhead
+
+    calls = []
+    fn = CompileAhead(jax.jit(lambda a: (calls.append(a.shape), a * 2)[1]))
+    fn.prepare(jax.ShapeDtypeStruct((3,), np.float32))
+    assert calls == [(3,)] and len(fn.executables) == 1  # traced once, by prepare
+    np.testing.assert_array_equal(fn(np.ones(3, np.float32)), 2 * np.ones(3))
+    assert calls == [(3,)]  # the prepared executable ran: no second trace
+    np.testing.assert_array_equal(fn(np.ones(2, np.float32)), 2 * np.ones(2))  # other shapes
+    assert calls == [(3,), (2,)]
+
+
+def test_prepare_evaluate_while_training_gives_evaluates_result():
+    """jaxnet.inference.PrepareEvaluate compiles the evaluation in a thread during fit; the
+    evaluation after it equals one compiled on the spot (a network of its own, so nothing is
+    shared with an earlier program)."""
+    from jaxnet.inference import PrepareEvaluate
+
+    net = jn.mlp([16, 3], "tanh")
+    ahead = PrepareEvaluate(net, X, Y, batch_size=128)
+    theta, _ = jn.fit(net, X, Y, epochs=2, verbose=0, callbacks=[ahead])
+    ahead.join()
+    prepared = jn.evaluate(net, theta, X, Y, batch_size=128)
+    other = jn.mlp([16, 3], "tanh")
+    assert prepared == jn.evaluate(other, theta, X, Y, batch_size=128)
