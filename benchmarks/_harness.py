@@ -47,7 +47,8 @@ def summarise(runs: list[dict]) -> dict:
     steady = [t for r in runs for t in r["epoch_times"][1:]]
     pick = lambda key: [r[key] for r in runs]  # noqa: E731
     stats = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
-    return {"compile_s": stats(pick("compile_s")), "epoch_s": stats(steady),
+    compile_s = pick("compile_s")
+    return {"compile_s": None if None in compile_s else stats(compile_s), "epoch_s": stats(steady),
             "e2e_s": stats(pick("e2e_s")), "rss_mb": stats(pick("rss_mb")),
             "test_accuracy": stats(pick("test_accuracy"))}
 

@@ -16,7 +16,9 @@ def weights_input(x, dtype):
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def float_output_dtype(x):
-    """The dtype a layer that computes in float32 (a normalization) hands back: the input's
-    own floating dtype (bfloat16 stays bfloat16), float32 for integer inputs."""
-    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(jnp.float32)
+def statistics_input(x):
+    """``(dtype to hand back, x to compute with)`` for a layer that computes statistics (a
+    normalization): it computes in at least float32 (bfloat16 inputs are widened, float64
+    ones kept) and hands back the input's own floating dtype (float32 for integers)."""
+    out = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(jnp.float32)
+    return out, x.astype(jnp.promote_types(out, jnp.float32))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnet import _checks
-from jaxnet._arrays import float_output_dtype
+from jaxnet._arrays import statistics_input
 from jaxnet._typing import Network, State
 from jaxnet.network import register_layer
 
@@ -92,7 +92,7 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
         del key
         stats = theta["stats"]
         _check_features("batch_norm", x, stats["mean"].shape[0])
-        out_dtype, x = float_output_dtype(x), x.astype(jnp.float32)  # statistics in float32
+        out_dtype, x = statistics_input(x)  # in at least float32
         if train:
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x, axes)
@@ -134,7 +134,7 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
         elif x.ndim < 2:
             raise ValueError(f"layer_norm: expected input of shape (batch, ..., features), "
                              f"got {tuple(x.shape)}")
-        out_dtype, x = float_output_dtype(x), x.astype(jnp.float32)  # statistics in float32
+        out_dtype, x = statistics_input(x)  # in at least float32
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
         return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta).astype(out_dtype)
