@@ -1,21 +1,28 @@
-"""Training throughput of the seed's MLP: jaxnet against flax.linen + optax, in one run.
+"""Training throughput of the tutorial's MLP: jaxnet against every peer, in one run.
 
-    python benchmarks/throughput.py --repeats 3 --out benchmarks/results/throughput
+    pip install -e ".[bench]"     # the peers: torch==2.13.0 (CPU) and Keras 3
+    python benchmarks/throughput.py --repeats 3 --scaling --out benchmarks/results/throughput
 
-Every measurement runs in a fresh process (so end-to-end wall and peak RSS are per process),
-and the frameworks alternate within each repeat. The workload is the seed's network
-(784-64-64-10 ReLU, Adam 1e-3, batch 128) on Fashion-MNIST: 48,000 training / 12,000 validation
-examples, 10 epochs, then test accuracy on 10,000.
+The rows (each in a fresh process, alternating in each repeat; the work of each is in
+``_mlp_workers.py``): jaxnet (`jaxnet.fit`), jaxnet with ``precision="bf16"``, the same epoch
+hand-written in JAX (``lax.scan`` with unroll 1 and 4: the ceiling), flax.linen + optax as
+the Flax tutorial writes it, Keras 3 on the JAX backend running the tutorial's code, PyTorch
+eager and PyTorch with ``torch.compile``. The workload: 784-64-64-10 ReLU, Adam 1e-3, batch
+128, Fashion-MNIST's 48,000 training / 12,000 validation examples, 10 epochs, then test
+accuracy on 10,000.
 
-Reported per framework, min and median over repeats:
-- compile_s: jaxnet's ahead-of-time compile of the epoch program; for flax, the first epoch's
-  wall minus a steady-state epoch (its jit compiles inside the first step);
-- epoch_s: steady-state epoch time (epochs 2..N pooled over repeats);
-- e2e_s: process start to test accuracy (`jaxnet train` for jaxnet, the script for flax);
+Reported per row, min and median over repeats:
+- compile_s: an ahead-of-time compile where the row has one (jaxnet, the hand-written scan);
+  for the others, the first epoch's wall minus a steady-state epoch (none for eager PyTorch,
+  which compiles nothing);
+- epoch_s: steady-state epoch, training plus validation (epochs 2..N pooled over repeats);
+- e2e_s: the worker process's wall, start to test accuracy; for jaxnet, the ``jaxnet train``
+  command with a warm compile cache (a returning user's case), whose seconds outside compile
+  and epochs are reported too (``outside_s``);
 - rss_mb: peak resident memory of that process; test_accuracy.
-
-`--scaling` adds steady-state examples/s across batch size, width and depth.
-Writes ``OUT.json`` and ``OUT.md``.
+A peer that does not run here (no torch, or torch.compile without a compiler) is reported as
+such. ``--scaling`` adds steady-state examples/s of jaxnet and flax across batch size, width
+and depth. Writes ``OUT.json`` and ``OUT.md``.
 """
 
 from __future__ import annotations
@@ -24,132 +31,45 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 from _harness import REPO, machine, rss_wrapper, run_process, summarise, write_report
+from _mlp_workers import N_TRAIN, WORKERS
+from startup import jaxnet_train
 
-N_TRAIN, N_VAL = 48_000, 12_000
-
-
-# --- workers (each runs in its own process) ---------------------------------------------------
-
-
-def _load():
-    from jaxnet import data
-
-    ds = data.load("fashion_mnist")
-    return ds
+#: row -> (worker, extra worker arguments)
+ROWS = {"jaxnet": ("jaxnet", []), "jaxnet bf16": ("jaxnet", ["--precision", "bf16"]),
+        "JAX scan, unroll 1": ("jax_scan", ["--unroll", "1"]),
+        "JAX scan, unroll 4": ("jax_scan", ["--unroll", "4"]),
+        "flax": ("flax", []), "keras": ("keras", []), "torch": ("torch", []),
+        "torch.compile": ("torch_compile", [])}
+SCANS = ("JAX scan, unroll 1", "JAX scan, unroll 4")
 
 
-def worker_flax(args) -> dict:
-    """The Flax tutorial's way: float32 batches from the host, a jitted step, a Python loop."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-    from flax import linen as nn
-    from flax.training import train_state
-
-    ds = _load()
-    x = np.asarray(ds.train.x, np.float32).reshape(len(ds.train), -1) / 255.0
-    y = np.asarray(ds.train.y)
-    x_tr, y_tr, x_val, y_val = x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:]
-    x_test = np.asarray(ds.test.x, np.float32).reshape(len(ds.test), -1) / 255.0
-    y_test = np.asarray(ds.test.y)
-
-    class MLP(nn.Module):
-        hidden: tuple
-
-        @nn.compact
-        def __call__(self, x):
-            for h in self.hidden:
-                x = nn.relu(nn.Dense(h)(x))
-            return nn.Dense(10)(x)
-
-    model = MLP(tuple(args.hidden))
-    params = model.init(jax.random.key(args.seed), jnp.ones((1, x.shape[1])))["params"]
-    state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                          tx=optax.adam(1e-3))
-
-    @jax.jit
-    def train_step(state, xb, yb):
-        def loss_fn(params):
-            logits = state.apply_fn({"params": params}, xb)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        acc = jnp.mean(jnp.argmax(logits, -1) == yb)
-        return state.apply_gradients(grads=grads), loss, acc
-
-    @jax.jit
-    def eval_step(params, xb, yb):
-        logits = model.apply({"params": params}, xb)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-        return loss.sum(), (jnp.argmax(logits, -1) == yb).sum()
-
-    def evaluate(params, xs, ys, bs=1000):
-        tot_l = tot_c = 0.0
-        for i in range(0, len(ys), bs):
-            loss, correct = eval_step(params, xs[i:i + bs], ys[i:i + bs])
-            tot_l, tot_c = tot_l + loss, tot_c + correct
-        return float(tot_l) / len(ys), float(tot_c) / len(ys)
-
-    bs = args.batch_size
-    rng = np.random.default_rng(args.seed)
-    epoch_times = []
-    for _ in range(args.epochs):
-        t = time.perf_counter()
-        perm = rng.permutation(len(y_tr))
-        for i in range(len(y_tr) // bs):
-            idx = perm[i * bs:(i + 1) * bs]
-            state, loss, acc = train_step(state, x_tr[idx], y_tr[idx])
-        evaluate(state.params, x_val, y_val)
-        jax.block_until_ready(state.params)
-        epoch_times.append(time.perf_counter() - t)
-    _, test_acc = evaluate(state.params, x_test, y_test)
-    compile_s = epoch_times[0] - statistics.median(epoch_times[1:])
-    return {"epoch_times": epoch_times, "compile_s": compile_s, "test_accuracy": test_acc}
+def _worker_cmd(worker: str, args, extra=(), **overrides) -> list[str]:
+    opts = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "hidden": args.hidden} | overrides
+    return [sys.executable, __file__, "--worker", worker, "--epochs", str(opts["epochs"]),
+            "--batch-size", str(opts["batch_size"]), "--seed", str(opts["seed"]),
+            "--hidden", *map(str, opts["hidden"]), *extra]
 
 
-def worker_jaxnet(args) -> dict:
-    import jaxnet as jn
-
-    ds = _load()
-    net = jn.mlp([*args.hidden, 10], flatten_input=True, input_scale=1 / 255)
-    x, y = ds.train.x[:N_TRAIN + N_VAL], ds.train.y[:N_TRAIN + N_VAL]
-    theta, history = jn.fit(net, x, y, epochs=args.epochs, batch_size=args.batch_size,
-                            validation_split=N_VAL / (N_TRAIN + N_VAL), seed=args.seed,
-                            verbose=0)
-    test = jn.evaluate(net, theta, ds.test.x, ds.test.y)
-    return {"epoch_times": history.epoch_times, "compile_s": history.compile_time,
-            "test_accuracy": test["accuracy"]}
-
-
-WORKERS = {"flax": worker_flax, "jaxnet": worker_jaxnet}
-
-
-# --- the driver --------------------------------------------------------------------------------
-
-
-def measure(framework: str, args) -> dict:
-    common = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-              "--seed", str(args.seed), "--hidden", *map(str, args.hidden)]
-    worker = [sys.executable, __file__, "--worker", framework, *common]
-    wall, rss, out = run_process(rss_wrapper(worker))
+def measure(row: str, args) -> dict:
+    worker, extra = ROWS[row]
+    try:
+        wall, rss, out = run_process(rss_wrapper(_worker_cmd(worker, args, extra)))
+    except RuntimeError as err:  # a peer that cannot run here: say why, go on
+        return {"error": str(err).strip().splitlines()[-1][:300]}
     result = json.loads(out.strip().splitlines()[-1])
     result.update(e2e_s=wall, rss_mb=rss)
-    if framework == "jaxnet":  # the product's own end-to-end path: the CLI, warm cache
-        cli = [sys.executable, "-m", "jaxnet.cli", "train", "--dataset", "fashion_mnist",
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-               "--seed", str(args.seed), "--verbose", "0", "--hidden", *map(str, args.hidden)]
-        wall, rss, out = run_process(rss_wrapper(cli))
-        result.update(e2e_s=wall, rss_mb=rss,
-                      cli_test_accuracy=float(out.strip().splitlines()[-1].split()[1]))
+    if worker == "jaxnet":  # the product's own end-to-end path: the CLI, warm cache
+        cli = jaxnet_train(args.epochs, args.batch_size, args.seed, args.hidden, extra)
+        result.update(e2e_s=cli["e2e_s"], rss_mb=cli["rss_mb"], outside_s=cli["outside_s"],
+                      cli_test_accuracy=cli["test_accuracy"])
     return result
 
 
 def scaling(args) -> list[dict]:
-    """Steady-state examples/s for both frameworks across batch size, width and depth."""
+    """Steady-state examples/s of jaxnet and flax across batch size, width and depth."""
     grid = ([("batch", b, b, [64, 64]) for b in (32, 128, 512, 1024)]
             + [("width", w, 128, [w, w]) for w in (64, 256, 1024)]
             + [("depth", d, 128, [64] * d) for d in (1, 2, 4, 8)])
@@ -157,16 +77,23 @@ def scaling(args) -> list[dict]:
     for axis, value, bs, hidden in grid:
         row = {"axis": axis, "value": value}
         for fw in ("jaxnet", "flax"):
-            cmd = [sys.executable, __file__, "--worker", fw, "--epochs", "3", "--batch-size",
-                   str(bs), "--hidden", *map(str, hidden)]
-            _, _, out = run_process(rss_wrapper(cmd))
-            res = json.loads(out.strip().splitlines()[-1])
-            row[fw] = N_TRAIN / statistics.median(res["epoch_times"][1:])
+            samples = []
+            for _ in range(args.scaling_repeats):
+                cmd = _worker_cmd(fw, args, epochs=3, batch_size=bs, hidden=hidden)
+                _, _, out = run_process(rss_wrapper(cmd))
+                samples += json.loads(out.strip().splitlines()[-1])["epoch_times"][1:]
+            row[fw] = N_TRAIN / statistics.median(samples)
         row["ratio"] = row["jaxnet"] / row["flax"]
         rows.append(row)
         print(f"  {axis}={value}: jaxnet {row['jaxnet']:,.0f}/s  flax {row['flax']:,.0f}/s  "
               f"x{row['ratio']:.2f}", flush=True)
     return rows
+
+
+def _cell(stats, fmt="{:.2f}", scale=1.0) -> str:
+    if stats is None:
+        return "-"
+    return f"{fmt.format(stats['min'] * scale)} / {fmt.format(stats['median'] * scale)}"
 
 
 def markdown(report: dict) -> str:
@@ -176,28 +103,68 @@ def markdown(report: dict) -> str:
              "epochs each; min / median.", "",
              "| | compile (s) | steady epoch (ms) | end-to-end (s) | peak RSS (MB) | test acc |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for fw in ("jaxnet", "flax"):
-        r = s[fw]
-        lines.append(
-            f"| {fw} | {r['compile_s']['min']:.2f} / {r['compile_s']['median']:.2f} "
-            f"| {r['epoch_s']['min'] * 1e3:.0f} / {r['epoch_s']['median'] * 1e3:.0f} "
-            f"| {r['e2e_s']['min']:.2f} / {r['e2e_s']['median']:.2f} "
-            f"| {r['rss_mb']['min']:.0f} / {r['rss_mb']['median']:.0f} "
-            f"| {r['test_accuracy']['median']:.4f} |")
+    for row, r in s.items():
+        if "error" in r:
+            lines.append(f"| {row} | did not run here: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {row} | {_cell(r['compile_s'])} | {_cell(r['epoch_s'], '{:.0f}', 1e3)} "
+                     f"| {_cell(r['e2e_s'])} | {_cell(r['rss_mb'], '{:.0f}')} "
+                     f"| {r['test_accuracy']['median']:.4f} |")
     ratios = report["ratios"]
-    lines += ["", "| jaxnet vs flax (medians) | value | goal |", "| --- | --- | --- |",
-              f"| steady-state epoch speed-up | {ratios['epoch_speedup']:.2f}x | >= 1.5x |",
-              f"| end-to-end wall (jaxnet train / flax script) | {ratios['e2e']:.2f} | <= 0.5 |",
-              f"| peak RSS (jaxnet / flax) | {ratios['rss']:.2f} | <= 0.6 |",
-              f"| test accuracy difference | {ratios['accuracy_diff']:+.4f} | within 0.01 |"]
+    goals = {"vs_flax": ">= 1.5x", "vs_scan": "<= 1.03", "vs_torch": ">= 2x",
+             "vs_torch_compile": "", "vs_keras": "", "bf16_cost": "", "e2e_vs_flax": "",
+             "accuracy_diff_flax": "within 0.01", "bf16_accuracy_diff": "within 0.01"}
+    names = {"vs_flax": "steady-state epoch speed-up over flax",
+             "vs_scan": "epoch time / the best hand-written JAX scan",
+             "vs_torch": "speed-up over PyTorch eager",
+             "vs_torch_compile": "speed-up over torch.compile",
+             "vs_keras": "speed-up over Keras 3 (JAX backend)",
+             "bf16_cost": "bf16 epoch time / f32 epoch time (this CPU)",
+             "e2e_vs_flax": "end-to-end wall, `jaxnet train` / flax script",
+             "accuracy_diff_flax": "test accuracy minus flax's",
+             "bf16_accuracy_diff": "test accuracy, bf16 minus f32"}
+    lines += ["", "| jaxnet (medians) | value | goal |", "| --- | --- | --- |"]
+    for key, name in names.items():
+        if ratios.get(key) is not None:
+            v = ratios[key]
+            text = f"{v:+.4f}" if "accuracy" in key else f"{v:.2f}"
+            lines.append(f"| {name} | {text} | {goals[key]} |")
+    outside = s["jaxnet"]["outside_s"]
+    lines += ["", f"`jaxnet train` spends {_cell(outside)} s outside compiling and running its "
+              "epochs (min / median; goal <= 1.3 s)."]
     if report.get("scaling"):
-        lines += ["", "Steady-state training examples/s (48,000 examples, epochs 2-3):", "",
+        lines += ["", "Steady-state training examples/s (48,000 examples, epochs 2-3, "
+                  f"{report['scaling_repeats']} processes each, median):", "",
                   "| axis | value | jaxnet | flax | jaxnet / flax |",
                   "| --- | --- | --- | --- | --- |"]
         for r in report["scaling"]:
             lines.append(f"| {r['axis']} | {r['value']} | {r['jaxnet']:,.0f} | {r['flax']:,.0f} "
                          f"| {r['ratio']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _summary(runs: list[dict]) -> dict:
+    if any("error" in r for r in runs):
+        return {"error": next(r["error"] for r in runs if "error" in r)}
+    summary = summarise(runs)
+    if "outside_s" in runs[0]:
+        summary["outside_s"] = {"min": min(r["outside_s"] for r in runs),
+                                "median": statistics.median(r["outside_s"] for r in runs)}
+    return summary
+
+
+def ratios(summary: dict) -> dict:
+    epoch = {row: s["epoch_s"]["median"] for row, s in summary.items() if "error" not in s}
+    acc = {row: s["test_accuracy"]["median"] for row, s in summary.items() if "error" not in s}
+    j = epoch["jaxnet"]
+    faster = lambda row: epoch[row] / j if row in epoch else None  # noqa: E731
+    return {"vs_flax": faster("flax"), "vs_scan": j / min(epoch[r] for r in SCANS),
+            "vs_torch": faster("torch"), "vs_torch_compile": faster("torch.compile"),
+            "vs_keras": faster("keras"), "bf16_cost": epoch["jaxnet bf16"] / j,
+            "e2e_vs_flax": summary["jaxnet"]["e2e_s"]["median"]
+            / summary["flax"]["e2e_s"]["median"],
+            "accuracy_diff_flax": acc["jaxnet"] - acc["flax"],
+            "bf16_accuracy_diff": acc["jaxnet bf16"] - acc["jaxnet"]}
 
 
 def main():
@@ -207,8 +174,14 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unroll", type=int, default=1, help="the hand-written scan's unroll")
+    p.add_argument("--precision", default="f32", help="jaxnet's precision")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scaling", action="store_true", help="also measure the scaling table")
+    p.add_argument("--scaling-repeats", type=int, default=2,
+                   help="processes per framework and cell of the scaling table")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
+                   help="which rows to measure (default: all)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput"))
     args = p.parse_args()
     if args.worker:
@@ -216,32 +189,34 @@ def main():
         return
     if args.epochs < 2:
         p.error("--epochs: need at least 2 to separate compile from steady state")
+    for needed in ("jaxnet", "jaxnet bf16", "flax", *SCANS):
+        if needed not in args.rows:
+            p.error(f"--rows: {needed!r} is needed for the ratios")
 
     # Warm-up: fill the dataset cache and jaxnet's compile cache, as a returning user has them.
-    measure("jaxnet", argparse.Namespace(**{**vars(args), "epochs": 2}))
-    runs = {"jaxnet": [], "flax": []}
+    for row in ("jaxnet", "jaxnet bf16"):
+        measure(row, argparse.Namespace(**{**vars(args), "epochs": 2}))
+    runs = {row: [] for row in args.rows}
     for r in range(args.repeats):
-        order = ("jaxnet", "flax") if r % 2 == 0 else ("flax", "jaxnet")
-        for fw in order:
-            runs[fw].append(measure(fw, args))
-            res = runs[fw][-1]
+        order = args.rows if r % 2 == 0 else args.rows[::-1]
+        for row in order:
+            res = measure(row, args)
+            runs[row].append(res)
+            if "error" in res:
+                print(f"repeat {r + 1} {row}: did not run: {res['error']}", flush=True)
+                continue
             epoch_ms = statistics.median(res["epoch_times"][1:]) * 1e3
-            print(f"repeat {r + 1} {fw}: epoch {epoch_ms:.0f} ms, e2e {res['e2e_s']:.2f} s, "
-                  f"rss {res['rss_mb']:.0f} MB, "
-                  f"acc {res['test_accuracy']:.4f}", flush=True)
-    summary = {fw: summarise(v) for fw, v in runs.items()}
-    j, f = summary["jaxnet"], summary["flax"]
+            print(f"repeat {r + 1} {row}: epoch {epoch_ms:.0f} ms, e2e {res['e2e_s']:.2f} s, "
+                  f"rss {res['rss_mb']:.0f} MB, acc {res['test_accuracy']:.4f}", flush=True)
+    summary = {row: _summary(v) for row, v in runs.items()}
     report = {
         "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
-        "repeats": args.repeats, "epochs": args.epochs, "runs": runs, "summary": summary,
-        "ratios": {"epoch_speedup": f["epoch_s"]["median"] / j["epoch_s"]["median"],
-                   "e2e": j["e2e_s"]["median"] / f["e2e_s"]["median"],
-                   "rss": j["rss_mb"]["median"] / f["rss_mb"]["median"],
-                   "accuracy_diff": j["test_accuracy"]["median"] - f["test_accuracy"]["median"]},
+        "machine": machine(), "repeats": args.repeats, "epochs": args.epochs,
+        "runs": runs, "summary": summary, "ratios": ratios(summary),
     }
     if args.scaling:
         report["scaling"] = scaling(args)
+        report["scaling_repeats"] = args.scaling_repeats
     write_report(args.out, report, markdown(report))
 
 
