@@ -391,9 +391,10 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
         if evaluate is None and settings.test_data is not None:  # compiled while it runs
             evaluate = programs.test_program(lay, branch_ids, objective_for, theta,
                                              *settings.test_data)
-        for run, js in reporters:  # so are the diagnostics (once: prepare caches)
-            idx = [slot_of[j] for j in js]
-            run.prepare(jax.eval_shape(lambda t, idx=idx: _slots(t, idx), theta))
+        if epoch == start:  # and so are the diagnostics programs
+            for run, js in reporters:
+                idx = [slot_of[j] for j in js]
+                run.prepare(jax.eval_shape(lambda t, idx=idx: _slots(t, idx), theta))
         return (theta, opt_state), metrics, bad
 
     def after_epoch(epoch, theta, trained, rows):
