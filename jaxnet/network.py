@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Callable
 
@@ -115,9 +116,15 @@ def _is_single(shape) -> bool:
 
 
 def abstract_params(network: Network, input_shape: Shape):
-    """theta's structure as ``jax.ShapeDtypeStruct`` leaves, without computing anything."""
-    input_shape = shape_arg("input_shape", input_shape)
-    return jax.eval_shape(lambda key: network.init(key, input_shape), jax.random.key(0))
+    """theta's structure as ``jax.ShapeDtypeStruct`` leaves, without computing anything
+    (traced once per ``network.init`` and input shape: ``fit`` and then ``evaluate`` check
+    theta against it without tracing the initialisation again)."""
+    return _abstract_params(network.init, shape_arg("input_shape", input_shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _abstract_params(init, input_shape):
+    return jax.eval_shape(lambda key: init(key, input_shape), jax.random.key(0))
 
 
 def check_params(network: Network, theta, input_shape: Shape) -> None:

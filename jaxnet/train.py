@@ -207,7 +207,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         n_train=len(y), n_val=len(y_val), batch_size=batch_size, shuffle=shuffle,
         stochastic=network.is_stochastic, trace_counter=traces,
         batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
-    carry, steps = (theta, tx.init(_state.split(theta)[0])), -(-len(y) // batch_size)
+    # The optimizer's state as one (persistently cached) program, not a dozen eager zeros:
+    # about 0.08 s of jaxnet train's start-up here.
+    opt_state = jax.jit(tx.init)(_state.split(theta)[0])
+    carry, steps = (theta, opt_state), -(-len(y) // batch_size)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None
     fetch = parallel.local if mesh is not None else jax.device_get
