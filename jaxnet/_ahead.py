@@ -4,7 +4,7 @@ diagnostics programs), so that the first call with those shapes starts at once."
 
 from __future__ import annotations
 
-import jax
+from jaxnet import compiling
 
 
 class CompileAhead:
@@ -15,15 +15,10 @@ class CompileAhead:
     def __init__(self, jitted):
         self.jitted, self.executables = jitted, {}
 
-    @staticmethod
-    def _key(args):
-        return jax.tree.structure(args), tuple((tuple(v.shape), str(v.dtype))
-                                               for v in jax.tree.leaves(args))
-
     def prepare(self, *args) -> None:
-        key = self._key(args)
+        key = compiling.signature(args)
         if key not in self.executables:
             self.executables[key] = self.jitted.lower(*args).compile()
 
     def __call__(self, *args):
-        return self.executables.get(self._key(args), self.jitted)(*args)
+        return self.executables.get(compiling.signature(args), self.jitted)(*args)

@@ -65,15 +65,6 @@ def init_plan(layers, input_shape: Shape) -> tuple[list, list]:
     return shapes, list(groups.values())
 
 
-def _abstract(tree):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tree)
-
-
-def _signature(tree) -> tuple:
-    leaves, treedef = jax.tree.flatten(_abstract(tree))
-    return treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves)
-
-
 def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int]]:
     """``[start, stop)`` ranges covering the layers: consecutive alike layers (one program for
     the input each receives, whose output has that input's shape and dtype) form one range."""
@@ -81,8 +72,8 @@ def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int]]:
     for i, (layer, params, key) in enumerate(zip(layers, theta, keys, strict=True)):
         digest, (y, _) = compiling.program_digest(
             lambda x, p, k, f=layer.run: f(x, p, key=k, train=train),
-            _abstract(x), _abstract(params), _abstract(key), return_shape=True)
-        chained = _signature(y) == _signature(x)
+            *compiling.abstract((x, params, key)), return_shape=True)
+        chained = compiling.signature(y) == compiling.signature(x)
         if runs and digest == previous and chained:
             runs[-1] = (runs[-1][0], i + 1)
         else:
@@ -99,7 +90,7 @@ def forward(layers, x, theta, keys, train: bool, plans: dict):
     if len(layers) < MIN_SCAN_LAYERS or is_recording():
         runs = [(i, i + 1) for i in range(len(layers))]
     else:
-        signature = (_signature(x), _signature(theta), keys[0] is None, bool(train))
+        signature = (compiling.signature((x, theta)), keys[0] is None, bool(train))
         if signature not in plans:
             plans[signature] = _runs(layers, x, theta, keys, train)
         runs = plans[signature]

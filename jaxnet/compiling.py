@@ -9,6 +9,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxnet._typing import Network
@@ -49,6 +50,19 @@ def program_digest(fn, *abstract_args, return_shape: bool = False):
         const = np.asarray(const)
         digest.update(f"{const.dtype}{const.shape}".encode() + const.tobytes())
     return (digest.hexdigest(), shape) if return_shape else digest.hexdigest()
+
+
+def abstract(tree):
+    """``tree`` with every leaf as a ``jax.ShapeDtypeStruct`` (Python numbers too)."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)),
+                        tree)
+
+
+def signature(tree) -> tuple:
+    """What a compiled program of ``tree`` depends on: its structure and each leaf's shape
+    and dtype (hashable; equal for arrays and their ``jax.ShapeDtypeStruct``)."""
+    leaves, treedef = jax.tree.flatten(abstract(tree))
+    return treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves)
 
 
 #: Up to this many parameters per model, initialisation programs are compiled without LLVM

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _checks, _inputs, _precision, layers, losses
+from jaxnet import _checks, _inputs, _precision, compiling, layers, losses
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._ahead import CompileAhead
@@ -75,7 +75,7 @@ class PrepareEvaluate:
         self.network, self.x, self.y, self.kwargs, self.thread = network, x, y, kwargs, None
 
     def on_train_begin(self, logs=None):
-        shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), self.theta)
+        shapes = compiling.abstract(self.theta)
 
         def compile_ahead():
             with contextlib.suppress(Exception):  # evaluate reports it, compiling itself

@@ -169,14 +169,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     precision = _precision.canonical(precision)
     loss_name = losses.canonical(loss) if isinstance(loss, str) else None
     loss_fn, tx = losses.get(loss), get_optimizer(optimizer, learning_rate)
-    if isinstance(optimizer, str):  # as checkpoints record it: "Adam" is "adam"
-        optimizer = _checks.name_in("optimizer", optimizer, OPTIMIZERS)
-        learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-    if on_epoch_end is not None and not callable(on_epoch_end):
-        raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
-                        f"got {type(on_epoch_end).__name__}")
+    optimizer, learning_rate = _recorded_optimizer(optimizer, learning_rate)
+    _check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
     metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
     mesh = _mesh(data_parallel, batch_size)
@@ -186,12 +180,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     _inputs.warn_unscaled_integers(network, x)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
-    if theta is None:
-        # One compiled program (persistently cached) instead of a dozen eager random ops,
-        # each compiled on its own: about 2 s of a 10-epoch run on this machine.
-        theta = init_params(network, init_key, input_shape)
-    else:
-        layers.check_params(network, theta, input_shape)
+    theta = _initial_theta(network, theta, init_key, input_shape)
     for arg, labels in (("y", y), ("validation_data[1]", y_val)):
         _inputs.check_labels(network, theta, input_shape, loss_name, labels, arg)
     if early_stopping is not None:
@@ -216,25 +205,19 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     fetch = parallel.local if mesh is not None else jax.device_get
     saving, start = None, 0
     if checkpoint_dir is not None:
+        run = dict(seed=int(seed), shuffle_seed=shuffle_seed, batch_size=batch_size,
+                   shuffle=bool(shuffle), n_train=len(y), n_val=len(y_val), l2=float(l2),
+                   loss=loss_name or "<function>", network=network, optimizer=optimizer,
+                   learning_rate=learning_rate, precision=precision)
         saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
-                                train_key, steps, dict(
-                                    seed=int(seed), shuffle_seed=shuffle_seed,
-                                    batch_size=batch_size, shuffle=bool(shuffle),
-                                    n_train=len(y), n_val=len(y_val), l2=float(l2),
-                                    loss=loss_name or "<function>", network=network,
-                                    optimizer=optimizer, learning_rate=learning_rate,
-                                    # f32 runs record nothing: older checkpoints resume
-                                    **({} if precision == "f32" else {"precision": precision})))
+                                train_key, steps, run)
         found = saving.resume(carry, best, [track]) if resume else None
         if found is not None:
             carry, best, start = found
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
     carry, best, train_key, data = place((carry, best, train_key, (x, y, x_val, y_val)))
-    t0 = time.perf_counter()
-    compiled = jax.jit(epoch_fn).lower(*carry, train_key, 0, data).compile(
-        program_compiler_options())
-    track.history.compile_time = time.perf_counter() - t0
+    compiled, track.history.compile_time = _compile(epoch_fn, *carry, train_key, 0, data)
     track.history.devices = mesh.size if mesh is not None else 1
     callbacks_lib.call(callbacks, "on_train_begin", carry[0], {})
     outcome = loop.run(
@@ -251,6 +234,40 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     callbacks_lib.call(callbacks, "on_train_end", theta,
                        {k: v[-1] for k, v in history.history.items()})
     return theta, history
+
+
+def _recorded_optimizer(optimizer, learning_rate):
+    """The optimizer and learning rate as checkpoints record them: ``"Adam"`` is ``"adam"``,
+    a name's default learning rate filled in; an optax object as it is."""
+    if not isinstance(optimizer, str):
+        return optimizer, learning_rate
+    optimizer = _checks.name_in("optimizer", optimizer, OPTIMIZERS)
+    return optimizer, DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+
+
+def _check_reporting(verbose, on_epoch_end) -> None:
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
+                        f"got {type(on_epoch_end).__name__}")
+
+
+def _initial_theta(network, theta, init_key, input_shape):
+    """theta to start from: the given one, checked, or ``network.init`` as one compiled
+    (persistently cached) program instead of a dozen eager random ops, each compiled on its
+    own (about 2 s of a 10-epoch run on this machine)."""
+    if theta is None:
+        return init_params(network, init_key, input_shape)
+    layers.check_params(network, theta, input_shape)
+    return theta
+
+
+def _compile(epoch_fn, *args):
+    """The epoch program compiled ahead of time for ``args``, and the seconds it took."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(epoch_fn).lower(*args).compile(program_compiler_options())
+    return compiled, time.perf_counter() - t0
 
 
 def _unpack(outputs):
@@ -288,6 +305,8 @@ def _checkpointing(directory, every, keep, fetch, train_key, steps, run):
     from jaxnet import checkpoint as ckpt
 
     every = _checks.positive_int("checkpoint_every", every)
+    if run["precision"] == "f32":  # f32 runs record nothing: older checkpoints resume
+        del run["precision"]
     run["network"] = layers.to_config(run["network"])
     run["optimizer"] = run["optimizer"] if isinstance(run["optimizer"], str) else "<optax>"
     lr = run["learning_rate"]
