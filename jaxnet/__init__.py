@@ -40,7 +40,7 @@ _EXPORTS = {
 _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
                "models", "network", "losses", "metrics", "epoch", "loop", "callbacks",
                "compiling", "train", "inference", "saving", "sweep", "diagnostics", "study",
-               "plot", "checkpoint", "data", "mean_field", "cli")
+               "plot", "checkpoint", "data", "mean_field", "parallel", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -28,7 +28,7 @@ def name_in(arg: str, value, valid: Iterable[str]) -> str:
     and PyTorch's spellings work: ``"ReLU"``, ``"Adam"``, ``"LeakyReLU"``); otherwise
     :func:`one_of`'s ValueError, with its suggestion.
 
-    Example:
+    Examples:
         >>> name_in("activation", "LeakyReLU", ["relu", "leaky_relu"])
         'leaky_relu'
     """

@@ -27,7 +27,7 @@ class State:
     holding a dict of arrays; ``jax.tree`` functions see through it (``theta[2]["stats"]
     ["mean"]``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> s = State({"mean": jnp.zeros(3)})
         >>> s["mean"].shape
@@ -46,6 +46,18 @@ class State:
 
     def keys(self):
         return self.values.keys()
+
+    def items(self):
+        return self.values.items()
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __contains__(self, key) -> bool:
+        return key in self.values
 
     def __repr__(self) -> str:
         return f"State({self.values!r})"

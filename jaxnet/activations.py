@@ -87,7 +87,7 @@ def get(name: str | Callable | None) -> Callable:
     Raises:
         ValueError: for an unknown name; the message lists the valid ones.
 
-    Example:
+    Examples:
         >>> float(get("relu")(-1.0))
         0.0
     """

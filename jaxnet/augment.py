@@ -21,7 +21,7 @@ from jaxnet.network import register_layer
 def random_flip() -> Network:
     """In training, mirror each image left-right with probability 1/2.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> x = jnp.arange(4.0).reshape(1, 1, 4, 1)
         >>> random_flip().apply(x, {}).ravel().tolist()  # inference: unchanged

@@ -18,7 +18,7 @@ class Callback:
     """Base class with empty hooks (subclassing it is optional: any object with the hooks
     works).
 
-    Example:
+    Examples:
         >>> class Losses(Callback):
         ...     def __init__(self):
         ...         self.seen = []

@@ -51,7 +51,7 @@ class CheckpointError(ValueError):
 def save(path: str | os.PathLike, trees: dict, header: dict | None = None) -> Path:
     """Write ``trees`` (name -> pytree of arrays) and a JSON-serialisable ``header`` atomically.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "theta.ckpt")
         >>> _ = save(p, {"theta": [{"w": jnp.ones((2, 2))}]}, {"note": "hi"})

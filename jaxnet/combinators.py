@@ -93,7 +93,7 @@ def residual(*layers: Network, shortcut: Network | None = None) -> Network:
     The block's output must have the shortcut's shape; where a block changes it (strides,
     more filters), give a projection, e.g. ``shortcut=conv2d(64, 1, strides=2)``.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from jaxnet.layers import dense
         >>> block = residual(dense(8, "relu"), dense(8))

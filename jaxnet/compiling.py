@@ -65,10 +65,10 @@ def signature(tree) -> tuple:
     return treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves)
 
 
-#: Up to this many parameters per model, initialisation programs are compiled without LLVM
-#: optimisation: threefry makes them slow to optimise (about 4 s for a small MLP on this
-#: machine, 0.8 s without) while they run once and briefly (+60 ns per parameter).
 SMALL_INIT_PARAMS = 2_000_000
+"""Up to this many parameters per model, initialisation programs are compiled without LLVM
+optimisation: threefry makes them slow to optimise (about 4 s for a small MLP on this machine,
+0.8 s without) while they run once and briefly (+60 ns per parameter)."""
 
 
 def init_params(network: Network, key, input_shape):

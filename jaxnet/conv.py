@@ -137,7 +137,7 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
         implementation: None (per backend: ``"slices"`` on the CPU, ``"lax"`` elsewhere),
             or force one (module docstring).
 
-    Example:
+    Examples:
         >>> import jax
         >>> layer = conv2d(8, 3, padding="same", activation="relu")
         >>> theta = layer.init(jax.random.key(0), (28, 28, 1))
@@ -290,7 +290,7 @@ def max_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
     """The maximum of each ``pool_size`` window (Keras's ``MaxPooling2D``); ``strides``
     default to the pool size. ``"same"`` padding never picks a padded position.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> max_pool(2).apply(jnp.arange(16.0).reshape(1, 4, 4, 1), {})[0, :, :, 0].tolist()
         [[5.0, 7.0], [13.0, 15.0]]

@@ -122,9 +122,9 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         ValueError: an unknown name, or a corrupt/truncated file (the message names the file).
         DatasetUnavailableError: no source has the dataset (the message says what to do).
 
-    Example:
+    Examples:
         >>> ds = load("fashion_mnist")  # doctest: +SKIP
-        >>> ds.train.x.shape, ds.train.x.dtype
+        >>> ds.train.x.shape, ds.train.x.dtype  # doctest: +SKIP
         ((60000, 28, 28), dtype('uint8'))
     """
     spec = spec_for(name)

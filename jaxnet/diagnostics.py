@@ -29,8 +29,8 @@ from jaxnet._ahead import CompileAhead
 from jaxnet._typing import Network
 from jaxnet.network import layer_outputs, params_at
 
-#: The random seed of the key that dropout and augmentation use in training-mode diagnostics.
 KEY_SEED = 0
+"""The random seed of the key that dropout and augmentation use in training-mode diagnostics."""
 
 # A unit is saturated when its output lies this close to the activation's asymptotes.
 _SATURATION = {

@@ -59,7 +59,7 @@ class PrepareEvaluate:
     following them; ``join()`` before evaluating. How ``jaxnet train`` prepares its test
     evaluation. A failure here is left for ``evaluate`` to report.
 
-    Example:
+    Examples:
         >>> import numpy as np, jaxnet as jn
         >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 3
         >>> net = jn.mlp([3])
@@ -106,7 +106,8 @@ def predict(network: Network, theta, x, *, batch_size: int = 1024,
     """Network outputs f(x, theta_hat) for every example, computed in batches; shape (N, ...).
 
     Args:
-        network, theta: the network and its (trained) parameters.
+        network: the network.
+        theta: its (trained) parameters.
         x: a batch of examples (N, ...), or one example alone (e.g. one (28, 28) image, one
             (784,) vector): then the result has no batch axis either. A shape that fits the
             network as a batch is read as a batch.

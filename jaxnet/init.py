@@ -68,7 +68,7 @@ _DEFAULT_BY_ACTIVATION = {
 def default_for(activation) -> str:
     """Name of the default initialiser for an activation name (Glorot unless ReLU-like).
 
-    Example:
+    Examples:
         >>> default_for("relu"), default_for("tanh")
         ('he_uniform', 'glorot_uniform')
     """

@@ -65,7 +65,7 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
             (He for the ReLU family, Glorot otherwise).
         bias_init: bias initialiser name or function.
 
-    Example:
+    Examples:
         >>> import jax
         >>> layer = dense(3, "relu")
         >>> theta = layer.init(jax.random.key(0), (4,))
@@ -192,7 +192,7 @@ def learnable_scale(initial: float = 1.0) -> Network:
     al. 2020): ``x + g * relu(dense(x))`` with ``g = 0`` at initialisation, so every block
     starts as the identity and a deep stack trains without normalization.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> layer = learnable_scale(0.5)
         >>> layer.apply(jnp.ones((1, 2)), layer.init(None, (2,))).tolist()
@@ -227,7 +227,7 @@ def mlp(sizes, activation="relu", *, init=None, bias_init="zeros", output_activa
         flatten_input: prepend ``flatten()`` (for image inputs).
         input_scale: prepend ``rescale(input_scale)``, e.g. ``1/255`` for uint8 images.
 
-    Example:
+    Examples:
         >>> import jax
         >>> net = mlp([64, 64, 10])
         >>> theta = net.init(jax.random.key(0), (784,))

@@ -24,7 +24,7 @@ from jaxnet._typing import Network
 def softmax_cross_entropy(logits, labels):
     """-log softmax(logits)[label]; ``labels`` are integer classes (batch,) or one-hot (batch, C).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> float(softmax_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0])  # log 4
         1.3862943649291992
@@ -104,7 +104,7 @@ def logits_of_probabilities(probabilities, loss: Callable):
     ``log(p / sum p)``, Keras's normalisation), ``log p - log(1 - p)`` for the binary one
     (whose sigmoid gives ``p`` back); ``p`` clipped to [1e-7, 1 - 1e-7] as Keras clips it.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> p = jnp.array([[0.25, 0.75]])
         >>> logits = logits_of_probabilities(p, softmax_cross_entropy)
@@ -136,7 +136,7 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
         first, so ``jax.grad(L, has_aux=True)`` differentiates it. (A stateful network's
         updated state is what :func:`make_objective` returns as well.)
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxnet.layers import mlp
         >>> net = mlp([3])

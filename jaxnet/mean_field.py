@@ -21,7 +21,7 @@ The Gaussian expectations are Gauss-Hermite quadratures (:func:`numpy.polynomial
 hermegauss`), computed in float64 (JAX's ``enable_x64`` for the activation). Softmax is not
 elementwise and is refused.
 
-Example:
+Examples:
     >>> round(critical_weight_variance("tanh", 0.05), 2)  # the edge of chaos
     1.76
     >>> depth_scale("tanh", 1.5, 0.05) > depth_scale("tanh", 1.2, 0.05)  # nearer the edge
@@ -40,8 +40,8 @@ import numpy as np
 
 from jaxnet import _checks, activations
 
-#: Quadrature nodes per Gaussian variable.
 NODES = 80
+"""Gauss–Hermite quadrature nodes per Gaussian variable."""
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(NODES)
 _WEIGHTS = _WEIGHTS / math.sqrt(2 * math.pi)  # E[f(z)] = sum(w f(z)) for z ~ N(0, 1)
 

@@ -26,7 +26,7 @@ def accuracy(logits, labels):
     ``logit > 0`` (probability > 0.5), labels 0/1 of shape (batch,) or (batch, 1) — never an
     argmax over one column, which would always say class 0.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> accuracy(jnp.array([[0., 1.], [1., 0.]]), jnp.array([1, 1])).tolist()
         [1.0, 0.0]
@@ -44,7 +44,7 @@ def binary_accuracy(logits, labels):
     ``binary_accuracy`` at threshold 0.5 on probabilities); shape (batch,). For one output it
     is 1.0 or 0.0; for multi-label outputs (batch, C) the fraction of the C labels right.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> binary_accuracy(jnp.array([[1., -1.], [1., 1.]]), jnp.array([[1, 1], [1, 1]])).tolist()
         [0.5, 1.0]

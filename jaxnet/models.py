@@ -25,8 +25,9 @@ from jaxnet.layers import (
 )
 from jaxnet.norm import batch_norm, layer_norm
 
-#: The architectures of :func:`deep_mlp`.
 ARCHS = ("plain", "plain-bn", "plain-ln", "residual", "residual-bn", "residual-ln", "rezero")
+"""The architectures of :func:`deep_mlp` (and of the depth study's
+``--archs``)."""
 _NORMS = {"bn": batch_norm, "ln": layer_norm}
 
 
@@ -46,7 +47,7 @@ def keras_convnet(num_classes: int = 10, image_shape=(28, 28)):
     relu) -> MaxPool(2) -> Flatten -> Dropout(0.5) -> Dense(num_classes), as logits (34,826
     parameters for 28x28 grey images and 10 classes).
 
-    Example:
+    Examples:
         >>> import jaxnet as jn
         >>> net = keras_convnet()
         >>> jn.count_params(net.init(__import__("jax").random.key(0), (28, 28)))
@@ -141,7 +142,7 @@ def deep_mlp(arch: str, depth: int, num_classes: int = 10, *, width: int = 64,
     - ``rezero``: blocks ``h = h + g a(W h)`` with one learnable scalar ``g`` per block,
       starting at 0 (Bachlechner et al. 2020; :func:`~jaxnet.layers.learnable_scale`).
 
-    Example:
+    Examples:
         >>> import jax
         >>> net = deep_mlp("residual-ln", 4, width=16)
         >>> len(net.init(jax.random.key(0), (28, 28)))  # flatten, rescale, 1 + 3 blocks, norm, out

@@ -220,7 +220,7 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
     layers inside compositions (a dense layer in a residual block in a ``serial``) are listed
     at any depth, indented under the composition, as ``1.0: dense``.
 
-    Example:
+    Examples:
         >>> from jaxnet.layers import mlp
         >>> _ = summary(mlp([64, 10]), (784,), print_fn=lambda s: None)
     """

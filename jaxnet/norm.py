@@ -70,7 +70,7 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
         center: learn an offset (beta).
         scale: learn a scale (gamma).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> bn = batch_norm()
         >>> theta = bn.init(jax.random.key(0), (3,))

@@ -11,7 +11,7 @@ holds what rebuilds the model without the code that trained it:
 - jaxnet's version, and optional facts for whoever uses the model: the shape of one example,
   the loss it was trained with, the class names.
 
-Example:
+Examples:
     >>> import jax, os, tempfile
     >>> import jaxnet as jn
     >>> net = jn.mlp([8, 3])

@@ -172,12 +172,17 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
 
     Args:
         members: :class:`Member` objects (or dicts of their fields).
-        x, y: training data; integer labels (classification with softmax cross-entropy).
+        x: training inputs.
+        y: their integer labels (classification with softmax cross-entropy).
         optimizer: an optimizer name of :data:`jaxnet.train.OPTIMIZERS`.
-        epochs, batch_size, validation_split, validation_data: as in :func:`jaxnet.fit`.
+        epochs: as in :func:`jaxnet.fit`.
+        batch_size: as in :func:`jaxnet.fit`.
+        validation_split: as in :func:`jaxnet.fit`.
+        validation_data: as in :func:`jaxnet.fit`.
         early_stopping: applied to each member on its own.
         test_data: ``(x_test, y_test)``; each member's test loss and accuracy are reported.
-        flatten_input, input_scale: the input layers of the shorthand members' MLPs.
+        flatten_input: flatten each example first (the shorthand members' MLPs).
+        input_scale: multiply the input by this first (the shorthand members' MLPs).
         data_seed: seeds the data order (and dropout) every member shares.
         devices: devices to shard the member axis over; default all local devices.
         diagnostics_examples: training examples used for the per-layer diagnostics

@@ -58,6 +58,8 @@ OPTIMIZERS: dict[str, Callable] = {
     "lamb": optax.lamb,
     "lion": optax.lion,
 }
+"""Optimizer names ``fit`` accepts, each a function of the learning rate returning an optax
+optimizer (Keras's and PyTorch's spellings are accepted too: ``"Adam"``, ``"SGD"``)."""
 
 
 DEFAULT_LEARNING_RATE = 1e-3

@@ -61,6 +61,14 @@ def test_untrained_batch_norm_is_the_identity_in_inference():
     assert bn.stateful and not bn.is_stochastic and BN_NET.stateful
 
 
+def test_state_reads_like_the_dict_it_holds():
+    """``State`` iterates, measures and tests membership as a dict does (iterating one fell
+    back on ``__getitem__(0)`` and raised KeyError)."""
+    stats = BN_NET.init(jax.random.key(0), (5,))[1]["stats"]
+    assert set(stats) == {"mean", "var"} and len(stats) == 2 and "mean" in stats
+    assert dict(stats.items()).keys() == stats.keys() and "scale" not in stats
+
+
 def test_state_is_split_from_what_the_optimizer_trains():
     theta = BN_NET.init(jax.random.key(0), (5,))
     params, state = _state.split(theta)
