@@ -1,0 +1,42 @@
+"""Runs every Python block of README.md and of the guides in docs/ (sybil), in order, one
+namespace per document, as a reader would paste them; the unit tests are in tests/.
+
+``<!-- skip: next "reason" -->`` skips the next block (the Keras side of the comparison
+table); ``<!-- invisible-code-block: python ... -->`` holds checks a reader does not see. Each
+document runs in its own temporary working directory (blocks save models and checkpoints).
+With pytest-xdist, a document's blocks run on one worker, in order (``--dist loadgroup``).
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+from sybil import Sybil
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
+
+
+def _enter_scratch_directory(namespace: dict) -> None:
+    namespace["_previous_cwd"] = os.getcwd()
+    namespace["_scratch"] = tempfile.mkdtemp(prefix="jaxnet-docs-")
+    os.chdir(namespace["_scratch"])
+
+
+def _leave_scratch_directory(namespace: dict) -> None:
+    os.chdir(namespace["_previous_cwd"])
+    shutil.rmtree(namespace["_scratch"], ignore_errors=True)
+
+
+_collect_markdown = Sybil(
+    parsers=[PythonCodeBlockParser(), SkipParser()],
+    patterns=["*.md"],
+    setup=_enter_scratch_directory,
+    teardown=_leave_scratch_directory,
+).pytest()
+
+
+def pytest_collect_file(file_path, parent):
+    collected = _collect_markdown(file_path, parent)
+    if collected is not None:
+        collected.add_marker(pytest.mark.xdist_group(str(file_path)))
+    return collected
