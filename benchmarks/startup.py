@@ -12,7 +12,10 @@ processes with a warm compile cache (a returning user's case).
 - ``python -c "import jax, optax"``: the floor every JAX program pays before its first line,
   measured in the same run (this machine's speed drifts by tens of percent over minutes).
 
-The first run of each fills the caches and is not counted. Writes ``OUT.json`` and ``OUT.md``.
+The first run of each fills the caches and is not counted: the dataset cache, JAX's compile
+cache and Python's bytecode cache (``__pycache__``: ``_harness.run_process`` keeps it where
+``PYTHONDONTWRITEBYTECODE`` is set, as this machine sets it).
+Writes ``OUT.json`` and ``OUT.md``.
 """
 
 from __future__ import annotations

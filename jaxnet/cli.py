@@ -415,5 +415,13 @@ def write_json_atomic(path: str, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2).encode())
 
 
+def run() -> None:
+    """The ``jaxnet`` command: :func:`main`, then the process ends without tearing JAX down
+    (``jaxnet._env.exit_without_teardown``)."""
+    from jaxnet._env import exit_without_teardown
+
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

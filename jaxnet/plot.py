@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import statistics
 import threading
 from pathlib import Path
@@ -45,6 +46,31 @@ def _whole_number_ticks(*axes) -> None:
 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+_SUPERSCRIPT = str.maketrans("-−0123456789", "⁻⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _unicode_label(mathtext: str) -> str:
+    r"""``$\mathdefault{2\times10^{-3}}$`` -> ``2×10⁻³``: the same label as plain text."""
+    text = mathtext.replace("$", "").replace(r"\mathdefault", "").replace(r"\times", "×")
+    text = re.sub(r"\^\{([^}]*)\}", lambda m: m.group(1).translate(_SUPERSCRIPT), text)
+    return text.replace("{", "").replace("}", "")
+
+
+def _log_y(ax) -> None:
+    """A log-scale y axis whose tick labels (matplotlib's choice of ticks and labels) are
+    plain text: matplotlib writes them as mathtext, which it parses for every tick of every
+    figure (a fifth of the gradient plot's drawing time)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class UnicodeLogFormatter(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            return _unicode_label(super().__call__(x, pos))
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(UnicodeLogFormatter())
+    ax.yaxis.set_minor_formatter(UnicodeLogFormatter(labelOnlyBase=False))
 
 
 def learning_curves(history: dict, path, title: str = "Learning curves") -> Path:
@@ -168,7 +194,7 @@ def grad_norms(report: dict, path) -> Path:
             layers = range(1, len(rows[0]) + 1)
             ax.plot(layers, [statistics.mean(r[i] for r in rows) for i in range(len(rows[0]))],
                     marker="o", label=act)
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.set_xlabel("layer (1 = input side)")
         ax.set_title(f"gradient norm per layer,\n{title}")
         ax.grid(alpha=0.3, which="both")
@@ -184,7 +210,7 @@ def grad_norms(report: dict, path) -> Path:
         ratio = [statistics.mean(r[e][0] / r[e][-1] if r[e][-1] else math.nan for r in runs)
                  for e in range(n)]
         ax.plot(range(n), ratio, marker="o", label=act)
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.set_xlabel("epoch (0 = initialisation)")
     ax.set_ylabel("||dL/dW_1|| / ||dL/dW_out|| (mean over seeds)")
     ax.set_title("input-side / output layer gradient norm,\nduring training")

@@ -1,6 +1,7 @@
 """`jaxnet train`: one-line errors with exit code 2, the JSON report, reproducibility."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -84,6 +85,24 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "jaxnet.cli", "train", "--help"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "--validation-split" in out.stdout
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_command_ends_with_its_status_and_all_of_its_output(code):
+    """``jaxnet`` ends without tearing JAX down (_env.exit_without_teardown): the status is
+    main's and what was printed, unflushed, still arrives."""
+    import subprocess
+
+    script = ("import jax, jax.numpy as jnp, sys\n"
+              "from jaxnet._env import exit_without_teardown\n"
+              "print(float(jax.jit(lambda x: x.sum())(jnp.ones(3))), end='')\n"
+              "print('to stderr', end='', file=sys.stderr)\n"
+              f"exit_without_teardown({code})\n"
+              "print('never')")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=buffered)
+    assert (out.returncode, out.stdout, out.stderr) == (code, "3.0", "to stderr")
 
 
 @needs_fashion

@@ -93,3 +93,17 @@ def test_learning_curves_ticks_are_whole_epochs(tmp_path, figures, epochs):
                "accuracy": [0.5] * epochs}
     plot.learning_curves(history, tmp_path / "curves.png")
     _check(figures[0])
+
+
+def test_log_axes_label_powers_of_ten_as_plain_text(tmp_path, figures):
+    """The gradient plot's log axes keep matplotlib's ticks and labels, written as plain
+    text (10⁻³, 2×10⁻¹) instead of mathtext, which matplotlib parsed for every tick."""
+    plot.grad_norms(_report(depths=(3,)), tmp_path / "g.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figures[0]).draw()
+    labels = [t.get_text() for ax in figures[0].axes for t in ax.get_yticklabels()
+              if t.get_text()]
+    assert labels and not any("$" in label for label in labels)
+    assert {"10⁻³", "10⁻¹", "10⁰"} <= set(labels), labels
+    assert plot._unicode_label(r"$\mathdefault{2\times10^{-3}}$") == "2×10⁻³"
