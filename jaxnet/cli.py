@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``jaxnet`` command line on ``argv`` (default ``sys.argv[1:]``) and return its
+    exit status: 0, 2 for an invalid option or value (one line naming it), 1 for a dataset no
+    source has."""
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         from jaxnet._env import use_all_cpu_cores
