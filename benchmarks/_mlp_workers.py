@@ -48,16 +48,17 @@ def jaxnet(args) -> dict:
             "test_accuracy": test["accuracy"]}
 
 
-def jax_scan(args) -> dict:
+def _hand_written(args, ds, compiler_options=None):
     """The ceiling: the same epoch hand-written in JAX and optax, as fast as this project knows
     how to write it (uint8 images on the device, the shuffle drawn on the device, one
     ``lax.scan`` over the steps with ``unroll=args.unroll``, the sums of loss and accuracy
-    carried, a validation scan in the same program, one host round trip an epoch)."""
+    carried, a validation scan in the same program, one host round trip an epoch), compiled
+    with XLA's defaults or ``compiler_options``. Returns ``(run_epoch, compile_s,
+    test_accuracy)``: ``run_epoch(i)`` trains epoch ``i`` and returns its seconds."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    ds = _load()
     sizes, bs = [784, *args.hidden, 10], args.batch_size
     tx = optax.adam(1e-3)
     keys = jax.random.split(jax.random.key(args.seed), len(sizes))
@@ -87,7 +88,6 @@ def jax_scan(args) -> dict:
         idx = jnp.concatenate([order, jnp.zeros(steps * bs - n, jnp.int32)])
         return idx.reshape(steps, bs), (jnp.arange(steps * bs) < n).reshape(steps, bs)
 
-    @jax.jit
     def epoch(theta, opt_state, key, x_tr, y_tr, x_val, y_val):
         order = jax.random.permutation(key, N_TRAIN).astype(jnp.int32)
         if N_TRAIN % bs == 0:  # no padded batch: the plain scan
@@ -117,20 +117,75 @@ def jax_scan(args) -> dict:
 
     x, y = jnp.asarray(ds.train.x), jnp.asarray(ds.train.y, jnp.int32)
     data = (x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:N_TRAIN + N_VAL], y[N_TRAIN:N_TRAIN + N_VAL])
-    opt_state, key = tx.init(theta), jax.random.key(args.seed + 1)
+    state = [theta, tx.init(theta)]
+    key = jax.random.key(args.seed + 1)
     t = time.perf_counter()
-    compiled = epoch.lower(theta, opt_state, key, *data).compile()
+    compiled = jax.jit(epoch).lower(*state, key, *data).compile(compiler_options)
     compile_s = time.perf_counter() - t
-    epoch_times = []
-    for i in range(args.epochs):
+
+    def run_epoch(i):
         t = time.perf_counter()
-        theta, opt_state, metrics = compiled(theta, opt_state, jax.random.fold_in(key, i), *data)
+        state[0], state[1], metrics = compiled(*state, jax.random.fold_in(key, i), *data)
         jax.device_get(metrics)
-        epoch_times.append(time.perf_counter() - t)
-    x_test, y_test = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y, jnp.int32)
-    hits = jax.jit(lambda t: losses_and_hits(t, x_test, y_test)[1].mean())(theta)
-    return {"epoch_times": epoch_times, "compile_s": compile_s, "test_accuracy": float(hits),
-            "unroll": args.unroll}
+        return time.perf_counter() - t
+
+    def test_accuracy():
+        x_test, y_test = jnp.asarray(ds.test.x), jnp.asarray(ds.test.y, jnp.int32)
+        return float(jax.jit(lambda t: losses_and_hits(t, x_test, y_test)[1].mean())(state[0]))
+
+    return run_epoch, compile_s, test_accuracy
+
+
+def jaxnet_options(args) -> dict:
+    """The XLA options jaxnet compiles the tutorial MLP's epoch with on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxnet as jn
+    from jaxnet import compiling, losses
+
+    net = jn.mlp([*args.hidden, 10], flatten_input=True, input_scale=1 / 255)
+    theta = compiling.init_params(net, jax.random.key(0), (28, 28))
+    batch = (jax.ShapeDtypeStruct((args.batch_size, 28, 28), jnp.uint8),
+             jax.ShapeDtypeStruct((args.batch_size,), jnp.int32))
+    objective = losses.make_objective(net)
+    flops = compiling.matmul_flops(lambda t, b: objective(t, b, train=True), theta, batch)
+    return compiling.program_compiler_options(small_step=compiling.is_small_step(flops))
+
+
+def jax_scan(args) -> dict:
+    """The hand-written epoch (:func:`_hand_written`) for ``args.epochs`` epochs; with
+    ``args.jaxnet_options``, compiled with the XLA options jaxnet uses for this model."""
+    options = jaxnet_options(args) if args.jaxnet_options else None
+    run_epoch, compile_s, test_accuracy = _hand_written(args, _load(), options)
+    epoch_times = [run_epoch(i) for i in range(args.epochs)]
+    return {"epoch_times": epoch_times, "compile_s": compile_s,
+            "test_accuracy": test_accuracy(), "unroll": args.unroll}
+
+
+def paired(args) -> dict:
+    """jaxnet against the hand-written epoch in one process, alternating: each of
+    ``args.rounds`` rounds runs ``jaxnet.fit`` for ``args.epochs`` epochs (compiled from the
+    persistent cache) and then as many epochs of each hand-written program (unroll 4, XLA's
+    defaults and jaxnet's options), so that the machine's drift, which moves a process's
+    epochs by 10-30 % here, moves all of them alike. Returns every steady epoch per round."""
+    import jaxnet as jn
+
+    ds = _load()
+    net = jn.mlp([*args.hidden, 10], flatten_input=True, input_scale=1 / 255)
+    x, y = ds.train.x[:N_TRAIN + N_VAL], ds.train.y[:N_TRAIN + N_VAL]
+    hand = {"defaults": _hand_written(args, ds)[0],
+            "jaxnet_options": _hand_written(args, ds, jaxnet_options(args))[0]}
+    rounds = []
+    for r in range(args.rounds):
+        _, history = jn.fit(net, x, y, epochs=args.epochs, batch_size=args.batch_size,
+                            validation_split=N_VAL / (N_TRAIN + N_VAL), seed=args.seed,
+                            verbose=0)
+        row = {"jaxnet": history.epoch_times[1:]}
+        for name, run_epoch in hand.items():
+            row[name] = [run_epoch(r * args.epochs + i) for i in range(args.epochs)][1:]
+        rounds.append(row)
+    return {"rounds": rounds}
 
 
 def flax(args) -> dict:
@@ -299,5 +354,6 @@ def torch_compile(args) -> dict:
     return torch(args, compiled=True)
 
 
-WORKERS = {"jaxnet": jaxnet, "jax_scan": jax_scan, "flax": flax, "keras": keras,
+WORKERS = {"jaxnet": jaxnet, "jax_scan": jax_scan, "paired": paired, "flax": flax,
+           "keras": keras,
            "torch": torch, "torch_compile": torch_compile}

@@ -154,11 +154,13 @@ def mlp_objective(mlps: dict, runs, n_dense: int):
         return h
 
     def L(theta, batch, *, key=None, train=False):
-        x, y, weights = batch
+        x, y, *weights = batch  # 0/1 weights where a batch is padded
         logits = apply(theta, x)
         values = losses.softmax_cross_entropy(logits, y)  # (m, batch)
-        weights = weights.astype(values.dtype)
-        return jnp.sum(values * weights, -1) / jnp.maximum(jnp.sum(weights), 1.0), logits, theta
+        if not weights:
+            return jnp.mean(values, -1), logits, theta
+        w = weights[0].astype(values.dtype)
+        return jnp.sum(values * w, -1) / jnp.maximum(jnp.sum(w), 1.0), logits, theta
 
     return L
 

@@ -24,6 +24,7 @@ from jaxnet import (
     _precision,
     _progress,
     _state,
+    compiling,
     layers,
     loop,
     losses,
@@ -193,11 +194,13 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         return theta, loop.History()
 
     traces: list = []
+    objective = losses.make_objective(network, loss_fn, l2=l2, precision=precision)
+    small = _is_small_step(objective, theta, x, y, batch_size // (mesh.size if mesh else 1))
     epoch_fn = epoch_lib.make_epoch(
-        losses.make_objective(network, loss_fn, l2=l2, precision=precision), tx, metric_fns,
-        n_train=len(y), n_val=len(y_val), batch_size=batch_size, shuffle=shuffle,
-        stochastic=network.is_stochastic, trace_counter=traces,
-        batch_sharding=parallel.batch_sharding(mesh) if mesh else None)
+        objective, tx, metric_fns, n_train=len(y), n_val=len(y_val), batch_size=batch_size,
+        shuffle=shuffle, stochastic=network.is_stochastic, trace_counter=traces,
+        batch_sharding=parallel.batch_sharding(mesh) if mesh else None,
+        unroll=compiling.SMALL_STEP_UNROLL if small else 1)
     # The optimizer's state as one (persistently cached) program, not a dozen eager zeros:
     # about 0.08 s of jaxnet train's start-up here.
     opt_state = jax.jit(tx.init)(_state.split(theta)[0])
@@ -219,7 +222,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
     carry, best, train_key, data = place((carry, best, train_key, (x, y, x_val, y_val)))
-    compiled, track.history.compile_time = _compile(epoch_fn, *carry, train_key, 0, data)
+    compiled, track.history.compile_time = _compile(epoch_fn, *carry, train_key, 0, data,
+                                                    small_step=small)
     track.history.devices = mesh.size if mesh is not None else 1
     callbacks_lib.call(callbacks, "on_train_begin", carry[0], {})
     outcome = loop.run(
@@ -265,11 +269,20 @@ def _initial_theta(network, theta, init_key, input_shape):
     return theta
 
 
-def _compile(epoch_fn, *args):
+def _compile(epoch_fn, *args, small_step: bool):
     """The epoch program compiled ahead of time for ``args``, and the seconds it took."""
     t0 = time.perf_counter()
-    compiled = jax.jit(epoch_fn).lower(*args).compile(program_compiler_options())
+    options = program_compiler_options(small_step=small_step)
+    compiled = jax.jit(epoch_fn).lower(*args).compile(options)
     return compiled, time.perf_counter() - t0
+
+
+def _is_small_step(objective, theta, x, y, batch_size: int) -> bool:
+    """Whether a training step on ``batch_size`` examples (per device) is small
+    (:func:`jaxnet.compiling.is_small_step`), by the FLOPs of its forward pass."""
+    batch = tuple(jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]), a.dtype) for a in (x, y))
+    forward = functools.partial(objective, key=jax.random.key(0), train=True)
+    return compiling.is_small_step(compiling.matmul_flops(forward, theta, batch))
 
 
 def _unpack(outputs):

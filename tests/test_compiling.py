@@ -1,0 +1,103 @@
+"""jaxnet.compiling: the FLOPs count of a program against hand computations, the small-step
+rule, and the options it compiles with."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet as jn
+from jaxnet import compiling, epoch, losses
+
+
+def flops_of(fn, *shapes):
+    return compiling.matmul_flops(fn, *(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))
+
+
+def test_flops_of_a_dense_network_by_hand():
+    """2 x batch x (784 x 64 + 64 x 64 + 64 x 10): the tutorial's MLP, forward."""
+    net = jn.mlp([64, 64, 10])
+    theta = net.init(jax.random.key(0), (784,))
+    flops = compiling.matmul_flops(lambda t, x: net.apply(x, t), theta,
+                                   jax.ShapeDtypeStruct((128, 784), jnp.float32))
+    assert flops == 2 * 128 * (784 * 64 + 64 * 64 + 64 * 10) == 14_057_472
+
+
+def test_flops_of_convolutions_by_hand():
+    """Each output element: 2 x kernel height x kernel width x input features (per group)."""
+    def conv(x, k, groups=1):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", feature_group_count=groups,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    assert flops_of(conv, (8, 28, 28, 3), (3, 3, 3, 32)) == 2 * 8 * 26 * 26 * 32 * 3 * 3 * 3
+    grouped = lambda x, k: conv(x, k, groups=4)  # noqa: E731
+    assert flops_of(grouped, (2, 10, 10, 8), (3, 3, 2, 16)) == 2 * 2 * 8 * 8 * 16 * 3 * 3 * 2
+
+
+def test_flops_count_a_scan_per_iteration_and_a_cond_by_its_costliest_branch():
+    def scanned(c, w):
+        return jax.lax.scan(lambda c, w: (c @ w, None), c, w)[0]
+
+    assert flops_of(scanned, (4, 8), (5, 8, 8)) == 5 * 2 * 4 * 8 * 8
+
+    def branches(p, a, b):
+        return jax.lax.cond(p.sum() > 0, lambda: a @ b, lambda: a)
+
+    assert flops_of(branches, (2,), (3, 4), (4, 4)) == 2 * 3 * 4 * 4
+    # serial applies a run of alike layers as one scan: counted once per layer
+    net = jn.serial(*[jn.dense(16, activation="relu") for _ in range(6)], jn.dense(3))
+    theta = net.init(jax.random.key(0), (16,))
+    flops = compiling.matmul_flops(lambda t, x: net.apply(x, t), theta,
+                                   jax.ShapeDtypeStruct((2, 16), jnp.float32))
+    assert flops == 2 * 2 * (6 * 16 * 16 + 16 * 3)
+
+
+def test_small_step_only_on_a_cpu_and_below_the_threshold():
+    assert compiling.is_small_step(compiling.SMALL_STEP_FLOPS, "cpu")
+    assert not compiling.is_small_step(compiling.SMALL_STEP_FLOPS + 1, "cpu")
+    assert not compiling.is_small_step(1, "tpu") and not compiling.is_small_step(1, "gpu")
+    assert compiling.program_compiler_options("tpu", small_step=True) == {}
+
+
+def test_small_step_options_compile_without_ynnpack_and_compute_the_same_products():
+    options = compiling.program_compiler_options("cpu", small_step=True)
+    assert set(options) - set(compiling.program_compiler_options("cpu")) <= {
+        "xla_cpu_experimental_ynn_fusion_type"}
+    a, b = (np.random.default_rng(0).normal(size=s).astype(np.float32)
+            for s in ((128, 784), (784, 64)))
+    lowered = jax.jit(jnp.dot).lower(a, b)
+    small = lowered.compile(options)
+    assert "__ynn_fusion" not in small.as_text()
+    # the reference: numpy in float64; both programs within float32 rounding of it
+    ref = a.astype(np.float64) @ b
+    for compiled in (small, lowered.compile(compiling.program_compiler_options("cpu"))):
+        np.testing.assert_allclose(compiled(a, b), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("widths, batch_size, small", [([64, 64, 10], 128, True),
+                                                       ([64, 64, 10], 1024, False),
+                                                       ([1024, 1024, 10], 128, False)])
+def test_fit_compiles_the_small_step_program_by_the_forward_flops(monkeypatch, widths,
+                                                                   batch_size, small):
+    """fit unrolls the training scan (and drops YNNPACK) for the tutorial's MLP at batch 128
+    (14 MFLOP forward), not at batch 1024 (112) or for 1024-wide layers (472)."""
+    made = []
+    real = epoch.make_epoch
+    monkeypatch.setattr(epoch, "make_epoch", lambda *a, **k: made.append(k) or real(*a, **k))
+    x = np.zeros((batch_size, 784), np.float32)
+    y = np.zeros(batch_size, np.int32)
+    jn.fit(jn.mlp(widths), x, y, epochs=1, batch_size=batch_size, verbose=0)
+    expected = compiling.SMALL_STEP_UNROLL if small else 1
+    assert made[0]["unroll"] == expected
+    assert compiling.is_small_step(compiling.matmul_flops(
+        lambda t, b: losses.make_objective(jn.mlp(widths))(t, b, train=True),
+        jn.mlp(widths).init(jax.random.key(0), (784,)),
+        (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(y.shape, y.dtype)),
+    ), "cpu") == small
+
+
+@pytest.mark.parametrize("shape", [(10, 3, 4), (10,), (10, 6)])
+def test_rows_equal_numpy_indexing(shape):
+    x = np.arange(np.prod(shape)).reshape(shape).astype(np.uint8)
+    idx = np.array([3, 0, 9, 3], np.int32)
+    np.testing.assert_array_equal(epoch.rows(jnp.asarray(x), jnp.asarray(idx)), x[idx])
