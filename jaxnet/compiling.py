@@ -114,7 +114,18 @@ and convolutions counts as small (:func:`is_small_step`). The tutorial's MLP at 
 14 million; at batch 1024, 111 million."""
 
 SMALL_STEP_UNROLL = 4
-"""How many steps of a small step's training scan run as one loop iteration."""
+"""How many steps of a small step's training scan run as one loop iteration, in an epoch of
+at least :data:`UNROLL_MIN_STEPS` steps."""
+
+UNROLL_MIN_STEPS = 100
+"""Fewer steps an epoch and the training scan is not unrolled: unrolling saves tens of
+microseconds a step and costs about 0.4 s of compilation (without the persistent cache)."""
+
+
+def training_unroll(small_step: bool, steps: int) -> int:
+    """``lax.scan``'s ``unroll`` for a training epoch of ``steps`` steps (see
+    :data:`SMALL_STEP_UNROLL`)."""
+    return SMALL_STEP_UNROLL if small_step and steps >= UNROLL_MIN_STEPS else 1
 
 
 def matmul_flops(fn, *args) -> int:
@@ -155,7 +166,7 @@ def _jaxpr_flops(jaxpr) -> int:
 def is_small_step(forward_flops: int, platform: str | None = None) -> bool:
     """Whether a training step whose forward pass does ``forward_flops`` (per device) is
     small enough on ``platform`` for the small-step program (:data:`SMALL_STEP_FLOPS`; CPUs
-    only): its training scan unrolled :data:`SMALL_STEP_UNROLL` times and its products on
+    only): its training scan unrolled (:func:`training_unroll`) and its products on
     XLA's own (Eigen) kernels rather than YNNPACK's (see :func:`program_compiler_options`)."""
     return (platform or jax.default_backend()) == "cpu" and forward_flops <= SMALL_STEP_FLOPS
 

@@ -200,7 +200,7 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         objective, tx, metric_fns, n_train=len(y), n_val=len(y_val), batch_size=batch_size,
         shuffle=shuffle, stochastic=network.is_stochastic, trace_counter=traces,
         batch_sharding=parallel.batch_sharding(mesh) if mesh else None,
-        unroll=compiling.SMALL_STEP_UNROLL if small else 1)
+        unroll=compiling.training_unroll(small, -(-len(y) // batch_size)))
     # The optimizer's state as one (persistently cached) program, not a dozen eager zeros:
     # about 0.08 s of jaxnet train's start-up here.
     opt_state = jax.jit(tx.init)(_state.split(theta)[0])

@@ -84,15 +84,18 @@ def test_fit_compiles_the_small_step_program_by_the_forward_flops(monkeypatch, w
     made = []
     real = epoch.make_epoch
     monkeypatch.setattr(epoch, "make_epoch", lambda *a, **k: made.append(k) or real(*a, **k))
-    x = np.zeros((batch_size, 784), np.float32)
-    y = np.zeros(batch_size, np.int32)
+    steps = compiling.UNROLL_MIN_STEPS if small else 1  # an epoch long enough to unroll
+    x = np.zeros((steps * batch_size, 784), np.float32)
+    y = np.zeros(steps * batch_size, np.int32)
     jn.fit(jn.mlp(widths), x, y, epochs=1, batch_size=batch_size, verbose=0)
     expected = compiling.SMALL_STEP_UNROLL if small else 1
     assert made[0]["unroll"] == expected
+    assert compiling.training_unroll(small, compiling.UNROLL_MIN_STEPS - 1) == 1
     assert compiling.is_small_step(compiling.matmul_flops(
         lambda t, b: losses.make_objective(jn.mlp(widths))(t, b, train=True),
         jn.mlp(widths).init(jax.random.key(0), (784,)),
-        (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(y.shape, y.dtype)),
+        (jax.ShapeDtypeStruct((batch_size, 784), x.dtype),
+         jax.ShapeDtypeStruct((batch_size,), y.dtype)),
     ), "cpu") == small
 
 

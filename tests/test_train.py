@@ -49,8 +49,7 @@ def test_epoch_compiles_once_across_epochs():
 @pytest.mark.parametrize("batch_size", [128, 120, 100])
 def test_epoch_program_equals_a_plain_python_loop(batch_size):
     """One compiled epoch (no shuffle) equals optax steps in a Python loop: 600 = 4 x 128 + 88
-    (the last batch partial, masked), 5 x 120 and 6 x 100 (every batch full: no mask; the
-    small-step program's scan, unrolled 4 times, with a remainder of 1 and 2 steps)."""
+    (the last batch partial, masked), 5 x 120 and 6 x 100 (every batch full: no mask)."""
     tx = optax.adam(1e-2)
     theta0 = NET.init(jax.random.key(0), (5,))
     theta, history = jn.fit(NET, X, Y, theta=theta0, epochs=1, batch_size=batch_size,
