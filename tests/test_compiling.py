@@ -104,3 +104,17 @@ def test_rows_equal_numpy_indexing(shape):
     x = np.arange(np.prod(shape)).reshape(shape).astype(np.uint8)
     idx = np.array([3, 0, 9, 3], np.int32)
     np.testing.assert_array_equal(epoch.rows(jnp.asarray(x), jnp.asarray(idx)), x[idx])
+
+
+def test_the_unrolled_training_scan_trains_as_the_rolled_one(monkeypatch):
+    """The small-step program's unrolled scan (an epoch of 100+ steps) against the same fit
+    with unroll 1: the same theta within float rounding."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(compiling.UNROLL_MIN_STEPS * 8 + 3, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    net = jn.mlp([8, 2])
+    unrolled, _ = jn.fit(net, x, y, epochs=1, batch_size=8, verbose=0)
+    monkeypatch.setattr(compiling, "SMALL_STEP_UNROLL", 1)
+    rolled, _ = jn.fit(net, x, y, epochs=1, batch_size=8, verbose=0)
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(rolled), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
