@@ -146,11 +146,11 @@ def jaxnet_options(args) -> dict:
 
     net = jn.mlp([*args.hidden, 10], flatten_input=True, input_scale=1 / 255)
     theta = compiling.init_params(net, jax.random.key(0), (28, 28))
-    batch = (jax.ShapeDtypeStruct((args.batch_size, 28, 28), jnp.uint8),
-             jax.ShapeDtypeStruct((args.batch_size,), jnp.int32))
-    objective = losses.make_objective(net)
-    flops = compiling.matmul_flops(lambda t, b: objective(t, b, train=True), theta, batch)
-    return compiling.program_compiler_options(small_step=compiling.is_small_step(flops))
+    x = jax.ShapeDtypeStruct((N_TRAIN, 28, 28), jnp.uint8)
+    y = jax.ShapeDtypeStruct((N_TRAIN,), jnp.int32)
+    small = compiling.is_small_training_step(losses.make_objective(net), theta, x, y,
+                                             args.batch_size)
+    return compiling.program_compiler_options(small_step=small)
 
 
 def jax_scan(args) -> dict:
@@ -355,5 +355,4 @@ def torch_compile(args) -> dict:
 
 
 WORKERS = {"jaxnet": jaxnet, "jax_scan": jax_scan, "paired": paired, "flax": flax,
-           "keras": keras,
-           "torch": torch, "torch_compile": torch_compile}
+           "keras": keras, "torch": torch, "torch_compile": torch_compile}

@@ -144,15 +144,15 @@ def matmul_flops(fn, *args) -> int:
 def _jaxpr_flops(jaxpr) -> int:
     total = 0
     for eqn in jaxpr.eqns:
-        name, out = eqn.primitive.name, math.prod(eqn.outvars[0].aval.shape)
+        name = eqn.primitive.name
         if name == "dot_general":
             (lhs_contracting, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2 * out * math.prod(lhs[d] for d in lhs_contracting)
+            lhs, out = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
+            total += 2 * math.prod(out) * math.prod(lhs[d] for d in lhs_contracting)
         elif name == "conv_general_dilated":  # each output: kernel window x input features
-            kernel = eqn.invars[1].aval.shape
-            total += 2 * out * math.prod(kernel) // kernel[eqn.params["dimension_numbers"]
-                                                           .rhs_spec[0]]
+            kernel, out = eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
+            total += (2 * math.prod(out) * math.prod(kernel)
+                      // kernel[eqn.params["dimension_numbers"].rhs_spec[0]])
         else:
             inner = [_jaxpr_flops(getattr(sub, "jaxpr", sub))
                      for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
@@ -169,6 +169,16 @@ def is_small_step(forward_flops: int, platform: str | None = None) -> bool:
     only): its training scan unrolled (:func:`training_unroll`) and its products on
     XLA's own (Eigen) kernels rather than YNNPACK's (see :func:`program_compiler_options`)."""
     return (platform or jax.default_backend()) == "cpu" and forward_flops <= SMALL_STEP_FLOPS
+
+
+def is_small_training_step(objective, theta, x, y, batch_size: int) -> bool:
+    """Whether a training step of ``objective`` (:func:`jaxnet.losses.make_objective`) on
+    ``batch_size`` examples (per device) of ``x`` and ``y`` (arrays or
+    ``jax.ShapeDtypeStruct``, examples first) is small (:func:`is_small_step`), by the FLOPs
+    of its forward pass. ``fit`` asks this to choose its program."""
+    batch = tuple(jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype) for a in (x, y))
+    forward = functools.partial(objective, key=jax.random.key(0), train=True)
+    return is_small_step(matmul_flops(forward, theta, batch))
 
 
 @functools.cache

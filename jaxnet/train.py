@@ -195,7 +195,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
 
     traces: list = []
     objective = losses.make_objective(network, loss_fn, l2=l2, precision=precision)
-    small = _is_small_step(objective, theta, x, y, batch_size // (mesh.size if mesh else 1))
+    small = compiling.is_small_training_step(objective, theta, x, y,
+                                             batch_size // (mesh.size if mesh else 1))
     epoch_fn = epoch_lib.make_epoch(
         objective, tx, metric_fns, n_train=len(y), n_val=len(y_val), batch_size=batch_size,
         shuffle=shuffle, stochastic=network.is_stochastic, trace_counter=traces,
@@ -275,14 +276,6 @@ def _compile(epoch_fn, *args, small_step: bool):
     options = program_compiler_options(small_step=small_step)
     compiled = jax.jit(epoch_fn).lower(*args).compile(options)
     return compiled, time.perf_counter() - t0
-
-
-def _is_small_step(objective, theta, x, y, batch_size: int) -> bool:
-    """Whether a training step on ``batch_size`` examples (per device) is small
-    (:func:`jaxnet.compiling.is_small_step`), by the FLOPs of its forward pass."""
-    batch = tuple(jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]), a.dtype) for a in (x, y))
-    forward = functools.partial(objective, key=jax.random.key(0), train=True)
-    return compiling.is_small_step(compiling.matmul_flops(forward, theta, batch))
 
 
 def _unpack(outputs):

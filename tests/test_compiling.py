@@ -91,12 +91,10 @@ def test_fit_compiles_the_small_step_program_by_the_forward_flops(monkeypatch, w
     expected = compiling.SMALL_STEP_UNROLL if small else 1
     assert made[0]["unroll"] == expected
     assert compiling.training_unroll(small, compiling.UNROLL_MIN_STEPS - 1) == 1
-    assert compiling.is_small_step(compiling.matmul_flops(
-        lambda t, b: losses.make_objective(jn.mlp(widths))(t, b, train=True),
-        jn.mlp(widths).init(jax.random.key(0), (784,)),
-        (jax.ShapeDtypeStruct((batch_size, 784), x.dtype),
-         jax.ShapeDtypeStruct((batch_size,), y.dtype)),
-    ), "cpu") == small
+    net = jn.mlp(widths)
+    assert compiling.is_small_training_step(
+        losses.make_objective(net), net.init(jax.random.key(0), (784,)), x, y,
+        batch_size) == small
 
 
 @pytest.mark.parametrize("shape", [(10, 3, 4), (10,), (10, 6)])
