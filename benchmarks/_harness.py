@@ -25,7 +25,8 @@ def run_process(cmd: list[str], env=None) -> tuple[float, float, str]:
                             env={**parent, **(env or {})}, cwd=REPO)
     out, err = proc.communicate()
     wall = time.perf_counter() - t
-    if proc.returncode != 0:
+    if proc.returncode != 0:  # the worker's own error last, not the RSS wrapper's report
+        err = "\n".join(line for line in err.splitlines() if not line.startswith("PEAK_RSS_KB "))
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
     # ru_maxrss of the children waited for so far only grows; query the child directly instead.
     rss_mb = _peak_rss_mb(err)
