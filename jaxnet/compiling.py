@@ -171,14 +171,19 @@ def is_small_step(forward_flops: int, platform: str | None = None) -> bool:
     return (platform or jax.default_backend()) == "cpu" and forward_flops <= SMALL_STEP_FLOPS
 
 
-def is_small_training_step(objective, theta, x, y, batch_size: int) -> bool:
+def is_small_training_step(objective, theta, x, y, batch_size: int,
+                           platform: str | None = None) -> bool:
     """Whether a training step of ``objective`` (:func:`jaxnet.losses.make_objective`) on
     ``batch_size`` examples (per device) of ``x`` and ``y`` (arrays or
-    ``jax.ShapeDtypeStruct``, examples first) is small (:func:`is_small_step`), by the FLOPs
-    of its forward pass. ``fit`` asks this to choose its program."""
+    ``jax.ShapeDtypeStruct``, examples first) is small on ``platform`` (default: JAX's
+    default backend; :func:`is_small_step`), by the FLOPs of its forward pass. ``fit`` asks
+    this to choose its program. Off a CPU the answer is no without tracing ``objective``."""
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return False
     batch = tuple(jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype) for a in (x, y))
     forward = functools.partial(objective, key=jax.random.key(0), train=True)
-    return is_small_step(matmul_flops(forward, theta, batch))
+    return is_small_step(matmul_flops(forward, theta, batch), platform)
 
 
 @functools.cache

@@ -58,6 +58,16 @@ def test_small_step_only_on_a_cpu_and_below_the_threshold():
     assert not compiling.is_small_step(1, "tpu") and not compiling.is_small_step(1, "gpu")
     assert compiling.program_compiler_options("tpu", small_step=True) == {}
 
+    def objective(*args, **kwargs):
+        raise AssertionError("traced off a CPU")
+
+    x = jax.ShapeDtypeStruct((256, 784), jnp.float32)
+    y = jax.ShapeDtypeStruct((256,), jnp.int32)
+    for platform in ("tpu", "gpu"):  # decided without tracing the objective
+        assert not compiling.is_small_training_step(objective, {}, x, y, 128, platform)
+    with pytest.raises(AssertionError, match="traced off a CPU"):  # on a CPU it is traced
+        compiling.is_small_training_step(objective, {}, x, y, 128, "cpu")
+
 
 def test_small_step_options_compile_without_ynnpack_and_compute_the_same_products():
     options = compiling.program_compiler_options("cpu", small_step=True)
