@@ -165,7 +165,7 @@ def jax_scan(args) -> dict:
 
 def paired(args) -> dict:
     """jaxnet against the hand-written epoch in one process, alternating: each of
-    ``args.rounds`` rounds runs ``jaxnet.fit`` for ``args.epochs`` epochs (compiled from the
+    ``args.paired_rounds`` rounds runs ``jaxnet.fit`` for ``args.epochs`` epochs (compiled from the
     persistent cache) and then as many epochs of each hand-written program (unroll 4, XLA's
     defaults and jaxnet's options), so that the machine's drift, which moves a process's
     epochs by 10-30 % here, moves all of them alike. Returns every steady epoch per round."""
@@ -177,7 +177,7 @@ def paired(args) -> dict:
     hand = {"defaults": _hand_written(args, ds)[0],
             "jaxnet_options": _hand_written(args, ds, jaxnet_options(args))[0]}
     rounds = []
-    for r in range(args.rounds):
+    for r in range(args.paired_rounds):
         _, history = jn.fit(net, x, y, epochs=args.epochs, batch_size=args.batch_size,
                             validation_split=N_VAL / (N_TRAIN + N_VAL), seed=args.seed,
                             verbose=0)

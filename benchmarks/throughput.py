@@ -61,7 +61,7 @@ def paired(args) -> dict:
     worker): per round, the median jaxnet epoch over the median hand-written one; min and
     median over rounds."""
     _, _, out = run_process(rss_wrapper(_worker_cmd(
-        "paired", args, ["--unroll", "4", "--rounds", str(args.paired_rounds)],
+        "paired", args, ["--unroll", "4", "--paired-rounds", str(args.paired_rounds)],
         epochs=args.paired_epochs)))
     rounds = json.loads(out.strip().splitlines()[-1])["rounds"]
     result = {"rounds": rounds, "epochs": args.paired_epochs}
@@ -219,7 +219,6 @@ def main():
     p.add_argument("--unroll", type=int, default=1, help="the hand-written scan's unroll")
     p.add_argument("--jaxnet-options", action="store_true",
                    help="compile the hand-written scan with jaxnet's XLA options")
-    p.add_argument("--rounds", type=int, default=6, help="the paired worker's rounds")
     p.add_argument("--paired-rounds", type=int, default=8,
                    help="rounds of the paired comparison with the hand-written epoch")
     p.add_argument("--paired-epochs", type=int, default=4, help="epochs per paired round")
