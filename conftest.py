@@ -4,14 +4,14 @@ namespace per document, as a reader would paste them; the unit tests are in test
 ``<!-- skip: next "reason" -->`` skips the next block (the Keras side of the comparison
 table); ``<!-- invisible-code-block: python ... -->`` holds checks a reader does not see. Each
 document runs in its own temporary working directory (blocks save models and checkpoints).
-With pytest-xdist, a document's blocks run on one worker, in order (``--dist loadgroup``).
+With pytest-xdist, a document's blocks run on one worker, in order (``--dist loadfile`` in
+pyproject.toml; ``tests/test_docs.py`` checks that a document's blocks share one namespace).
 """
 
 import os
 import shutil
 import tempfile
 
-import pytest
 from sybil import Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
@@ -36,7 +36,4 @@ _collect_markdown = Sybil(
 
 
 def pytest_collect_file(file_path, parent):
-    collected = _collect_markdown(file_path, parent)
-    if collected is not None:
-        collected.add_marker(pytest.mark.xdist_group(str(file_path)))
-    return collected
+    return _collect_markdown(file_path, parent)

@@ -44,8 +44,6 @@ def training_data(x, y, validation_split, validation_data, check_finite: bool):
                                 check_finite)
     else:
         (x, y), (x_val, y_val) = data_lib.validation_split(x, y, validation_split)
-    if len(y) == 0:
-        raise ValueError("validation_split: leaves no training examples")
     if x_val.shape[1:] != x.shape[1:]:
         raise ValueError(f"validation_data[0]: expected examples of shape "
                          f"{tuple(x.shape[1:])}, got {tuple(x_val.shape[1:])}")

@@ -79,10 +79,16 @@ def from_config(config: dict) -> Network:
 
     config = dict(config)
     name = config.pop("name", None)
-    _checks.one_of("layer", name, _REGISTRY)
+    try:
+        _checks.one_of("layer", name, _REGISTRY)
+    except ValueError as e:
+        raise ValueError(f"{e}. A layer of your own is rebuilt once registered, in the process "
+                         f"that loads it too: jaxnet.register_layer({name!r}, factory)") from None
     for k, v in config.items():
         if v == "<function>":
-            raise ValueError(f"{name}: {k} was a custom function; it cannot be rebuilt from config")
+            raise ValueError(f"{name}: {k} was a custom function; it cannot be rebuilt from "
+                             f"config (register a layer that builds it: "
+                             f"jaxnet.register_layer)")
     return _REGISTRY[name](config)
 
 

@@ -64,15 +64,25 @@ def save_model(path: str | os.PathLike, network: Network, theta, *, input_shape=
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: the network could not be rebuilt from the file: a layer of your own that
+            is not registered (:func:`jaxnet.register_layer`), or a custom function (e.g. an
+            activation) where a name is needed.
     """
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a jaxnet Network, got {type(network).__name__}")
     if input_shape is not None:
         input_shape = network_lib.shape_arg("input_shape", input_shape)
         network_lib.check_params(network, theta, input_shape)
+    config = network_lib.to_config(network)
+    try:  # a file that cannot be loaded again is refused now, not discovered at loading
+        network_lib.from_config(config)
+    except ValueError as e:
+        raise ValueError(f"network: cannot be saved as a model that loads again: {e}") from None
     header = {
         "kind": KIND, "format": FORMAT, "jaxnet_version": _version(),
-        "network": network_lib.to_config(network), "layout": layout(theta),
+        "network": config, "layout": layout(theta),
         "input_shape": _json_shape(input_shape), "loss": loss,
         "class_names": list(class_names) if class_names is not None else None,
     }

@@ -48,12 +48,17 @@ def test_label_count_mismatch_is_named(n, m):
 @settings(max_examples=20, deadline=None)
 @given(classes=st.integers(2, 5), label=st.integers(-3, 9))
 def test_label_range_is_checked_against_the_network(classes, label):
-    x, y = np.ones((4, 2), np.float32), np.array([0, 1, 0, label], np.int32)
+    x = np.random.default_rng(label + 3).normal(size=(4, 2)).astype(np.float32)
+    y = np.array([0, 1, 0, label], np.int32)
     net = jn.mlp([classes])
-    if 0 <= label < classes:
+    theta = net.init(jax.random.key(0), (2,))
+    if 0 <= label < classes:  # valid labels: evaluated, and the accuracy is the hand count
+        result = jn.evaluate(net, theta, x, y)
+        hand = np.mean(np.argmax(np.asarray(net.apply(x, theta)), axis=-1) == y)
+        np.testing.assert_allclose(result["accuracy"], hand, atol=1e-6)
         return
     with pytest.raises(ValueError, match=rf"y: labels must lie in \[0, {classes}\)"):
-        jn.evaluate(net, net.init(jax.random.key(0), (2,)), x, y)
+        jn.evaluate(net, theta, x, y)
 
 
 @pytest.mark.parametrize("x, error, match", [
@@ -137,3 +142,21 @@ def test_binary_cross_entropy_with_class_labels_is_named():
 def test_unknown_names_still_suggest_the_closest(fn, arg, name):
     with pytest.raises(ValueError, match=rf"{arg}: unknown name '{name}' \(did you mean"):
         fn(name)
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 50), fraction=st.floats(0.0, 1.0, exclude_max=True))
+def test_any_validation_split_leaves_training_examples(n, fraction):
+    """fit's validation_split is in [0, 1) and the training part is ceil(N * (1 - fraction))
+    examples: never empty, so no run starts without training data."""
+    (x_train, _), (x_val, _) = jn.data.validation_split(np.arange(n), np.arange(n), fraction)
+    assert len(x_train) == int(np.ceil(n * (1 - fraction))) >= 1
+    assert len(x_train) + len(x_val) == n
+
+
+def test_fit_many_resume_needs_a_checkpoint_dir():
+    from jaxnet import sweep
+
+    x, y = np.ones((8, 2), np.float32), np.zeros(8, np.int32)
+    with pytest.raises(ValueError, match=r"resume: needs checkpoint_dir"):
+        sweep.fit_many([sweep.Member((4,), "relu")], x, y, epochs=1, resume=True, verbose=0)

@@ -2,17 +2,15 @@
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import optax
 import pytest
-from conftest import REPO, make_idx_dir, run_cli
-from test_train import NET, X, Y
+from helpers import REPO, epochs_trained, kill_after_first_checkpoint, make_idx_dir, run_cli
+from problems import NET, X, Y
 
 import jaxnet as jn
 from jaxnet import checkpoint as ckpt
@@ -88,7 +86,10 @@ def test_fit_resume_equals_an_uninterrupted_run(tmp_path):
     jn.fit(NET, X, Y, **{**kwargs, "epochs": 3}, checkpoint_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "epoch-000001.ckpt", "epoch-000002.ckpt", "epoch-000003.ckpt"]
-    resumed, h = jn.fit(NET, X, Y, **kwargs, checkpoint_dir=tmp_path, resume=True)
+    trained, record = epochs_trained()
+    resumed, h = jn.fit(NET, X, Y, **kwargs, checkpoint_dir=tmp_path, resume=True,
+                        on_epoch_end=record)
+    assert trained == [3, 4, 5]  # only the remaining epochs
     assert jn.params_sha256(resumed) == jn.params_sha256(full)
     assert h.history == full_h.history
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # keep_checkpoints=3
@@ -100,7 +101,11 @@ def test_resume_with_early_stopping_state(tmp_path):
     kwargs = dict(epochs=10, verbose=0, early_stopping=stop)
     full, full_h = jn.fit(NET, X, Y, **kwargs)
     jn.fit(NET, X, Y, **{**kwargs, "epochs": 2}, checkpoint_dir=tmp_path)
-    resumed, h = jn.fit(NET, X, Y, **kwargs, checkpoint_dir=tmp_path, resume=True)
+    trained, record = epochs_trained()
+    resumed, h = jn.fit(NET, X, Y, **kwargs, checkpoint_dir=tmp_path, resume=True,
+                        on_epoch_end=record)
+    # the stopper's state came back: one more epoch without improvement stops the run
+    assert trained == [2]
     assert h.epochs == full_h.epochs == 3 and h.best_epoch == full_h.best_epoch == 0
     assert jn.params_sha256(resumed) == jn.params_sha256(full)
 
@@ -144,11 +149,6 @@ def _epoch_files(directory):
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
-def _checkpoints(directory):
-    return [name for name in _epoch_files(directory) if name.endswith(".ckpt")
-            and not name.startswith(".")]
-
-
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_path):
     # Enough data that an epoch takes a good fraction of a second, so the kill lands mid-run.
@@ -163,16 +163,16 @@ def test_kill_9_then_resume_gives_the_same_params_as_an_uninterrupted_run(tmp_pa
             "--checkpoint-every", "1", "--json", str(tmp_path / "run.json")]
     proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not _checkpoints(ckdir) and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = _checkpoints(ckdir)
+    saved = kill_after_first_checkpoint(proc, ckdir)
     assert saved and "epoch-000012.ckpt" not in saved, saved
-    out = run_cli(*common, "--checkpoint-dir", str(ckdir), "--resume", "--json",
+    assert common[-2:] == ["--verbose", "0"]
+    # --verbose 2: a line per epoch trained
+    out = run_cli(*common[:-1], "2", "--checkpoint-dir", str(ckdir), "--resume", "--json",
                   str(tmp_path / "run.json"), env=env)
     assert out.returncode == 0, out.stderr
+    trained = [ln for ln in out.stderr.splitlines() if ln.startswith("Epoch ")]
+    newest = int(saved[-1].removeprefix("epoch-").removesuffix(".ckpt"))
+    assert [ln.split()[1] for ln in trained] == [f"{e}/12" for e in range(newest + 1, 13)]
     import json
 
     a = json.loads((tmp_path / "ref.json").read_text())
@@ -198,6 +198,9 @@ def test_cli_resume_with_a_truncated_newest_checkpoint(tmp_path, idx_dir):
 
 def test_resume_of_a_finished_run_returns_its_theta(tmp_path):
     theta, _ = jn.fit(NET, X, Y, epochs=2, verbose=0, checkpoint_dir=tmp_path)
-    again, h = jn.fit(NET, X, Y, epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    trained, record = epochs_trained()
+    again, h = jn.fit(NET, X, Y, epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True,
+                      on_epoch_end=record)
+    assert trained == []  # nothing left to train
     assert jn.params_sha256(again) == jn.params_sha256(theta) and h.epochs == 2
     assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(again))

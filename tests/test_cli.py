@@ -5,7 +5,7 @@ import os
 import sys
 
 import pytest
-from conftest import REPO, needs_fashion, run_cli
+from helpers import REPO, needs_fashion, run_cli
 
 
 @pytest.mark.parametrize("args, option", [

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from helpers import assert_drawn_png, run_cli
 
 import jaxnet as jn
 from jaxnet import models, study, sweep
@@ -202,8 +202,7 @@ def test_study_with_archs_writes_tables_per_activation_and_plots(tmp_path, idx_d
     assert "Test accuracy with relu" in md and "Test accuracy with tanh" in md
     assert md.count("| depth | plain | residual-bn |") == 2
     for name in ("accuracy_vs_depth.png", "learning_curves.png", "grad_norms.png"):
-        png = (tmp_path / "out" / name).read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        assert_drawn_png(tmp_path / "out" / name)
 
 
 def test_cli_archs_trains_each_arch_and_names_it(tmp_path, idx_dir):

@@ -13,7 +13,7 @@ import sys
 import types
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 import jaxnet
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, needs_fashion
+from helpers import REPO, needs_fashion
 
 
 @needs_fashion

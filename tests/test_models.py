@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_kill_9_then_resume_is_bit_identical, run_python
+from helpers import assert_kill_9_then_resume_is_bit_identical, run_python
 
 import jaxnet as jn
 from jaxnet import data, models
@@ -173,7 +173,7 @@ print(jn.params_sha256(theta))
 
 @pytest.mark.slow
 def test_kill_9_then_resume_of_a_resnet_is_bit_identical(tmp_path):
-    assert_kill_9_then_resume_is_bit_identical(_RESNET, tmp_path, "epoch-000004.ckpt")
+    assert_kill_9_then_resume_is_bit_identical(_RESNET, tmp_path)
 
 
 def test_cifar10_resnet_with_augmentation_trains_from_the_tfds_path(tmp_path):

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_layers import REGISTRY
-from test_train import X, Y
+from problems import REGISTRY, X, Y
 
 import jaxnet as jn
 from jaxnet import diagnostics, network

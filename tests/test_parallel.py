@@ -8,14 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, needs_fashion, run_cli
+from helpers import REPO, needs_fashion, run_cli
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
 _FIT = """
 import json, sys, jax, numpy as np
 sys.path.insert(0, "tests")
-from test_train import NET, X, Y
+from problems import NET, X, Y
 import jaxnet as jn
 kw = dict(epochs=3, batch_size=64, validation_split=0.2, verbose=0, seed=5)
 theta, h = jn.fit(NET, X, Y, data_parallel={dp}, **kw)
@@ -42,7 +42,7 @@ def test_eight_devices_match_one_device():
 
 def test_auto_data_parallel_and_batch_size_error():
     code = ("import sys; sys.path.insert(0, 'tests')\n"
-            "from test_train import NET, X, Y\nimport jaxnet as jn\n"
+            "from problems import NET, X, Y\nimport jaxnet as jn\n"
             "_, h = jn.fit(NET, X, Y, epochs=1, batch_size=16, verbose=0)\n"
             "print(h.devices)\n"
             "try:\n    jn.fit(NET, X, Y, epochs=1, batch_size=100, verbose=0)\n"

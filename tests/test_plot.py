@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from jaxnet import plot  # noqa: E402
@@ -53,6 +54,7 @@ def _check(fig):
     canvas.draw()
     renderer = canvas.get_renderer()
     box = fig.bbox
+    assert fig.axes, "a figure without axes"
     for ax in fig.axes:
         title = ax.title.get_window_extent(renderer)
         assert title.x0 >= box.x0 - 1 and title.x1 <= box.x1 + 1, ax.get_title()
@@ -107,3 +109,57 @@ def test_log_axes_label_powers_of_ten_as_plain_text(tmp_path, figures):
     assert labels and not any("$" in label for label in labels)
     assert {"10⁻³", "10⁻¹", "10⁰"} <= set(labels), labels
     assert plot._unicode_label(r"$\mathdefault{2\times10^{-3}}$") == "2×10⁻³"
+
+
+def _lines(ax):
+    """``label -> (x, y)`` of every line drawn on ``ax``."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+def test_learning_curves_draw_the_history_they_are_given(tmp_path, figures):
+    history = {"loss": [0.9, 0.5, 0.4], "val_loss": [1.1, 0.8, 0.7],
+               "accuracy": [0.6, 0.7, 0.8], "val_accuracy": [0.55, 0.65, 0.75]}
+    plot.learning_curves(history, tmp_path / "curves.png")
+    (fig,) = figures
+    assert len(fig.axes) == 2
+    loss_ax, acc_ax = fig.axes
+    assert (loss_ax.get_ylabel(), acc_ax.get_ylabel()) == ("loss", "accuracy")
+    epochs = [1, 2, 3]
+    assert _lines(loss_ax) == {"training loss": (epochs, history["loss"]),
+                               "validation loss": (epochs, history["val_loss"])}
+    assert _lines(acc_ax) == {"training accuracy": (epochs, history["accuracy"]),
+                              "validation accuracy": (epochs, history["val_accuracy"])}
+    _check(fig)
+
+
+def test_study_plots_draw_the_means_over_seeds_of_the_report(tmp_path, figures):
+    report = _report(depths=(1, 3), epochs=3)
+    for m in report["members"]:  # seeds differ, so a mean is not any one member's value
+        m["test_accuracy"] += 0.02 * m["seed"]
+        m["history"]["val_accuracy"] = [v + 0.1 * m["seed"] for v in m["history"]["accuracy"]]
+    plot.study_plots(report, tmp_path)
+    accuracy, curves, norms = figures
+    assert [len(f.axes) for f in figures] == [1, 2, 3]
+
+    def members(act, depth):
+        return [m for m in report["members"] if m["activation"] == act and m["depth"] == depth]
+
+    for act in ("sigmoid", "relu"):
+        bars = {c.get_label(): c.lines[0] for c in accuracy.axes[0].containers}  # errorbar
+        xs, ys = list(bars[act].get_xdata()), list(bars[act].get_ydata())
+        assert xs == [1, 3]
+        np.testing.assert_allclose(
+            ys, [np.mean([m["test_accuracy"] for m in members(act, d)]) for d in (1, 3)])
+        for ax, depth in zip(curves.axes, (1, 3), strict=True):
+            xs, ys = _lines(ax)[act]
+            assert xs == [1, 2, 3]
+            np.testing.assert_allclose(ys, np.mean(
+                [m["history"]["val_accuracy"] for m in members(act, depth)], axis=0))
+        deepest = members(act, 3)
+        xs, ys = _lines(norms.axes[0])[act]
+        assert xs == [1, 2, 3, 4]
+        np.testing.assert_allclose(ys, np.mean([m["grad_norms_init"] for m in deepest], axis=0))
+        xs, ys = _lines(norms.axes[2])[act]
+        ratios = [[m["grad_norms_init"][0] / m["grad_norms_init"][-1]] * 4 for m in deepest]
+        np.testing.assert_allclose(ys, np.mean(ratios, axis=0))

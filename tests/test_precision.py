@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import needs_fashion, run_cli
-from test_train import X, Y
+from helpers import needs_fashion, run_cli
+from problems import X, Y
 
 import jaxnet as jn
 from jaxnet import _precision, checkpoint, losses

@@ -7,7 +7,7 @@ import stat
 import jax
 import numpy as np
 import pytest
-from conftest import needs_fashion, run_cli, run_python
+from helpers import needs_fashion, run_cli, run_python
 
 import jaxnet as jn
 from jaxnet import checkpoint, models, saving
@@ -142,3 +142,33 @@ def test_evaluate_and_predict_errors_are_one_line(tmp_path, command, args, optio
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and option in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_a_network_that_cannot_be_rebuilt_is_refused_at_saving(tmp_path):
+    """A custom activation function, or a layer of one's own that is not registered, would
+    make a file that no process can load: save_model refuses it, naming the fix."""
+    theta_of = lambda net: net.init(jax.random.key(0), (3,))  # noqa: E731
+    custom = jn.serial(jn.dense(4, activation=jax.numpy.sin), jn.dense(2))
+    with pytest.raises(ValueError, match=r"network: cannot be saved .*dense: activation was a "
+                                         r"custom function.*jaxnet.register_layer"):
+        jn.save_model(tmp_path / "f.jaxnet", custom, theta_of(custom))
+    unregistered = jn.Network(lambda key, shape: {}, lambda x, theta: 2 * x, "doubled", {},
+                              stochastic=False)
+    net = jn.serial(jn.dense(2), unregistered)
+    with pytest.raises(ValueError, match=r"network: cannot be saved .*'doubled'.*"
+                                         r"jaxnet.register_layer\('doubled', factory\)"):
+        jn.save_model(tmp_path / "u.jaxnet", net, theta_of(net))
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_loading_a_layer_this_process_has_not_registered_names_register_layer(tmp_path):
+    code = ("import jax, jaxnet as jn\n"
+            "doubled = lambda: jn.Network(lambda key, shape: {}, lambda x, theta: 2 * x,\n"
+            "                             'doubled', {}, stochastic=False)\n"
+            "jn.register_layer('doubled', doubled)\n"
+            "net = jn.serial(jn.dense(2), doubled())\n"
+            f"jn.save_model({str(tmp_path / 'd.jaxnet')!r}, net,\n"
+            "              net.init(jax.random.key(0), (3,)))\nprint('saved')")
+    assert run_python(code) == "saved"
+    with pytest.raises(ValueError, match=r"'doubled'.*register_layer\('doubled', factory\)"):
+        jn.load_model(tmp_path / "d.jaxnet")

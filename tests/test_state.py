@@ -13,16 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import REPO, assert_kill_9_then_resume_is_bit_identical, run_python
-from test_train import X, Y
+from helpers import REPO, assert_kill_9_then_resume_is_bit_identical, epochs_trained, run_python
+from problems import BN_NET, X, Y
 
 import jaxnet as jn
 from jaxnet import _state
-
-# Batch norm after the activation: a dense bias right before a batch norm has an exactly zero
-# gradient, which Adam would turn into full-size steps of float noise (and 8 devices, which
-# sum in another order, into other noise).
-BN_NET = jn.serial(jn.dense(16, "relu"), jn.batch_norm(momentum=0.9), jn.dense(3))
 
 
 def test_batch_norm_equals_flax_linen_in_training_and_inference():
@@ -120,14 +115,16 @@ def test_checkpoint_resume_of_a_stateful_network_is_exact(tmp_path):
     kw = dict(epochs=4, batch_size=32, verbose=0, seed=3, checkpoint_dir=tmp_path / "ck")
     full, _ = jn.fit(BN_NET, X, Y, **{**kw, "checkpoint_dir": None})
     jn.fit(BN_NET, X, Y, **{**kw, "epochs": 2})
-    resumed, history = jn.fit(BN_NET, X, Y, **kw, resume=True)
+    trained, record = epochs_trained()
+    resumed, history = jn.fit(BN_NET, X, Y, **kw, resume=True, on_epoch_end=record)
+    assert trained == [2, 3]  # only the remaining epochs, from the saved theta and state
     assert history.epochs == 4 and jn.params_sha256(resumed) == jn.params_sha256(full)
 
 
 _KILLABLE = """
 import sys, jax, numpy as np
 sys.path.insert(0, "tests")
-from test_state import BN_NET
+from problems import BN_NET
 import jaxnet as jn
 rng = np.random.default_rng(0)
 x = rng.normal(size=(6000, 5)).astype(np.float32)
@@ -140,14 +137,13 @@ print(jn.params_sha256(theta))
 
 @pytest.mark.slow
 def test_kill_9_then_resume_of_a_stateful_network_is_bit_identical(tmp_path):
-    assert_kill_9_then_resume_is_bit_identical(_KILLABLE, tmp_path, "epoch-000010.ckpt")
+    assert_kill_9_then_resume_is_bit_identical(_KILLABLE, tmp_path)
 
 
 _DEVICES = """
 import json, sys, jax, numpy as np
 sys.path.insert(0, "tests")
-from test_state import BN_NET
-from test_train import X, Y
+from problems import BN_NET, X, Y
 import jaxnet as jn
 theta, h = jn.fit(BN_NET, X, Y, epochs=3, batch_size=64, validation_split=0.2, verbose=0,
                   seed=5, data_parallel={dp})

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import optax
 import pytest
-from conftest import run_cli
-from test_train import X, Y
+from helpers import assert_drawn_png, run_cli
+from problems import BN_NET, X, Y, dropout_net
 
 import jaxnet as jn
 from jaxnet import diagnostics, study, sweep
@@ -166,8 +166,7 @@ def test_study_writes_results_and_readable_plots(tmp_path, idx_dir):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| depth | tanh | relu |" in md and "+-" in md
     for name in ("accuracy_vs_depth.png", "learning_curves.png", "grad_norms.png"):
-        png = (tmp_path / "out" / name).read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        assert_drawn_png(tmp_path / "out" / name)
 
 
 def test_cli_bench_rejects_bad_options():
@@ -188,7 +187,7 @@ def test_members_sharded_over_two_and_eight_cpu_devices_match_one_device(tmp_pat
 
     code = ("import json, sys, jax, numpy as np\n"
             "sys.path.insert(0, 'tests')\n"
-            "from test_train import X, Y\n"
+            "from problems import X, Y\n"
             "from jaxnet import sweep\n"
             "ms = [sweep.Member((16,), a, seed=s) for a in ('tanh', 'relu') for s in range(2)]\n"
             "ms.append(sweep.Member((16,), 'sigmoid', seed=9))\n"
@@ -241,13 +240,6 @@ def test_cli_bench_one_program_and_sequential_agree(tmp_path, idx_dir):
 
 # --- members given as networks: the general path ----------------------------------------------
 
-BN = jn.serial(jn.dense(16, "relu"), jn.batch_norm(momentum=0.9), jn.dense(3))
-
-
-def _dropout_net(rate):
-    return jn.serial(jn.dense(32, "relu"), jn.dropout(rate), jn.dense(3))
-
-
 def _fit_alone(network, member, epochs, **kw):
     tx = optax.chain(optax.add_decayed_weights(member.weight_decay),
                      jn.train.OPTIMIZERS["adam"](member.learning_rate))
@@ -261,7 +253,7 @@ def _close(a_theta, b_theta, rtol=1e-4, atol=1e-5):
 
 
 def test_stateful_members_train_as_one_group_each_with_its_own_state():
-    members = [sweep.Member(network=BN, seed=s, learning_rate=lr)
+    members = [sweep.Member(network=BN_NET, seed=s, learning_rate=lr)
                for s, lr in ((0, 1e-3), (1, 3e-3), (2, 1e-2))]
     results = sweep.fit_many(members, X, Y, epochs=3, batch_size=64, validation_split=0.2,
                              test_data=(X[:100], Y[:100]), **RAW)
@@ -269,13 +261,13 @@ def test_stateful_members_train_as_one_group_each_with_its_own_state():
     means = [np.asarray(r.theta[1]["stats"]["mean"]) for r in results]
     assert not np.allclose(means[0], means[1])  # each member's own statistics
     for r in results:
-        theta, history = _fit_alone(BN, r.member, 3, batch_size=64, validation_split=0.2)
+        theta, history = _fit_alone(BN_NET, r.member, 3, batch_size=64, validation_split=0.2)
         # The vmapped program sums in another order than fit's; over 3 epochs at a learning
         # rate of 1e-2 through batch normalization that reaches 5e-5 on a Zen 4 core (the
         # tolerance of the stateless tests, 1e-5, held on the earlier Xeon).
         _close(r.theta, theta, atol=1e-4)
         np.testing.assert_allclose(r.history["val_loss"], history["val_loss"], rtol=1e-4)
-        alone = jn.evaluate(BN, theta, X[:100], Y[:100])
+        alone = jn.evaluate(BN_NET, theta, X[:100], Y[:100])
         np.testing.assert_allclose(r.test["accuracy"], alone["accuracy"], atol=1e-6)
 
 
@@ -283,7 +275,7 @@ def test_dropout_networks_train_as_one_program_and_equal_fit_alone():
     """Two dropout rates and two seeds: one theta structure, so one group whose device holds
     two runs (one network each); every member equals fit alone (same dropout masks: both
     derive them from the data seed)."""
-    members = [sweep.Member(network=_dropout_net(rate), seed=s)
+    members = [sweep.Member(network=dropout_net(rate), seed=s)
                for rate in (0.1, 0.4) for s in (0, 1)]
     results = sweep.fit_many(members, X, Y, epochs=3, batch_size=32, validation_split=0.2,
                              test_data=(X, Y), **RAW)
@@ -359,12 +351,12 @@ def test_networks_that_differ_only_in_initialisers_share_one_objective():
 
 
 def test_members_of_other_structures_form_their_own_groups():
-    members = [sweep.Member(network=BN, seed=0), sweep.Member(network=_dropout_net(0.2)),
-               sweep.Member(network=BN, seed=1), sweep.Member((16,), "relu")]
+    members = [sweep.Member(network=BN_NET, seed=0), sweep.Member(network=dropout_net(0.2)),
+               sweep.Member(network=BN_NET, seed=1), sweep.Member((16,), "relu")]
     results = sweep.fit_many(members, X, Y, epochs=1, batch_size=64, **RAW)
     assert [r.group for r in results] == [0, 1, 0, 2]
     with pytest.raises(ValueError, match="either network= or the MLP shorthand"):
-        sweep.Member(network=BN, hidden=(4,))
+        sweep.Member(network=BN_NET, hidden=(4,))
     with pytest.raises(TypeError, match="network: expected a jaxnet Network"):
         sweep.Member(network="mlp")
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
@@ -374,14 +366,15 @@ def test_members_of_other_structures_form_their_own_groups():
 _SWEEP = """
 import sys, jax, numpy as np
 sys.path.insert(0, "tests")
-from test_sweep import BN, _dropout_net
+from problems import BN_NET, dropout_net
 import jaxnet as jn
 from jaxnet import sweep
 rng = np.random.default_rng(0)
 x = rng.normal(size=(6000, 5)).astype(np.float32)
 y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1).astype(np.int32)
-members = [sweep.Member(network=BN, seed=s, learning_rate=lr) for s, lr in ((0, 1e-3), (1, 3e-3))]
-members += [sweep.Member(network=_dropout_net(0.3), seed=2), sweep.Member((8,), "tanh")]
+members = [sweep.Member(network=BN_NET, seed=s, learning_rate=lr)
+           for s, lr in ((0, 1e-3), (1, 3e-3))]
+members += [sweep.Member(network=dropout_net(0.3), seed=2), sweep.Member((8,), "tanh")]
 stop = jn.EarlyStopping(monitor="val_loss", patience=2)
 results = sweep.fit_many(members, x, y, epochs=8, batch_size=16, validation_split=0.1,
                          early_stopping=stop, flatten_input=False, input_scale=None,
@@ -393,8 +386,8 @@ print(" ".join(jn.params_sha256(r.theta) + ":" + str(len(r.history["loss"])) for
 
 @pytest.mark.slow
 def test_a_sweep_killed_with_kill_9_resumes_bit_identically(tmp_path):
-    from conftest import assert_kill_9_then_resume_is_bit_identical
+    from helpers import assert_kill_9_then_resume_is_bit_identical
 
-    ck = assert_kill_9_then_resume_is_bit_identical(_SWEEP, tmp_path, "no such checkpoint")
+    ck = assert_kill_9_then_resume_is_bit_identical(_SWEEP, tmp_path)
     groups = sorted(p.name for p in ck.iterdir())
     assert groups == ["group-000", "group-001", "group-002"], groups

@@ -5,24 +5,13 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from problems import NET, X, Y
 
 import jaxnet as jn
-
-
-def blobs(n=600, classes=3, dim=5, seed=0):
-    """Separable Gaussian blobs: a small problem an MLP must solve."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 3, (classes, dim))
-    y = rng.integers(0, classes, n).astype(np.int32)
-    x = (centers[y] + rng.normal(0, 0.5, (n, dim))).astype(np.float32)
-    return x, y
-
-
-X, Y = blobs()
-NET = jn.mlp([16, 3], "tanh")
 
 
 def test_fit_converges_on_a_small_problem():
@@ -99,16 +88,67 @@ def test_uint8_images_train_without_host_conversion():
     assert jn.evaluate(net, theta, x, y)["accuracy"] == 1.0
 
 
-def test_early_stopping_restores_the_best_epoch():
-    # A learning rate far too large makes val_loss rise after the first epochs.
-    stop = jn.EarlyStopping(monitor="val_loss", patience=1)
-    theta, h = jn.fit(NET, X, Y, epochs=30, optimizer="sgd", learning_rate=5.0, verbose=0,
-                      validation_split=0.2, early_stopping=stop)
-    if h.stop_reason is None:
-        pytest.skip("val_loss never stopped improving")  # pragma: no cover - seed-dependent
-    assert h.stop_reason.startswith("early stopping")
-    best = int(np.argmin(h["val_loss"]))
-    assert h.best_epoch == best and h.epochs < 30
+# Three epochs of descent, then gradient ascent (a negative learning rate): val_loss falls to
+# its minimum at epoch 2 and rises after it, whatever the rounding, so the best epoch is 2.
+_DESCENT_EPOCHS, _STEPS = 3, 15  # 480 training examples in batches of 32
+
+
+def _descent_then_ascent():
+    boundary = _DESCENT_EPOCHS * _STEPS
+    return optax.sgd(lambda step: jnp.where(step < boundary, 0.1, -0.1))
+
+
+def _fit_recording(stop, epochs=12, **kw):
+    """fit with early stopping, and theta as on_epoch_end saw it after every epoch."""
+    seen = {}
+    theta, h = jn.fit(NET, X, Y, epochs=epochs, batch_size=32, optimizer=_descent_then_ascent(),
+                      validation_split=0.2, verbose=0, early_stopping=stop,
+                      on_epoch_end=lambda epoch, theta, logs: seen.setdefault(epoch, theta), **kw)
+    return theta, h, seen
+
+
+def test_early_stopping_stops_and_restores_the_best_epochs_theta():
+    theta, h, seen = _fit_recording(jn.EarlyStopping(monitor="val_loss", patience=2))
+    assert int(np.argmin(h["val_loss"])) == 2 == h.best_epoch
+    assert h.epochs == 5 and sorted(seen) == [0, 1, 2, 3, 4]  # stopped: 2 epochs past the best
+    assert h.stop_reason == "early stopping: val_loss did not improve for 2 epochs"
+    assert jn.params_sha256(theta) == jn.params_sha256(seen[2])
+    assert jn.params_sha256(seen[2]) != jn.params_sha256(seen[4])
+
+
+def test_without_restore_best_the_last_epochs_theta_is_returned():
+    stop = jn.EarlyStopping(monitor="val_loss", patience=2, restore_best=False)
+    theta, h, seen = _fit_recording(stop)
+    assert h.epochs == 5 and h.best_epoch is None
+    assert jn.params_sha256(theta) == jn.params_sha256(seen[4])
+
+
+def log_probability_accuracy(logits, labels):
+    """log p(label): larger is better, and a name with "acc" in it (auto mode maximises)."""
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+
+
+def test_auto_mode_maximises_accuracies_and_explicit_modes_are_obeyed():
+    stop = jn.EarlyStopping(monitor="val_log_probability_accuracy", patience=2)
+    theta, h, seen = _fit_recording(stop, metrics=[log_probability_accuracy])
+    values = h["val_log_probability_accuracy"]
+    assert int(np.argmax(values)) == 2 == h.best_epoch and h.epochs == 5
+    assert jn.params_sha256(theta) == jn.params_sha256(seen[2])
+    # mode="max" on a loss: the best is the first epoch (val_loss only falls until epoch 2)
+    theta, h, seen = _fit_recording(jn.EarlyStopping(monitor="val_loss", patience=2,
+                                                     mode="max"))
+    assert h.best_epoch == 0 and h.epochs == 3
+    assert jn.params_sha256(theta) == jn.params_sha256(seen[0])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(mode="maximum"), ValueError, "mode: unknown name 'maximum'"),
+    (dict(patience=-1), ValueError, r"patience: expected an integer >= 0, got -1"),
+    (dict(patience=1.5), TypeError, "patience: expected an integer"),
+])
+def test_early_stopping_rejects_a_bad_mode_or_patience(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        jn.EarlyStopping(**kwargs)
 
 
 def test_early_stopping_stops_after_patience():

@@ -1,0 +1,71 @@
+"""The small problems and networks many test modules share (tests import them from here, never
+from each other: ``pythonpath = ["tests"]`` in pyproject.toml makes this importable in every
+import mode, and subprocess scripts put ``tests`` on ``sys.path`` themselves)."""
+
+import numpy as np
+
+import jaxnet as jn
+from jaxnet import layers
+
+
+def blobs(n=600, classes=3, dim=5, seed=0):
+    """Separable Gaussian blobs: a small problem an MLP must solve."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (classes, dim))
+    y = rng.integers(0, classes, n).astype(np.int32)
+    x = (centers[y] + rng.normal(0, 0.5, (n, dim))).astype(np.float32)
+    return x, y
+
+
+X, Y = blobs()
+NET = jn.mlp([16, 3], "tanh")
+
+# Batch norm after the activation: a dense bias right before a batch norm has an exactly zero
+# gradient, which Adam would turn into full-size steps of float noise (and 8 devices, which
+# sum in another order, into other noise).
+BN_NET = jn.serial(jn.dense(16, "relu"), jn.batch_norm(momentum=0.9), jn.dense(3))
+
+
+def dropout_net(rate):
+    return jn.serial(jn.dense(32, "relu"), jn.dropout(rate), jn.dense(3))
+
+
+# name -> (network, per-example input shape, expected per-example output shape)
+REGISTRY = {
+    "dense": (jn.dense(5), (7,), (5,)),
+    "dense_tanh": (jn.dense(3, "tanh", init="standard"), (4,), (3,)),
+    "activation": (jn.activation("gelu"), (6,), (6,)),
+    "flatten": (jn.flatten(), (2, 3, 4), (24,)),
+    "rescale": (jn.rescale(0.5, 1.0), (3,), (3,)),
+    "dropout": (jn.dropout(0.3), (5,), (5,)),
+    "serial": (jn.serial(jn.flatten(), jn.dense(4, "relu"), jn.dense(2)), (2, 3), (2,)),
+    "mlp": (jn.mlp([8, 8, 3], "sigmoid"), (5,), (3,)),
+    "batch_norm": (jn.batch_norm(), (2, 3, 4), (2, 3, 4)),
+    "batch_norm_no_affine": (jn.batch_norm(0.9, center=False, scale=False), (4,), (4,)),
+    "layer_norm": (jn.layer_norm(), (6,), (6,)),
+    "nested": (jn.serial(jn.dense(4), jn.serial(jn.layer_norm(), jn.batch_norm()),
+                         jn.dense(2)), (3,), (2,)),
+    "conv2d": (jn.conv2d(4, 3, activation="tanh"), (7, 6, 2), (5, 4, 4)),
+    "conv2d_same_strided": (jn.conv2d(3, (3, 2), strides=2, padding="same", use_bias=False),
+                            (7, 6, 1), (4, 3, 3)),
+    "conv2d_dilated": (jn.conv2d(2, 3, dilation=2), (7, 7, 3), (3, 3, 2)),
+    "max_pool": (jn.max_pool(2), (5, 6, 2), (2, 3, 2)),
+    "max_pool_overlapping_same": (jn.max_pool(3, strides=2, padding="same"), (5, 6, 2),
+                                  (3, 3, 2)),
+    "avg_pool": (jn.avg_pool(2, padding="same"), (5, 6, 2), (3, 3, 2)),
+    "global_avg_pool": (jn.global_avg_pool(), (3, 4, 5), (5,)),
+    "global_max_pool": (jn.global_max_pool(), (3, 4, 5), (5,)),
+    "reshape": (jn.reshape((3, -1)), (2, 6), (3, 4)),
+    "residual": (jn.residual(jn.dense(4, "relu"), jn.dense(4)), (4,), (4,)),
+    "residual_projection": (jn.residual(jn.conv2d(4, 3, strides=2, padding="same"),
+                                        jn.batch_norm(), shortcut=jn.conv2d(4, 1, strides=2)),
+                            (6, 6, 2), (3, 3, 4)),
+    "branches": (jn.serial(jn.fanout(3), layers.parallel(jn.dense(2), jn.identity(), jn.dense(2)),
+                           jn.fanin_concat()), (2,), (6,)),
+    "augmentation": (jn.serial(jn.random_crop(1), jn.random_flip(), jn.flatten()), (3, 4, 1),
+                     (12,)),
+    "branches_sum": (jn.serial(jn.fanout(2), layers.parallel(jn.dense(3), jn.dense(3)),
+                               jn.fanin_sum()), (2,), (3,)),
+    "learnable_scale": (jn.learnable_scale(0.7), (3,), (3,)),
+    "rezero_block": (jn.residual(jn.dense(4, "tanh"), jn.learnable_scale(0.3)), (4,), (4,)),
+}
