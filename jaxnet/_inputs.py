@@ -5,14 +5,15 @@ Every error names the argument and says what was expected.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import _checks, layers
+from jaxnet import _checks, layers, losses
 from jaxnet import data as data_lib
-from jaxnet.losses import BINARY_LOSSES, CLASSIFICATION_LOSSES
+from jaxnet.losses import BINARY_LOSSES, CLASSIFICATION_LOSSES, REGRESSION_LOSSES
 
 
 def check_xy(xname: str, yname: str, x, y, check_finite: bool):
@@ -26,9 +27,11 @@ def check_xy(xname: str, yname: str, x, y, check_finite: bool):
                          f"{tuple(y.shape)}")
     if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == bool):
         raise TypeError(f"{xname}: expected a numeric dtype, got {x.dtype}")
-    if check_finite and jnp.issubdtype(x.dtype, jnp.floating) and not bool(np.isfinite(x).all()):
-        raise ValueError(f"{xname}: contains NaN or inf (pass check_inputs=False to skip "
-                         f"this check)")
+    for name, values in ((xname, x), (yname, y)):
+        if (check_finite and jnp.issubdtype(values.dtype, jnp.floating)
+                and not bool(np.isfinite(values).all())):
+            raise ValueError(f"{name}: contains NaN or inf (pass check_inputs=False to skip "
+                             f"this check)")
     return x, y
 
 
@@ -65,16 +68,35 @@ def warn_unscaled_integers(network, x) -> None:
                       stacklevel=3)
 
 
+def resolve_loss(network, theta, input_shape, loss, y):
+    """``(loss_name, loss_fn, reason)``: the loss of ``fit`` and ``evaluate``. A name or a
+    function is used as given (``loss_name`` None for a function, ``reason`` None); None is
+    the loss :func:`jaxnet.losses.infer` picks from ``y`` and the network's outputs, with
+    ``reason`` saying why."""
+    if loss is not None:
+        return (losses.canonical(loss) if isinstance(loss, str) else None), losses.get(loss), None
+    outputs = layers.output_shape(network, input_shape, theta)
+    if not outputs or not isinstance(outputs[-1], int):
+        raise ValueError(f"loss: cannot be inferred for a network whose outputs are "
+                         f"{outputs}; give loss= (a name or a per-example function)")
+    name, reason = losses.infer(y, outputs[-1])
+    return name, losses.get(name), reason
+
+
 def check_labels(network, theta, input_shape, loss_name, y, arg):
-    """Labels that fit the loss and the network's outputs: for the softmax cross-entropy,
-    integer classes in [0, classes) or one-hot rows; for the binary one, one 0/1 label per
-    output."""
-    if loss_name not in CLASSIFICATION_LOSSES | BINARY_LOSSES or len(y) == 0:
+    """Labels that fit the loss and the network's outputs: for the softmax cross-entropy
+    (over two or more outputs), integer classes in [0, classes) or one-hot rows; for the
+    binary one, one 0/1 label per output; for the regression losses, one target per output."""
+    if loss_name not in CLASSIFICATION_LOSSES | BINARY_LOSSES | REGRESSION_LOSSES or len(y) == 0:
         return
-    classes = layers.output_shape(network, input_shape, theta)[-1]
-    if loss_name in BINARY_LOSSES:
-        _check_binary_labels(y, classes, loss_name, arg)
+    shape = layers.output_shape(network, input_shape, theta)
+    classes = shape[-1]
+    if loss_name in BINARY_LOSSES | REGRESSION_LOSSES:
+        _check_one_target_per_output(y, shape, loss_name, arg)
+        if loss_name in BINARY_LOSSES:
+            _check_binary_labels(y, loss_name, arg)
         return
+    losses.check_softmax_outputs(classes, loss_name)
     if y.ndim == 1:
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise TypeError(f"{arg}: expected integer class labels or one-hot rows, got {y.dtype}")
@@ -87,14 +109,19 @@ def check_labels(network, theta, input_shape, loss_name, y, arg):
                          f"got shape {tuple(y.shape)}")
 
 
-def _check_binary_labels(y, outputs: int, loss_name: str, arg: str) -> None:
-    n = len(y)
+def _check_one_target_per_output(y, shape, loss_name: str, arg: str) -> None:
+    n, outputs = len(y), math.prod(shape)
     if y.size != n * outputs:
+        what = "0/1 label" if loss_name in BINARY_LOSSES else "target"
         hint = (f"; {outputs} classes with one integer label each go with "
-                f"loss='categorical_crossentropy'" if y.ndim == 1 and outputs > 1 else "")
-        raise ValueError(f"{arg}: {loss_name} expects one 0/1 label per output, shape "
-                         f"({n}, {outputs}) for this network's {outputs} outputs, got "
+                f"loss='categorical_crossentropy'" if y.ndim == 1 and len(shape) == 1
+                and outputs > 1 and np.issubdtype(y.dtype, np.integer) else "")
+        raise ValueError(f"{arg}: {loss_name} expects one {what} per output, shape "
+                         f"{(n, *shape)} for this network's outputs, got "
                          f"{tuple(y.shape)}{hint}")
+
+
+def _check_binary_labels(y, loss_name: str, arg: str) -> None:
     lo, hi = float(np.min(y)), float(np.max(y))
     if lo < 0 or hi > 1:
         raise ValueError(f"{arg}: {loss_name} expects labels in [0, 1], got range "

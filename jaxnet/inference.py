@@ -26,29 +26,31 @@ from jaxnet.compiling import program_compiler_options
 __all__ = ["evaluate", "predict", "prepare_evaluate", "PrepareEvaluate"]
 
 
-def evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
-             metrics: Sequence | None = None, batch_size: int = 1024,
-             check_inputs: bool = True, precision: str = "f32") -> dict[str, float]:
+def evaluate(network: Network, theta, x, y, *, loss=None, metrics: Sequence | None = None,
+             batch_size: int = 1024, check_inputs: bool = True,
+             precision: str = "f32") -> dict[str, float]:
     """Mean loss and metrics of theta on (x, y), e.g. ``{"loss": 0.35, "accuracy": 0.87}``.
 
-    ``precision="bf16"`` runs the forward pass in bfloat16 as :func:`jaxnet.fit` trains with
-    it (the loss and metrics in float32)."""
-    loss_name, fn = _evaluation(network, loss, metrics, batch_size, precision)
+    ``loss`` defaults to the one :func:`jaxnet.fit` infers from ``y`` and the network's
+    outputs (:func:`jaxnet.losses.infer`); ``metrics`` to those that go with the loss (the
+    accuracy for the cross-entropies, none for regression). ``precision="bf16"`` runs the
+    forward pass in bfloat16 as :func:`jaxnet.fit` trains with it (the loss and metrics in
+    float32)."""
     x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
     layers.check_params(network, theta, tuple(x.shape[1:]))
-    _inputs.check_labels(network, theta, tuple(x.shape[1:]), loss_name, y, "y")
+    fn = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
     sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
     return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
 
 
-def prepare_evaluate(network: Network, theta, x, y, *, loss="softmax_cross_entropy",
+def prepare_evaluate(network: Network, theta, x, y, *, loss=None,
                      metrics: Sequence | None = None, batch_size: int = 1024,
                      precision: str = "f32") -> None:
     """Compile :func:`evaluate`'s program for these arguments now, so that ``evaluate`` with
     the same ones (and theta of the same shapes) starts at once: e.g. in a thread while
     training runs, as ``jaxnet train`` does for its test evaluation. ``theta`` may be
-    ``jax.ShapeDtypeStruct`` leaves; nothing is checked or computed."""
-    _, fn = _evaluation(network, loss, metrics, batch_size, precision)
+    ``jax.ShapeDtypeStruct`` leaves; nothing is computed."""
+    fn = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
     fn.prepare(theta, jnp.asarray(x), jnp.asarray(y))
 
 
@@ -90,15 +92,16 @@ class PrepareEvaluate:
             self.thread.join()
 
 
-def _evaluation(network, loss, metrics, batch_size, precision):
-    """``(loss_name, program)``: evaluate's arguments checked and its (cached) program."""
+def _evaluation(network, theta, x, y, loss, metrics, batch_size, precision):
+    """evaluate's (cached) program, its loss resolved (or inferred) and the labels checked."""
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
-    loss_name = losses.canonical(loss) if isinstance(loss, str) else None
+    input_shape = tuple(x.shape[1:])
+    loss_name, loss_fn, _ = _inputs.resolve_loss(network, theta, input_shape, loss, y)
+    _inputs.check_labels(network, theta, input_shape, loss_name, y, "y")
     metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
-    return loss_name, _compiled_eval(network.apply, network.output_activation,
-                                     losses.get(loss), tuple(metric_fns.items()), batch_size,
-                                     precision)
+    return _compiled_eval(network.apply, network.output_activation, loss_fn,
+                          tuple(metric_fns.items()), batch_size, precision)
 
 
 def predict(network: Network, theta, x, *, batch_size: int = 1024,

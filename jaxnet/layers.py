@@ -55,8 +55,10 @@ from jaxnet.network import (  # noqa: F401 - re-exported: they lived here before
 from jaxnet.norm import batch_norm, layer_norm  # noqa: F401 - re-exported
 
 
-def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Network:
-    """A fully connected layer ``a(x @ w + b)``; theta is ``{"w": (fan_in, units), "b": (units,)}``.
+def dense(units: int, activation=None, *, init=None, bias_init="zeros",
+          use_bias: bool = True) -> Network:
+    """A fully connected layer ``a(x @ w + b)``; theta is ``{"w": (fan_in, units), "b": (units,)}``
+    (``{"w"}`` alone with ``use_bias=False``).
 
     Args:
         units: output width.
@@ -64,6 +66,9 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
         init: weight initialiser name or function; default depends on the activation
             (He for the ReLU family, Glorot otherwise).
         bias_init: bias initialiser name or function.
+        use_bias: add the bias ``b`` (Keras's ``use_bias``). A layer followed by
+            ``batch_norm`` needs none: the normalization subtracts the mean, so a bias there
+            has an exactly zero gradient and only costs parameters.
 
     Examples:
         >>> import jax
@@ -89,8 +94,8 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
                 f"dense: expected input of shape (batch, features), got (batch, "
                 f"{', '.join(map(str, input_shape))}); add flatten() before it")
         wkey, bkey = jax.random.split(key)
-        return {"w": w_init(wkey, (input_shape[0], units), jnp.float32),
-                "b": b_init(bkey, (units,), jnp.float32)}
+        w = w_init(wkey, (input_shape[0], units), jnp.float32)
+        return {"w": w, "b": b_init(bkey, (units,), jnp.float32)} if use_bias else {"w": w}
 
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
@@ -101,10 +106,12 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros") -> Netwo
                     if math.prod(x.shape) == w.shape[0] else "")
             raise ValueError(f"dense: expected input of shape (batch, {w.shape[0]}), "
                              f"got {tuple(x.shape)}{hint}")
-        return act(weights_input(x, w.dtype) @ w + theta["b"])
+        y = weights_input(x, w.dtype) @ w
+        return act(y + theta["b"] if use_bias else y)
 
     config = {"units": units, "activation": _name_or_none(activation),
-              "init": _name_or_none(init), "bias_init": _name_or_none(bias_init)}
+              "init": _name_or_none(init), "bias_init": _name_or_none(bias_init),
+              "use_bias": bool(use_bias)}
     return Network(init_fn, apply_fn, "dense", config, stochastic=False,
                    output_activation=activations.probability_output(activation))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxnet import _checks, _precision, _state
@@ -29,11 +30,22 @@ def softmax_cross_entropy(logits, labels):
         >>> float(softmax_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0])  # log 4
         1.3862943649291992
     """
+    check_softmax_outputs(logits.shape[-1])
     if labels.ndim != logits.ndim:
         # One-hot rather than optax's integer-label form: its gradient is a scatter, which
         # costs about 5% of a training step on XLA:CPU; this one is dense (softmax - one_hot).
         labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return optax.softmax_cross_entropy(logits, labels.astype(logits.dtype))
+
+
+def check_softmax_outputs(outputs: int, loss_name: str = "softmax_cross_entropy") -> None:
+    """Refuse a softmax cross-entropy over one output: a softmax of one value is 1, so the
+    loss would be 0.0 whatever the network does."""
+    if outputs == 1:
+        raise ValueError(f"loss: {loss_name} over one output is always 0 (a softmax of one "
+                         f"value is 1); for 0/1 labels use loss='binary_crossentropy' (a "
+                         f"sigmoid), for regression loss='mse', or give the network one "
+                         f"output per class")
 
 
 def sigmoid_binary_cross_entropy(logits, labels):
@@ -85,6 +97,42 @@ BINARY_LOSSES = frozenset(n for n, f in LOSSES.items() if f is sigmoid_binary_cr
 
 # Keras's backend epsilon: probabilities are clipped to [EPSILON, 1 - EPSILON] before the log.
 EPSILON = 1e-7
+
+
+REGRESSION_LOSSES = frozenset(n for n, f in LOSSES.items()
+                              if f in (mean_squared_error, mean_absolute_error))
+
+
+def infer(y, outputs: int) -> tuple[str, str]:
+    """The loss a user would pick for targets ``y`` and a network of ``outputs`` outputs,
+    and why (what ``fit`` and ``evaluate`` use when no ``loss`` is given):
+
+    - integer class labels (N,), or one-hot rows (N, C), with C >= 2 outputs: the softmax
+      cross-entropy;
+    - one output and labels that are all 0 or 1: the sigmoid binary cross-entropy;
+    - anything else (float targets): the mean squared error.
+
+    Examples:
+        >>> import numpy as np
+        >>> infer(np.array([0, 2, 1]), 3)[0]
+        'softmax_cross_entropy'
+        >>> infer(np.array([[0.0], [1.0]]), 1)[0]
+        'sigmoid_binary_cross_entropy'
+        >>> infer(np.array([[0.3], [1.7]], np.float32), 1)
+        ('mean_squared_error', 'float targets and 1 output')
+    """
+    y = np.asarray(y)
+    integer = np.issubdtype(y.dtype, np.integer) or y.dtype == bool
+    zero_one = bool(np.all((y == 0) | (y == 1)))
+    if outputs >= 2 and integer and y.ndim == 1:
+        return "softmax_cross_entropy", f"integer class labels and {outputs} outputs"
+    if (outputs >= 2 and y.ndim == 2 and y.shape[1] == outputs and zero_one
+            and bool(np.all(y.sum(axis=1) == 1))):
+        return "softmax_cross_entropy", f"one-hot labels and {outputs} outputs"
+    if outputs == 1 and zero_one and y.size == len(y):
+        return "sigmoid_binary_cross_entropy", "0/1 labels and 1 output"
+    kind = "integer" if integer else "float"
+    return "mean_squared_error", f"{kind} targets and {outputs} output{'s' * (outputs > 1)}"
 
 
 def canonical(name):

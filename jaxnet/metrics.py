@@ -114,13 +114,15 @@ def metric_fns(metrics, loss_name: str | None, output_activation: str | None = N
                ) -> dict[str, Callable]:
     """Metric name -> per-example function, as ``fit`` and ``evaluate`` compute them.
 
-    ``metrics`` None means ``("accuracy",)`` for a softmax cross-entropy loss and nothing
-    otherwise. With a binary cross-entropy loss, ``"accuracy"`` is the binary accuracy (each
-    output's logit > 0 against its 0/1 label), as Keras does: one sigmoid output per label,
-    however many labels. A network whose outputs are probabilities has its accuracies
+    ``metrics`` None means ``("accuracy",)`` for the cross-entropies (softmax and binary)
+    and nothing otherwise (regression: the loss is the measure). With a binary
+    cross-entropy loss, ``"accuracy"`` is the binary accuracy (each output's logit > 0
+    against its 0/1 label), as Keras does: one sigmoid output per label, however many
+    labels. A network whose outputs are probabilities has its accuracies
     thresholded at 0.5 (:func:`for_outputs`)."""
     if metrics is None:
-        metrics = ("accuracy",) if loss_name in losses.CLASSIFICATION_LOSSES else ()
+        classification = losses.CLASSIFICATION_LOSSES | losses.BINARY_LOSSES
+        metrics = ("accuracy",) if loss_name in classification else ()
     if isinstance(metrics, str):
         metrics = (metrics,)
     binary = loss_name in losses.BINARY_LOSSES

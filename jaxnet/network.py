@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import _checks
+from jaxnet import _checks, _state
 from jaxnet._typing import Network, Shape
 
 _REGISTRY: dict[str, Callable[[dict], Network]] = {}
@@ -244,8 +244,8 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
         found = [((), network, example_shape(out))]
     rows = []
     for path, layer, shape in found:
-        detail = ", ".join(f"{k}={v}" for k, v in layer.config.items()
-                           if v is not None and not isinstance(v, list | dict))
+        detail = ", ".join(f"{k}={_config_text(v)}" for k, v in layer.config.items()
+                           if v is not None and _config_text(v) is not None)
         label = ".".join(map(str, path)) + ": " if path else ""
         rows.append(("  " * max(len(path) - 1, 0) + label + layer.name
                      + (f" ({detail})" if detail else ""),
@@ -254,10 +254,23 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
     line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
     rule = "-" * len(line(header))
+    trainable, state = _state.split(theta)
     text = "\n".join([line(header), rule, *map(line, rows), rule,
-                      f"Total params: {count_params(theta):,}"])
+                      f"Total params: {count_params(theta):,}",
+                      f"Trainable params: {count_params(trainable):,}",
+                      f"Non-trainable params: {count_params(state):,} (layer state)"])
     print_fn(text)
     return text
+
+
+def _config_text(value) -> str | None:
+    """A configuration value as summary shows it: scalars and tuples of scalars (a kernel
+    size, strides); None for what it leaves out (the configurations of sublayers)."""
+    if isinstance(value, list | tuple):
+        if all(isinstance(v, int | float | str) for v in value):
+            return "(" + ", ".join(map(str, value)) + ")"
+        return None
+    return None if isinstance(value, dict) else str(value)
 
 
 def _batch_shape_text(shape) -> str:

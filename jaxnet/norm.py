@@ -5,12 +5,24 @@ does. ``batch_norm`` keeps its running mean and variance in a :class:`~jaxnet.St
 theta (``theta["stats"]``), which the optimizer never sees:
 
 - in training (``train=True``, what ``fit`` uses) it normalises with the batch's mean and
-  (biased) variance over every axis but the last, and returns the running statistics updated
-  as ``momentum * running + (1 - momentum) * batch`` (Keras's convention: ``momentum`` is what
-  is kept);
+  (biased) variance over every axis but the last, and returns the running statistics updated;
 - in inference (the default of ``apply``, ``evaluate`` and ``predict``) it normalises with the
   running statistics, which start at mean 0 and variance 1, so an untrained model is the
   identity map up to ``epsilon`` rather than a division by zero.
+
+The running statistics are averages of the batches' statistics whose weights sum to 1 after
+any number of steps, so inference is right after a short training too. Step t (from 0) updates
+them as ``d * running + (1 - d) * batch`` with ``d = min(momentum, t / (t + 9))``: the first
+step takes the batch's own statistics (the initial 0 and 1 keep no weight: no bias to correct,
+unlike Keras's update, which at ``momentum=0.99`` needs hundreds of steps to forget them), and
+the average's window grows with training (about the last t / 9 batches) until ``d`` reaches
+``momentum`` (t = 891 at 0.99), as TensorFlow's ``ExponentialMovingAverage(num_updates=...)``
+does. From then on the update is Keras's and flax's ``momentum * running + (1 - momentum) *
+batch``, and what the first steps contributed fades as ``momentum**t``. (A bias correction
+alone, ``1 - momentum**t`` as Adam's, was measured and is not enough: after one epoch of 47
+steps it still averages all of them, and the early ones come from an untrained network: a
+ResNet-8 on 6,000 Fashion-MNIST images evaluated at 0.38 where batch statistics give 0.73.)
+``steps`` (a float32 in the state) counts the training steps.
 
 Batch statistics are plain means over the batch axes of the array the layer is given: under
 ``jit`` with a batch sharded over devices they are the global batch's (XLA inserts the
@@ -60,12 +72,15 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
                scale: bool = True) -> Network:
     """Batch normalization (Ioffe & Szegedy 2015) with Keras's defaults and conventions.
 
-    theta is ``{"scale": (C,), "offset": (C,), "stats": State({"mean": (C,), "var": (C,)})}``
-    for inputs (batch, ..., C); ``scale`` and ``offset`` are trained (``scale=False`` /
-    ``center=False`` leave them out: no gamma / no beta, as Keras), the statistics are state.
+    theta is ``{"scale": (C,), "offset": (C,), "stats": State({"mean": (C,), "var": (C,),
+    "steps": ()})}`` for inputs (batch, ..., C); ``scale`` and ``offset`` are trained
+    (``scale=False`` / ``center=False`` leave them out: no gamma / no beta, as Keras), the
+    statistics are state: bias-corrected running averages (module docstring) and the number
+    of training steps they have seen.
 
     Args:
-        momentum: weight of the running statistics in their update, in [0, 1).
+        momentum: weight of the running statistics in their update once warmed up, in
+            [0, 1) (module docstring: the first steps use less).
         epsilon: added to the variance, > 0.
         center: learn an offset (beta).
         scale: learn a scale (gamma).
@@ -75,8 +90,10 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
         >>> bn = batch_norm()
         >>> theta = bn.init(jax.random.key(0), (3,))
         >>> y, theta = bn.run(jnp.arange(6.0).reshape(2, 3), theta, train=True)
-        >>> [round(m, 6) for m in theta["stats"]["mean"].tolist()]  # 0.01 of (1.5, 2.5, 3.5)
-        [0.015, 0.025, 0.035]
+        >>> theta["stats"]["mean"].tolist()  # after one step: that batch's mean
+        [1.5, 2.5, 3.5]
+        >>> float(theta["stats"]["steps"])
+        1.0
     """
     momentum = _checks.fraction("momentum", momentum)
     epsilon = _checks.positive_float("epsilon", epsilon)
@@ -86,7 +103,8 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
         c = _features("batch_norm", input_shape)
         return {**_affine(c, center, scale),
                 "stats": State({"mean": jnp.zeros((c,), jnp.float32),
-                                "var": jnp.ones((c,), jnp.float32)})}
+                                "var": jnp.ones((c,), jnp.float32),
+                                "steps": jnp.zeros((), jnp.float32)})}
 
     def with_state(x, theta, *, key=None, train=False):
         del key
@@ -97,10 +115,8 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x, axes)
             var = jnp.mean(jnp.square(x - mean), axes)
-            keep = jax.lax.stop_gradient
-            theta = {**theta, "stats": State({
-                "mean": momentum * stats["mean"] + (1 - momentum) * keep(mean),
-                "var": momentum * stats["var"] + (1 - momentum) * keep(var)})}
+            theta = {**theta, "stats": _updated(stats, jax.lax.stop_gradient(mean),
+                                                jax.lax.stop_gradient(var), momentum)}
         else:
             mean, var = stats["mean"], stats["var"]
         y = _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
@@ -113,6 +129,20 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
               "scale": bool(scale)}
     return Network(init_fn, apply_fn, "batch_norm", config, stochastic=False, stateful=True,
                    with_state=with_state, scales_input=True)
+
+
+def _updated(stats: State, mean, var, momentum: float) -> State:
+    """The running statistics after one more batch: ``new = d * old + (1 - d) * batch`` with
+    this step's momentum ``d = min(momentum, t / (t + 9))``, ``t`` the steps seen so far
+    (module docstring). A State saved before ``steps`` existed (``{mean, var}``) has seen a
+    long training: ``d = momentum``."""
+    if "steps" in stats:
+        t = stats["steps"]
+        d, extra = jnp.minimum(momentum, t / (t + 9)), {"steps": t + 1}
+    else:
+        d, extra = jnp.float32(momentum), {}
+    return State({"mean": d * stats["mean"] + (1 - d) * mean,
+                  "var": d * stats["var"] + (1 - d) * var, **extra})
 
 
 def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True) -> Network:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -95,7 +96,7 @@ def get_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformation
     return OPTIMIZERS[optimizer](learning_rate)
 
 
-def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", optimizer="adam",
+def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
         learning_rate=None, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
@@ -113,7 +114,11 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
             ``rescale(1/255)`` in the network).
         y: integer class labels (N,), one-hot labels (N, C), or regression targets.
         theta: initial parameters; default ``network.init`` with a key from ``seed``.
-        loss: a per-example loss or its name (see :mod:`jaxnet.losses`).
+        loss: a per-example loss or its name (see :mod:`jaxnet.losses`); default: inferred
+            from ``y`` and the network's outputs, and said once (with ``verbose``):
+            integer or one-hot labels with two or more outputs, the softmax cross-entropy;
+            one output and 0/1 labels, the sigmoid binary cross-entropy; otherwise (float
+            targets) the mean squared error (:func:`jaxnet.losses.infer`).
         optimizer: a name (``"adam"``, ``"sgd"``, ...) or an ``optax.GradientTransformation``.
         learning_rate: used with an optimizer name; a number or an optax schedule (default
             1e-3). An optax object has its own, so giving one with it is an error.
@@ -122,7 +127,8 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
         validation_split: fraction of (x, y) held out from the end, as in Keras.
         validation_data: ``(x_val, y_val)``; overrides ``validation_split``.
         shuffle: reshuffle the training data every epoch (on the device).
-        metrics: metric names or functions; default ``("accuracy",)`` for classification.
+        metrics: metric names or functions; default ``("accuracy",)`` for the
+            cross-entropies (the binary accuracy for the binary one), none for regression.
         l2: weight decay as an L2 penalty on weight matrices (never on a layer's State).
         seed: seeds initialisation, shuffling and dropout; the same seed gives the same theta.
         shuffle_seed: seeds the data order (and dropout) separately from initialisation;
@@ -170,12 +176,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
-    loss_name = losses.canonical(loss) if isinstance(loss, str) else None
-    loss_fn, tx = losses.get(loss), get_optimizer(optimizer, learning_rate)
+    tx = get_optimizer(optimizer, learning_rate)
     optimizer, learning_rate = _recorded_optimizer(optimizer, learning_rate)
     _check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
-    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
     mesh = _mesh(data_parallel, batch_size)
     x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
                                                check_inputs)
@@ -184,6 +188,10 @@ def fit(network: Network, x, y, *, theta=None, loss="softmax_cross_entropy", opt
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
     theta = _initial_theta(network, theta, init_key, input_shape)
+    loss_name, loss_fn, inferred = _inputs.resolve_loss(network, theta, input_shape, loss, y)
+    if inferred and verbose:
+        print(f"loss: {loss_name} ({inferred}); pass loss= to choose another", file=sys.stderr)
+    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
     for arg, labels in (("y", y), ("validation_data[1]", y_val)):
         _inputs.check_labels(network, theta, input_shape, loss_name, labels, arg)
     if early_stopping is not None:

@@ -34,6 +34,7 @@ def dropout_net(rate):
 REGISTRY = {
     "dense": (jn.dense(5), (7,), (5,)),
     "dense_tanh": (jn.dense(3, "tanh", init="standard"), (4,), (3,)),
+    "dense_no_bias": (jn.dense(3, use_bias=False), (4,), (3,)),
     "activation": (jn.activation("gelu"), (6,), (6,)),
     "flatten": (jn.flatten(), (2, 3, 4), (24,)),
     "rescale": (jn.rescale(0.5, 1.0), (3,), (3,)),

@@ -74,9 +74,13 @@ def test_bad_x(x, error, match):
 
 def test_float_labels_for_classification_and_one_hot_width():
     x = np.ones((4, 2), np.float32)
+    ce = dict(loss="categorical_crossentropy", verbose=0)
     with pytest.raises(TypeError, match="y: expected integer class labels or one-hot rows"):
-        jn.fit(jn.mlp([2]), x, np.zeros(4, np.float32), verbose=0)
+        jn.fit(jn.mlp([2]), x, np.zeros(4, np.float32), **ce)
     with pytest.raises(ValueError, match=r"y: expected integer labels \(N,\) or one-hot \(N, 2\)"):
+        jn.fit(jn.mlp([2]), x, np.zeros((4, 3), np.float32), **ce)
+    # without a loss, float targets are a regression's: one per output
+    with pytest.raises(ValueError, match=r"y: mean_squared_error expects one target per output"):
         jn.fit(jn.mlp([2]), x, np.zeros((4, 3), np.float32), verbose=0)
 
 

@@ -37,7 +37,8 @@ def test_theta_layouts_match_the_golden_file():
 def test_batch_norm_layout_is_pinned():
     golden = json.loads(GOLDEN.read_text())
     assert golden["batch_norm"] == ["['offset'] float32[4]", "['scale'] float32[4]",
-                                    "['stats']['mean'] float32[4]", "['stats']['var'] float32[4]"]
+                                    "['stats']['mean'] float32[4]", "['stats']['steps'] float32[]",
+                                    "['stats']['var'] float32[4]"]
 
 
 NESTED = jn.serial(jn.flatten(), jn.dense(8, "tanh"),
@@ -49,7 +50,15 @@ def test_summary_lists_layers_inside_compositions():
     text = jn.summary(NESTED, (5,), print_fn=lambda s: None)
     assert "2.0: dense (units=8, activation=sigmoid" in text
     assert "2.1: batch_norm" in text and "2: serial" in text
-    assert "Total params: 179" in text  # 48 + 72 + 32 (16 of them state) + 27
+    # 48 + 72 + 33 (16 scale and offset, 17 state: mean, var and the step count) + 27
+    assert "Total params: 180\nTrainable params: 163\nNon-trainable params: 17" in text
+
+
+def test_summary_shows_a_convolutions_kernel_size_and_strides():
+    net = jn.serial(jn.conv2d(4, 3, strides=2, padding="same"), jn.flatten(), jn.dense(3))
+    text = jn.summary(net, (8, 8, 1), print_fn=lambda s: None)
+    assert "0: conv2d (filters=4, kernel_size=(3, 3), strides=(2, 2), padding=same" in text
+    assert "Trainable params: 235\nNon-trainable params: 0" in text  # 4*9+4 + 64*3+3
 
 
 def test_diagnostics_recurse_into_compositions():

@@ -22,14 +22,18 @@ from jaxnet import _state
 
 def test_batch_norm_equals_flax_linen_in_training_and_inference():
     """Same scale/offset: outputs and updated running statistics equal flax.linen.BatchNorm
-    (momentum 0.9, epsilon 1e-3) within 1e-5, on an NHWC batch (statistics over N, H, W)."""
+    (momentum 0.9, epsilon 1e-3) within 1e-5, on an NHWC batch (statistics over N, H, W),
+    from running statistics that have seen a long training (10,000 steps: the bias correction
+    is complete, and the update is flax's and Keras's)."""
     x = jax.random.normal(jax.random.key(0), (8, 5, 5, 4)) * 3 + 1
     bn = jn.batch_norm(momentum=0.9, epsilon=1e-3)
     theta = bn.init(jax.random.key(1), (5, 5, 4))
-    theta = {**theta, "scale": jnp.arange(1.0, 5.0), "offset": jnp.arange(4.0) / 10}
+    running = {"mean": jnp.linspace(-1.0, 1.0, 4), "var": jnp.arange(1.0, 5.0) / 2}
+    theta = {**theta, "scale": jnp.arange(1.0, 5.0), "offset": jnp.arange(4.0) / 10,
+             "stats": _state.State({**running, "steps": jnp.float32(10_000)})}
     ref = nn.BatchNorm(momentum=0.9, epsilon=1e-3)
     variables = {"params": {"scale": theta["scale"], "bias": theta["offset"]},
-                 "batch_stats": {"mean": jnp.zeros(4), "var": jnp.ones(4)}}
+                 "batch_stats": running}
     y_ref, updated = ref.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
     y, new_theta = bn.run(x, theta, train=True)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
@@ -46,6 +50,65 @@ def test_batch_norm_equals_flax_linen_in_training_and_inference():
     np.testing.assert_allclose(bn.apply(x, new_theta), hand, rtol=1e-5, atol=1e-5)
 
 
+def test_running_statistics_are_averages_of_the_batches_by_hand():
+    """After t steps the running mean and variance are sum_i w_i b_i over the batches'
+    statistics b_i, with w_i = (1 - d_i) * prod_{j > i} d_j and d_i = min(m, i / (i + 9))
+    (numpy, float64): weights that sum to 1 (the initial 0 and 1 have none), for t = 1 (the
+    batch's own statistics) to 40; inference after one step uses that batch's statistics."""
+    m = 0.99
+    bn = jn.batch_norm(momentum=m)
+    theta = bn.init(jax.random.key(0), (3,))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=i / 10, scale=1 + i / 20, size=(16, 3)) for i in range(40)]
+    d = np.minimum(m, np.arange(40) / (np.arange(40) + 9.0))
+    for t, batch in enumerate(batches, start=1):
+        _, theta = bn.run(jnp.asarray(batch, jnp.float32), theta, train=True)
+        weights = np.array([(1 - d[i]) * np.prod(d[i + 1:t]) for i in range(t)])
+        np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-12)
+        means = np.array([b.mean(0) for b in batches[:t]])
+        variances = np.array([b.var(0) for b in batches[:t]])
+        stats = theta["stats"]
+        np.testing.assert_allclose(stats["mean"], weights @ means, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(stats["var"], weights @ variances, rtol=2e-5)
+        assert float(stats["steps"]) == t
+        if t == 1:  # one step: inference with that batch's statistics
+            x = jnp.asarray(batch, jnp.float32)
+            hand = (batch - batch.mean(0)) / np.sqrt(batch.var(0) + 1e-3)
+            np.testing.assert_allclose(bn.apply(x, theta), hand, rtol=1e-4, atol=1e-5)
+
+
+def test_a_long_training_leaves_the_keras_moving_average():
+    """After 3,000 steps at momentum 0.99 the average and Keras's (numpy, float64: from 0
+    and 1, momentum 0.99 from the first step) are the same numbers to float32 rounding: the
+    warm-up's 891 steps count for 0.99**2109 (6e-10) of it."""
+    m, bn = 0.99, jn.batch_norm(momentum=0.99)
+    theta = bn.init(jax.random.key(0), (2,))
+    keras = {"mean": np.zeros(2), "var": np.ones(2)}
+    rng = np.random.default_rng(1)
+    step = jax.jit(lambda x, theta: bn.run(x, theta, train=True)[1])
+    for _ in range(3000):
+        batch = rng.normal(loc=2.0, scale=3.0, size=(8, 2))
+        theta = step(jnp.asarray(batch, jnp.float32), theta)
+        keras = {"mean": m * keras["mean"] + (1 - m) * batch.mean(0),
+                 "var": m * keras["var"] + (1 - m) * batch.var(0)}
+    assert float(theta["stats"]["steps"]) == 3000
+    np.testing.assert_allclose(theta["stats"]["mean"], keras["mean"], rtol=1e-4)
+    np.testing.assert_allclose(theta["stats"]["var"], keras["var"], rtol=1e-4)
+
+
+def test_a_state_saved_without_steps_updates_as_a_long_trained_one():
+    """Statistics saved before the step count existed ({mean, var}) have seen a long
+    training: they update as Keras's average, and keep their layout."""
+    bn = jn.batch_norm(momentum=0.9)
+    theta = bn.init(jax.random.key(0), (2,))
+    old = {**theta, "stats": _state.State({"mean": jnp.ones(2), "var": jnp.ones(2) * 2})}
+    x = jnp.array([[0.0, 1.0], [2.0, 5.0]])
+    _, new = bn.run(x, old, train=True)
+    assert sorted(new["stats"]) == ["mean", "var"]
+    np.testing.assert_allclose(new["stats"]["mean"], 0.9 * 1 + 0.1 * np.array([1.0, 3.0]))
+    np.testing.assert_allclose(new["stats"]["var"], 0.9 * 2 + 0.1 * np.array([1.0, 4.0]))
+
+
 def test_untrained_batch_norm_is_the_identity_in_inference():
     """Running mean 0 and variance 1 at the start: inference divides by sqrt(1 + eps), never
     by a zero variance (equinox#955)."""
@@ -60,7 +123,7 @@ def test_state_reads_like_the_dict_it_holds():
     """``State`` iterates, measures and tests membership as a dict does (iterating one fell
     back on ``__getitem__(0)`` and raised KeyError)."""
     stats = BN_NET.init(jax.random.key(0), (5,))[1]["stats"]
-    assert set(stats) == {"mean", "var"} and len(stats) == 2 and "mean" in stats
+    assert set(stats) == {"mean", "var", "steps"} and len(stats) == 3 and "mean" in stats
     assert dict(stats.items()).keys() == stats.keys() and "scale" not in stats
 
 
@@ -68,7 +131,8 @@ def test_state_is_split_from_what_the_optimizer_trains():
     theta = BN_NET.init(jax.random.key(0), (5,))
     params, state = _state.split(theta)
     assert params[1]["stats"] is None and state[1]["stats"]["var"].shape == (16,)
-    assert jax.tree.leaves(state) == [theta[1]["stats"]["mean"], theta[1]["stats"]["var"]]
+    stats = theta[1]["stats"]
+    assert jax.tree.leaves(state) == [stats["mean"], stats["steps"], stats["var"]]
     merged = _state.merge(params, state)
     assert jax.tree.structure(merged) == jax.tree.structure(theta)
     plain = jn.mlp([4, 2]).init(jax.random.key(0), (3,))
@@ -77,16 +141,16 @@ def test_state_is_split_from_what_the_optimizer_trains():
 
 def test_gradient_weight_decay_and_l2_never_touch_the_state():
     """AdamW with weight decay and an l2 penalty: one epoch at batch_size = N (one step) moves
-    the running statistics exactly by the momentum rule, not by the optimizer."""
+    the running statistics exactly by their rule (one step from the start: the batch's own
+    statistics), not by the optimizer."""
     x, y = X[:64], Y[:64]
     theta0 = BN_NET.init(jax.random.key(0), (5,))
     tx = optax.adamw(1e-2, weight_decay=0.5)
     theta, _ = jn.fit(BN_NET, x, y, theta=theta0, optimizer=tx, l2=0.1, epochs=1,
                       batch_size=64, shuffle=False, verbose=0)
     h = np.maximum(x @ theta0[0]["w"] + theta0[0]["b"], 0)
-    np.testing.assert_allclose(theta[1]["stats"]["mean"], 0.1 * h.mean(0), rtol=1e-4,
-                               atol=1e-6)
-    np.testing.assert_allclose(theta[1]["stats"]["var"], 0.9 + 0.1 * h.var(0), rtol=1e-4)
+    np.testing.assert_allclose(theta[1]["stats"]["mean"], h.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(theta[1]["stats"]["var"], h.var(0), rtol=1e-4, atol=1e-7)
     # the decay would have pulled var toward 0 by lr * wd = 0.5% (far beyond rtol)
 
 
