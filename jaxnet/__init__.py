@@ -30,7 +30,7 @@ _EXPORTS = {
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",
     # losses and training
-    "make_loss": "losses",
+    "make_loss": "losses", "make_objective": "losses", "train_step": "step",
     "fit": "train", "evaluate": "inference", "predict": "inference", "History": "train",
     "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "train",
     "params_sha256": "train",
@@ -38,7 +38,7 @@ _EXPORTS = {
     "enable_compile_cache": "compiling",
 }
 _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
-               "models", "network", "losses", "metrics", "epoch", "loop", "callbacks",
+               "models", "network", "losses", "metrics", "step", "epoch", "loop", "callbacks",
                "compiling", "train", "inference", "saving", "sweep", "diagnostics", "study",
                "plot", "checkpoint", "data", "mean_field", "parallel", "cli")
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnet import _state
+from jaxnet import step as step_lib
 
 
 def batch_plan(n: int, batch_size: int, order=None):
@@ -127,16 +127,10 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         if trace_counter is not None:
             trace_counter.append(1)
         x_tr, y_tr, x_val, y_val = data
-        shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(key, index))
+        shuffle_key, dropout_key = step_lib.epoch_keys(key, index)
         order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
         idx, mask = batch_plan(n_train, batch_size, order)
         padded = n_train % batch_size != 0
-
-        def objective(params, state, batch, key):
-            value, out, new_theta = L(_state.merge(params, state), batch, key=key, train=True)
-            return jnp.sum(value), (value, out, _state.split(new_theta)[1])
-
-        grad_fn = jax.value_and_grad(objective, has_aux=True)
 
         def step(carry, plan):
             theta, opt_state, sums, bad = carry
@@ -144,15 +138,14 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
             xb, yb, bmask = constrain((rows(x_tr, bidx), y_tr[bidx], bmask), batch_sharding)
             if not padded:  # every batch full: no 0/1 weights to apply (or sum)
                 bmask = None
-            key = jax.random.fold_in(dropout_key, i) if stochastic else None
-            params, state = _state.split(theta)
+            key = step_lib.step_key(dropout_key, i) if stochastic else None
             batch = (xb, yb) if bmask is None else (xb, yb, bmask)
-            (_, (value, out, new_state)), grads = grad_fn(params, state, batch, key)
+            value, out, grads, new_state = step_lib.gradients(L, theta, batch, key)
             if masked:
                 ok = active & (bad < 0) & jnp.isfinite(value)
                 grads = jax.tree.map(lambda g: _keep_where(ok, g, jnp.zeros_like(g)), grads)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            new_theta = _state.merge(optax.apply_updates(params, updates), new_state)
+            new_theta, opt_state = step_lib.apply_gradients(tx, theta, grads, new_state,
+                                                            opt_state)
             if masked:
                 new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
                                          new_theta, theta)

@@ -181,8 +181,10 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
     Returns:
         ``L(theta, batch, *, key=None, train=False) -> (scalar, outputs)`` where ``batch`` is
         ``(x, y)`` or ``(x, y, weights)``; weights (0/1 per example) mask padding. θ comes
-        first, so ``jax.grad(L, has_aux=True)`` differentiates it. (A stateful network's
-        updated state is what :func:`make_objective` returns as well.)
+        first, so ``jax.grad(L, has_aux=True)`` differentiates it. Inference mode unless
+        ``train=True`` (dropout off, batch norm on its stored statistics), and even then a
+        stateful network's updated statistics are not returned: to *train*, use
+        :func:`make_objective` with :func:`jaxnet.step.train_step`, what ``fit`` runs.
 
     Examples:
         >>> import jax, jax.numpy as jnp

@@ -24,7 +24,6 @@ from jaxnet import (
     _inputs,
     _precision,
     _progress,
-    _state,
     compiling,
     layers,
     loop,
@@ -34,6 +33,7 @@ from jaxnet import (
 from jaxnet import callbacks as callbacks_lib
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
+from jaxnet import step as step_lib
 from jaxnet._typing import Network
 from jaxnet.callbacks import EarlyStopping
 from jaxnet.compiling import (  # noqa: F401 - re-exported
@@ -212,7 +212,7 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
         unroll=compiling.training_unroll(small, -(-len(y) // batch_size)))
     # The optimizer's state as one (persistently cached) program, not a dozen eager zeros:
     # about 0.08 s of jaxnet train's start-up here.
-    opt_state = jax.jit(tx.init)(_state.split(theta)[0])
+    opt_state = jax.jit(functools.partial(step_lib.init_optimizer, tx))(theta)
     carry, steps = (theta, opt_state), -(-len(y) // batch_size)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None

@@ -1,0 +1,96 @@
+"""One training step, for loops of your own: the pieces :func:`jaxnet.fit`'s compiled epoch
+runs at every step, public.
+
+A training step differentiates the objective (:func:`jaxnet.losses.make_objective`) in
+training mode (dropout on, batch statistics) with respect to theta's *trainable* part only,
+brings the layers' :class:`~jaxnet.State` (batch normalization's running statistics) back
+from the forward pass, and applies the optimizer to the trainable part::
+
+    objective = jn.losses.make_objective(net, "softmax_cross_entropy")
+    step = jax.jit(jn.step.train_step(objective, optimizer))
+    opt_state = jn.step.init_optimizer(optimizer, theta)
+    theta, opt_state, loss, outputs = step(theta, opt_state, (x, y), key)
+
+``fit`` draws its keys from the seed as :func:`epoch_keys` and :func:`step_key` say, so a
+loop that uses them (and fit's initialisation, :func:`jaxnet.train.training_keys`) trains the
+same theta as ``fit`` (the functional-core guide shows one, checked against ``fit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnet import _state
+
+__all__ = ["train_step", "init_optimizer", "gradients", "apply_gradients", "epoch_keys",
+           "step_key"]
+
+
+def init_optimizer(tx: optax.GradientTransformation, theta):
+    """The optimizer's state for theta's trainable part (a layer's State is not trained)."""
+    return tx.init(_state.split(theta)[0])
+
+
+def gradients(objective: Callable, theta, batch, key=None):
+    """One step's differentiation, in training mode.
+
+    Args:
+        objective: ``objective(theta, batch, *, key, train) -> (value, outputs, theta')``
+            (:func:`jaxnet.losses.make_objective`); ``value`` may have one entry per model of
+            a stacked group (the gradient is then that of their sum).
+        theta: the parameters, State included.
+        batch: ``(x, y)`` or ``(x, y, weights)``.
+        key: the step's key for dropout and augmentation (None for a network without).
+
+    Returns:
+        ``(value, outputs, grads, state)``: ``grads`` over the trainable part of theta (a
+        tree like ``theta`` with ``None`` where it holds a State; theta itself for a
+        stateless network), ``state`` the updated State part (None for a stateless network).
+    """
+
+    def differentiated(params, state):
+        value, out, new_theta = objective(_state.merge(params, state), batch, key=key,
+                                          train=True)
+        return jnp.sum(value), (value, out, _state.split(new_theta)[1])
+
+    params, state = _state.split(theta)
+    (_, (value, out, new_state)), grads = jax.value_and_grad(differentiated, has_aux=True)(
+        params, state)
+    return value, out, grads, new_state
+
+
+def apply_gradients(tx: optax.GradientTransformation, theta, grads, state, opt_state):
+    """``(theta, opt_state)`` after the optimizer's update of the trainable part with
+    ``grads``, the State part replaced by ``state`` (what :func:`gradients` returned)."""
+    params = _state.split(theta)[0]
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return _state.merge(optax.apply_updates(params, updates), state), opt_state
+
+
+def train_step(objective: Callable, tx: optax.GradientTransformation) -> Callable:
+    """A pure training step: ``step(theta, opt_state, batch, key=None) -> (theta, opt_state,
+    value, outputs)``; :func:`gradients` then :func:`apply_gradients`. ``jax.jit`` it."""
+
+    def step(theta, opt_state, batch, key=None):
+        value, out, grads, state = gradients(objective, theta, batch, key)
+        theta, opt_state = apply_gradients(tx, theta, grads, state, opt_state)
+        return theta, opt_state, value, out
+
+    return step
+
+
+def epoch_keys(train_key, epoch):
+    """``(shuffle_key, dropout_key)`` of epoch ``epoch`` (from 0), as ``fit`` derives them
+    from its training key: the shuffle is ``jax.random.permutation(shuffle_key, n)``; the
+    same epoch shuffles the same way whether or not training was interrupted before it."""
+    shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(train_key, epoch))
+    return shuffle_key, dropout_key
+
+
+def step_key(dropout_key, step):
+    """The key of step ``step`` (from 0) of an epoch, for dropout and augmentation."""
+    return jax.random.fold_in(dropout_key, step)
