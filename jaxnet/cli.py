@@ -21,6 +21,12 @@ import warnings
 
 _T_START = time.perf_counter()
 
+from jaxnet import _cli_saved  # noqa: E402 - after the start time
+from jaxnet._cli_common import UsageError  # noqa: E402
+from jaxnet._cli_common import check_data_dir as _check_data_dir  # noqa: E402
+from jaxnet._cli_common import option as _option  # noqa: E402
+from jaxnet._cli_common import print_test as _print_test  # noqa: E402
+from jaxnet._cli_common import wrap as _wrap  # noqa: E402
 
 MODELS = ("mlp", "convnet", "resnet")
 DEFAULT_DATASET = "fashion_mnist"  # what `apt-get install dataset-fashion-mnist` provides
@@ -31,10 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-class UsageError(ValueError):
-    """A bad option value found after parsing; printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,15 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="weight initialiser (default: per activation)")
     t.add_argument("--optimizer", default="adam", help="optimizer name (default: adam)")
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--validation-split", type=float, default=0.2, help="0 means none")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=10, help="passes over the data (default: 10)")
+    t.add_argument("--batch-size", type=int, default=128,
+                   help="examples per step (default: 128)")
+    t.add_argument("--validation-split", type=float, default=0.2,
+                   help="fraction of the training data held out, 0 means none (default: 0.2)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="random seed of initialisation, shuffling and dropout (default: 0)")
     t.add_argument("--json", metavar="PATH", help="write configuration and results here")
     t.add_argument("--save", metavar="PATH",
                    help="save the trained model to this file (for jaxnet evaluate/predict, "
                         "jaxnet.load_model)")
-    t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="0 silent, 1 a progress bar per epoch, 2 a line per epoch (default: 1)")
     t.add_argument("--precision", default="f32", choices=("f32", "bf16"),
                    help="bf16: mixed precision, compute in bfloat16 with float32 parameters "
                         "(the fast path on TPUs; default: f32)")
@@ -94,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", default=DEFAULT_DATASET,
                    help=f"whose test split to use (default: {DEFAULT_DATASET})")
     e.add_argument("--data-dir", help="directory of MNIST-format IDX files")
-    e.add_argument("--batch-size", type=int, default=1024)
-    e.set_defaults(func=_evaluate)
+    e.add_argument("--batch-size", type=int, default=1024,
+                   help="examples per forward pass (default: 1024)")
+    e.set_defaults(func=_cli_saved.evaluate)
 
     p = sub.add_parser("predict", help="a saved model's outputs for the examples in a .npy file")
     p.add_argument("model", help="a file of jaxnet train --save (or jaxnet.save_model)")
@@ -104,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
     p.add_argument("--probabilities", action="store_true",
                    help="class probabilities instead of logits")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.set_defaults(func=_predict)
+    p.add_argument("--batch-size", type=int, default=1024,
+                   help="examples per forward pass (default: 1024)")
+    p.set_defaults(func=_cli_saved.predict)
 
     b = sub.add_parser("bench", help="studies: depth-activation")
     bsub = b.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
@@ -113,25 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--archs", nargs="+", default=["plain"], metavar="ARCH",
                    help="architectures: plain, residual, each with -bn or -ln (batch or layer "
                         "normalization), and rezero (default: plain)")
-    s.add_argument("--dataset", default=DEFAULT_DATASET)
+    s.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help=f"the dataset (default: {DEFAULT_DATASET})")
     s.add_argument("--data-dir", help="directory of MNIST-format IDX files")
-    s.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5, 8], metavar="D")
-    s.add_argument("--width", type=int, default=64)
+    s.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5, 8], metavar="D",
+                   help="hidden layers (default: 1 2 3 5 8)")
+    s.add_argument("--width", type=int, default=64, help="units per layer (default: 64)")
     s.add_argument("--activations", nargs="+", default=["sigmoid", "tanh", "relu"],
-                   metavar="NAME")
+                   metavar="NAME", help="hidden activations (default: sigmoid tanh relu)")
     s.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
-    s.add_argument("--epochs", type=int, default=5)
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--optimizer", default="adam")
-    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--epochs", type=int, default=5, help="epochs (default: 5)")
+    s.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    s.add_argument("--optimizer", default="adam", help="optimizer name (default: adam)")
+    s.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     s.add_argument("--init", default=None,
                    help="glorot|he|lecun|standard|... (default: per activation)")
-    s.add_argument("--validation-split", type=float, default=0.2)
-    s.add_argument("--out", default="depth_activation", metavar="DIR")
+    s.add_argument("--validation-split", type=float, default=0.2,
+                   help="fraction held out for validation (default: 0.2)")
+    s.add_argument("--out", default="depth_activation", metavar="DIR",
+                   help="where results and plots go (default: depth_activation)")
     s.add_argument("--sequential", action="store_true",
                    help="train the same grid one model at a time (for the speed comparison)")
     s.add_argument("--no-plots", action="store_true")
-    s.add_argument("--verbose", type=int, default=1, choices=(0, 1))
+    s.add_argument("--verbose", type=int, default=1, choices=(0, 1),
+                   help="0 silent, 1 a line per group and epoch (default: 1)")
     s.set_defaults(func=_bench_depth_activation)
 
     d = sub.add_parser("data", help="inspect or prepare datasets")
@@ -170,11 +183,6 @@ def main(argv=None) -> int:
     except DatasetUnavailableError as err:
         print(f"jaxnet {args.command}: error: {err}", file=sys.stderr)
         return 1
-
-
-def _option(name: str, ok: bool, expected: str, value) -> None:
-    if not ok:
-        raise UsageError(f"argument {name}: expected {expected}, got {value!r}")
 
 
 def _train(args) -> int:
@@ -271,71 +279,10 @@ def _train(args) -> int:
     return 0
 
 
-def _print_test(test: dict) -> None:
-    print(f"test_loss: {test['loss']:.6f}")
-    print(f"test_accuracy: {test['accuracy']:.6f}")
-
-
 def _process_index() -> int:
     import jax
 
     return jax.process_index()
-
-
-def _check_data_dir(args) -> None:
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise UsageError(f"argument --data-dir: {args.data_dir!r} is not a directory")
-
-
-def _evaluate(args) -> int:
-    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
-    _check_data_dir(args)
-    from jaxnet import data, saving, train
-
-    _wrap("--dataset", data.spec_for, args.dataset)
-    saved = saving.read_model(args.model)
-    ds = data.load(args.dataset, data_dir=args.data_dir)
-    want = saved.info["input_shape"]
-    _option("--dataset", want is None or tuple(want) == ds.input_shape,
-            f"a dataset of examples of shape {want} (the model's)",
-            f"{args.dataset} with {ds.input_shape}")
-    loss = saved.info["loss"] or "softmax_cross_entropy"
-    _print_test(train.evaluate(saved.network, saved.theta, ds.test.x, ds.test.y, loss=loss,
-                               metrics=["accuracy"], batch_size=args.batch_size))
-    return 0
-
-
-def _predict(args) -> int:
-    import io
-
-    import numpy as np
-
-    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
-    from jaxnet import saving, train
-    from jaxnet._io import atomic_write
-    from jaxnet.losses import BINARY_LOSSES
-
-    saved = saving.read_model(args.model)
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except OSError as err:
-        raise UsageError(f"argument --input: cannot read {args.input!r} ({err})") from None
-    except ValueError:
-        raise UsageError(f"argument --input: {args.input!r} is not a .npy file of numbers "
-                         f"(np.save(path, array))") from None
-    want = saved.info["input_shape"]
-    if want is not None:
-        _option("--input", x.shape == tuple(want) or x.shape[1:] == tuple(want),
-                f"examples of shape {tuple(want)} (an array (N, {', '.join(map(str, want))}) "
-                f"or one example)", x.shape)
-    kind = "sigmoid" if saved.info["loss"] in BINARY_LOSSES else True
-    y = np.asarray(train.predict(saved.network, saved.theta, x, batch_size=args.batch_size,
-                                 probabilities=kind if args.probabilities else False))
-    buffer = io.BytesIO()
-    np.save(buffer, y, allow_pickle=False)
-    atomic_write(args.output, buffer.getvalue())
-    print(f"wrote {args.output}: {y.dtype}{list(y.shape)}")
-    return 0
 
 
 def _network(args, ds):
@@ -402,13 +349,6 @@ def _data_prepare(args) -> int:
     ds = data.load(args.name, data_dir=args.data_dir)
     print(f"{ds.name}: {len(ds.train)} train, {len(ds.test)} test examples cached; {ds.source}")
     return 0
-
-
-def _wrap(option: str, fn, *args):
-    try:
-        return fn(*args)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"argument {option}: {str(err).split(': ', 1)[-1]}") from None
 
 
 def write_json_atomic(path: str, obj) -> None:

@@ -85,6 +85,10 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "jaxnet.cli", "train", "--help"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "--validation-split" in out.stdout
+    text = " ".join(out.stdout.split())  # argparse wraps the help: one line of words
+    for default in ("passes over the data (default: 10)", "examples per step (default: 128)",
+                    "dropout (default: 0)"):
+        assert default in text, default
 
 
 @pytest.mark.parametrize("code", [0, 3])

@@ -131,17 +131,48 @@ def test_cli_train_save_then_evaluate_and_predict(tmp_path):
     ("predict", ["{model}", "--input", "{bad}", "--output", "{out}"],
      "argument --input: expected examples of shape (3,)"),
     ("predict", ["{model}", "--output", "{out}"], "--input"),
+    ("predict", ["{model}", "--input", "{good}", "--output", "{nowhere}"],
+     "argument --output: expected a file in an existing directory"),
 ])
 def test_evaluate_and_predict_errors_are_one_line(tmp_path, command, args, option):
     net = jn.mlp([4, 2])
     model = jn.save_model(tmp_path / "m.jaxnet", net, net.init(jax.random.key(0), (3,)),
                           input_shape=(3,))
     np.save(tmp_path / "bad.npy", np.zeros((2, 5), np.float32))
-    args = [a.format(model=model, bad=tmp_path / "bad.npy", out=tmp_path / "y.npy") for a in args]
+    np.save(tmp_path / "good.npy", np.zeros((2, 3), np.float32))
+    nowhere = tmp_path / "no such dir" / "y.npy"
+    args = [a.format(model=model, bad=tmp_path / "bad.npy", good=tmp_path / "good.npy",
+                     out=tmp_path / "y.npy", nowhere=nowhere) for a in args]
     out = run_cli(command, *args)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and option in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "y.npy").exists()
+    assert not (tmp_path / "y.npy").exists() and not nowhere.parent.exists()
+
+
+def test_a_model_of_flattened_images_evaluates_and_predicts_on_the_images(tmp_path, idx_dir):
+    """The README's model is trained on flattened 784-vectors; jaxnet evaluate and predict
+    give it the dataset's (28, 28) images reshaped, as the sizes agree (numpy reference)."""
+    arrays = idx_dir[1]
+    net = jn.serial(jn.rescale(1 / 255), jn.dense(10))
+    theta = net.init(jax.random.key(0), (784,))
+    model = jn.save_model(tmp_path / "flat.jaxnet", net, theta, input_shape=(784,),
+                          loss="categorical_crossentropy")
+    out = run_cli("evaluate", str(model), "--dataset", "mnist", "--data-dir", str(idx_dir[0]),
+                  env={"JAXNET_DATA_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    images = arrays["t10k-images-idx3-ubyte"].astype(np.float32) / 255
+    logits = images.reshape(len(images), 784) @ np.asarray(theta[1]["w"]) + np.asarray(
+        theta[1]["b"])
+    hand = np.mean(np.argmax(logits, -1) == arrays["t10k-labels-idx1-ubyte"])
+    assert out.stdout.strip().splitlines()[-1] == f"test_accuracy: {hand:.6f}"
+    np.save(tmp_path / "images.npy", arrays["t10k-images-idx3-ubyte"][:5])
+    np.save(tmp_path / "one.npy", arrays["t10k-images-idx3-ubyte"][0])
+    for name, rows in (("images", 5), ("one", None)):
+        out = run_cli("predict", str(model), "--input", str(tmp_path / f"{name}.npy"),
+                      "--output", str(tmp_path / f"{name}_y.npy"))
+        assert out.returncode == 0, out.stderr
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}_y.npy"),
+                                   logits[:5] if rows else logits[0], rtol=1e-5, atol=1e-5)
 
 
 def test_a_network_that_cannot_be_rebuilt_is_refused_at_saving(tmp_path):
