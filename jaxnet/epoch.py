@@ -13,6 +13,12 @@ import optax
 
 from jaxnet import step as step_lib
 
+STEP_LOSSES = "step_losses"
+"""The key of the epoch's outputs that holds every step's loss (not a metric of the epoch)."""
+LEARNING_RATE = "learning_rate"
+"""The key of the epoch's outputs that holds the learning rate at its end, when the
+optimizer's state has one (:func:`jaxnet.step.learning_rate`)."""
+
 
 def batch_plan(n: int, batch_size: int, order=None):
     """Indices (steps, batch) and a 0/1 mask: the last batch is padded and masked, so every
@@ -96,7 +102,9 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     objective (:func:`jaxnet.losses.make_objective`). Each step differentiates it with respect
     to the trainable part of theta only (:func:`jaxnet._state.split`): ``opt_state`` is the
     optimizer's state of that part, and the layers' State comes back from the forward pass
-    (``theta'``) into the new theta. It returns ``(theta, opt_state, metrics, bad_step)``.
+    (``theta'``) into the new theta. It returns ``(theta, opt_state, metrics, bad_step)``;
+    ``metrics`` also holds every step's loss (:data:`STEP_LOSSES`) and the learning rate
+    (:data:`LEARNING_RATE`, when the optimizer's state holds one).
     The epoch's randomness is ``fold_in(key, index)``, so epoch ``index`` shuffles the same
     way whether or not training was interrupted before it. ``data = (x_train, y_train,
     x_val, y_val)`` are device arrays passed as arguments (never baked into the program as
@@ -145,21 +153,26 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
                 ok = active & (bad < 0) & jnp.isfinite(value)
                 grads = jax.tree.map(lambda g: _keep_where(ok, g, jnp.zeros_like(g)), grads)
             new_theta, opt_state = step_lib.apply_gradients(tx, theta, grads, new_state,
-                                                            opt_state)
+                                                            opt_state, value)
             if masked:
                 new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
                                          new_theta, theta)
             theta = new_theta
             new = _batch_sums(metric_fns, value, out, yb, bmask)
             bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
-            return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), None
+            return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), value
 
         steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
         no_bad = jnp.full(() if members is None else (members,), -1, jnp.int32)
-        (theta, opt_state, sums, bad), _ = jax.lax.scan(
+        (theta, opt_state, sums, bad), step_losses = jax.lax.scan(
             step, (theta, opt_state, _zeros(metric_fns, members), no_bad), (steps, idx, mask),
             unroll=unroll)
         out = sums_to_means(sums, n_train)
+        # every step's loss, one row per member: (steps,) or (members, steps)
+        out[STEP_LOSSES] = step_losses if members is None else step_losses.T
+        lr = step_lib.learning_rate(opt_state)
+        if lr is not None:
+            out[LEARNING_RATE] = lr
         if n_val:
             val = eval_sums(L, metric_fns, theta, x_val, y_val,
                             validation_batch_size or batch_size, batch_sharding, members)

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxnet import _progress
 from jaxnet.callbacks import Stopper
+from jaxnet.epoch import STEP_LOSSES
 
 
 @dataclass
@@ -43,6 +44,11 @@ class History:
             callback).
         best_epoch: the epoch whose theta early stopping returned, if any (0-based).
         devices: how many devices each batch was split over (1 without data parallelism).
+        step_losses: the training loss of every step of every epoch, in order (the curve
+            a learning-rate range test or a smoothed plot needs).
+        opt_state: the optimizer's state at the end (``fit``): pass it back with theta,
+            ``fit(..., theta=theta, opt_state=history.opt_state)``, to continue training
+            where this call stopped. Not part of :meth:`to_dict`.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -52,6 +58,8 @@ class History:
     stop_reason: str | None = None
     best_epoch: int | None = None
     devices: int = 1
+    step_losses: list[float] = field(default_factory=list)
+    opt_state: object = field(default=None, repr=False, compare=False)
 
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
@@ -64,6 +72,11 @@ class History:
         for k, v in metrics.items():
             self.history.setdefault(k, []).append(v)
         self.epoch_times.append(seconds)
+
+    def to_dict(self) -> dict:
+        """Everything but ``opt_state``, JSON-ready (what a checkpoint keeps)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "opt_state"}
 
 
 @dataclass
@@ -145,7 +158,7 @@ class Checkpointing:
         trees = self.fetch(self.like(carry, best) | self.extra)
         self.manager.save(epoch + 1, trees, {
             "run": self.run, "step": (epoch + 1) * self.steps, "jaxnet_version": __version__,
-            "tracks": [{"history": dataclasses.asdict(t.history), "active": t.active,
+            "tracks": [{"history": t.history.to_dict(), "active": t.active,
                         "early_stopping": t.stopper.state() if t.stopper else None}
                        for t in tracks]})
 
@@ -185,16 +198,18 @@ def _same_run(saved: dict, current: dict, path) -> None:
 @dataclass
 class Outcome:
     """What the loop ends with: the theta to hand back (restore-best applied; stacked like the
-    carry's for a stacked population) and each epoch's seconds."""
+    carry's for a stacked population), each epoch's seconds, and the last carry
+    (``(theta, opt_state)`` after the last epoch trained)."""
 
     final: object
     epoch_seconds: list[float]
+    carry: object = None
 
 
 def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], population,
         masked: bool, metric_names, progress, best=None, after_epoch: Callable | None = None,
-        checkpointing: Checkpointing | None = None, fetch: Callable = jax.device_get
-        ) -> Outcome:
+        before_epoch: Callable | None = None, checkpointing: Checkpointing | None = None,
+        fetch: Callable = jax.device_get) -> Outcome:
     """Train from epoch ``start`` to ``epochs``.
 
     Args:
@@ -211,6 +226,8 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
         after_epoch: ``after_epoch(epoch, theta, trained, rows) -> bool`` after every epoch,
             outside the epoch's time: ``trained`` the tracks that completed it, ``rows``
             their metrics; True stops training (a callback asked to).
+        before_epoch: ``before_epoch(epoch, theta)`` before every epoch (its time is not the
+            epoch's).
         checkpointing: save every ``checkpointing.every`` epochs, after the last and when
             training stops.
         fetch: device-to-host copy of the metrics (``parallel.local`` under a mesh).
@@ -220,6 +237,8 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
     for epoch in range(start, epochs):
         if not any(t.active for t in tracks):
             break
+        if before_epoch is not None:
+            before_epoch(epoch, carry[0])
         t0 = time.perf_counter()
         progress.begin(epoch)
         new_carry, dev_metrics, dev_bad = step(carry, epoch, population.active(tracks))
@@ -230,7 +249,8 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
         for i, track in enumerate(tracks):
             if not track.active:
                 continue
-            logs = _progress.ordered(population.row(metrics, i), metric_names)
+            row = population.row(metrics, i)
+            logs = _progress.ordered(row, metric_names)
             bad_step = int(population.row(bad, i))
             if bad_step >= 0 or not all(math.isfinite(v) for v in logs.values()):
                 where = f"step {bad_step}" if bad_step >= 0 else "validation"
@@ -241,6 +261,8 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
                 rows[i] = logs
                 continue
             track.history.append(logs, seconds * share)
+            if STEP_LOSSES in row:
+                track.history.step_losses.extend(np.asarray(row[STEP_LOSSES]).tolist())
             rows[i] = logs
         progress.end(epoch, rows, seconds, sum(t.active for t in tracks))
         if failed and not masked:  # the new carry holds the bad epoch: keep the old one
@@ -266,7 +288,7 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
                                           or epoch + 1 == epochs
                                           or not any(t.active for t in tracks)):
             checkpointing.save(epoch, carry, best, tracks)
-    return Outcome(_restore_best(carry[0], best, tracks, population), seconds_per_epoch)
+    return Outcome(_restore_best(carry[0], best, tracks, population), seconds_per_epoch, carry)
 
 
 def _restore_best(theta, best, tracks, population):

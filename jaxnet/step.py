@@ -27,7 +27,9 @@ import optax
 from jaxnet import _state
 
 __all__ = ["train_step", "init_optimizer", "gradients", "apply_gradients", "epoch_keys",
-           "step_key"]
+           "step_key", "learning_rate", "with_learning_rate"]
+
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
 
 def init_optimizer(tx: optax.GradientTransformation, theta):
@@ -63,11 +65,15 @@ def gradients(objective: Callable, theta, batch, key=None):
     return value, out, grads, new_state
 
 
-def apply_gradients(tx: optax.GradientTransformation, theta, grads, state, opt_state):
+def apply_gradients(tx: optax.GradientTransformation, theta, grads, state, opt_state,
+                    value=None):
     """``(theta, opt_state)`` after the optimizer's update of the trainable part with
-    ``grads``, the State part replaced by ``state`` (what :func:`gradients` returned)."""
+    ``grads``, the State part replaced by ``state`` (what :func:`gradients` returned).
+    ``value``, the step's loss, reaches optimizers that take it
+    (``optax.contrib.reduce_on_plateau``); the others ignore it."""
     params = _state.split(theta)[0]
-    updates, opt_state = tx.update(grads, opt_state, params)
+    tx = optax.with_extra_args_support(tx)
+    updates, opt_state = tx.update(grads, opt_state, params, value=value)
     return _state.merge(optax.apply_updates(params, updates), state), opt_state
 
 
@@ -77,7 +83,7 @@ def train_step(objective: Callable, tx: optax.GradientTransformation) -> Callabl
 
     def step(theta, opt_state, batch, key=None):
         value, out, grads, state = gradients(objective, theta, batch, key)
-        theta, opt_state = apply_gradients(tx, theta, grads, state, opt_state)
+        theta, opt_state = apply_gradients(tx, theta, grads, state, opt_state, value)
         return theta, opt_state, value, out
 
     return step
@@ -94,3 +100,34 @@ def epoch_keys(train_key, epoch):
 def step_key(dropout_key, step):
     """The key of step ``step`` (from 0) of an epoch, for dropout and augmentation."""
     return jax.random.fold_in(dropout_key, step)
+
+
+def _injected(node) -> bool:
+    return isinstance(node, _INJECTED) and "learning_rate" in node.hyperparams
+
+
+def learning_rate(opt_state):
+    """The learning rate an optimizer's state holds (``optax.inject_hyperparams``: what
+    :func:`jaxnet.fit` makes of an optimizer name), or None for one that holds none."""
+    for node in jax.tree.leaves(opt_state, is_leaf=_injected):
+        if _injected(node):
+            return node.hyperparams["learning_rate"]
+    return None
+
+
+def with_learning_rate(opt_state, value):
+    """``opt_state`` with its learning rate set to ``value``, of the same dtype and placement
+    (so a compiled step takes it without recompiling): how a callback's new learning rate
+    reaches training. Raises ValueError for a state that holds none."""
+    if learning_rate(opt_state) is None:
+        raise ValueError("learning_rate: the optimizer's state holds no learning rate to set "
+                         "(give an optimizer name, or an optax.inject_hyperparams optimizer)")
+
+    def replace(node):
+        if not _injected(node):
+            return node
+        old = node.hyperparams["learning_rate"]
+        new = jax.device_put(jnp.asarray(value, old.dtype), old.sharding)
+        return node._replace(hyperparams={**node.hyperparams, "learning_rate": new})
+
+    return jax.tree.map(replace, opt_state, is_leaf=_injected)

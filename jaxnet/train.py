@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from jaxnet import callbacks as callbacks_lib
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet import step as step_lib
+from jaxnet._fit_callbacks import CallbackDriver
 from jaxnet._typing import Network
 from jaxnet.callbacks import EarlyStopping
 from jaxnet.compiling import (  # noqa: F401 - re-exported
@@ -53,8 +55,8 @@ OPTIMIZERS: dict[str, Callable] = {
     "adamw": optax.adamw,
     "nadam": optax.nadam,
     "sgd": optax.sgd,
-    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+    "nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
     "rmsprop": optax.rmsprop,
     "adagrad": optax.adagrad,
     "lamb": optax.lamb,
@@ -71,14 +73,20 @@ def get_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformation
     """An optax transformation from a name (``"adam"``, ``"sgd"``, ...; case and underscores
     ignored, so Keras's ``"Adam"`` works) and a learning rate (default 1e-3).
 
-    An ``optax.GradientTransformation`` is returned unchanged; it carries its own learning
-    rate, so giving ``learning_rate`` with one is an error rather than silently ignored.
-    ``learning_rate`` may be a number or an optax schedule.
+    A name's learning rate lives in the optimizer's state (``optax.inject_hyperparams``, the
+    other hyperparameters staying constants, so the arithmetic is the plain optimizer's):
+    a callback (:class:`jaxnet.callbacks.ReduceLROnPlateau`) or a resumed run can change it
+    between epochs without recompiling. An ``optax.GradientTransformation`` is returned
+    unchanged, and an ``optax.MultiSteps`` (gradient accumulation) as its transformation; they
+    carry their own learning rate, so giving ``learning_rate`` with one is an error rather
+    than silently ignored. ``learning_rate`` may be a number or an optax schedule.
 
     Raises:
         ValueError: an unknown name (listing the valid ones), a learning rate <= 0, or a
             learning rate given with an optax object.
     """
+    if isinstance(optimizer, optax.MultiSteps):
+        optimizer = optimizer.gradient_transformation()
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:
             raise ValueError("learning_rate: an optax.GradientTransformation has its own "
@@ -93,10 +101,12 @@ def get_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformation
         learning_rate = DEFAULT_LEARNING_RATE
     elif not callable(learning_rate):
         learning_rate = _checks.positive_float("learning_rate", learning_rate)
-    return OPTIMIZERS[optimizer](learning_rate)
+    factory = OPTIMIZERS[optimizer]
+    constants = tuple(p for p in inspect.signature(factory).parameters if p != "learning_rate")
+    return optax.inject_hyperparams(factory, static_args=constants)(learning_rate=learning_rate)
 
 
-def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
+def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimizer="adam",
         learning_rate=None, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
@@ -114,6 +124,9 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
             ``rescale(1/255)`` in the network).
         y: integer class labels (N,), one-hot labels (N, C), or regression targets.
         theta: initial parameters; default ``network.init`` with a key from ``seed``.
+        opt_state: the optimizer's state to continue from, with ``theta``: a previous
+            call's ``history.opt_state`` continues that training (Keras's second
+            ``model.fit``); default a fresh state.
         loss: a per-example loss or its name (see :mod:`jaxnet.losses`); default: inferred
             from ``y`` and the network's outputs, and said once (with ``verbose``):
             integer or one-hot labels with two or more outputs, the softmax cross-entropy;
@@ -121,7 +134,9 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
             targets) the mean squared error (:func:`jaxnet.losses.infer`).
         optimizer: a name (``"adam"``, ``"sgd"``, ...) or an ``optax.GradientTransformation``.
         learning_rate: used with an optimizer name; a number or an optax schedule (default
-            1e-3). An optax object has its own, so giving one with it is an error.
+            1e-3). An optax object has its own, so giving one with it is an error. It lives
+            in the optimizer's state: a callback can change it between epochs, and a
+            resumed run given another one continues with it.
         epochs: passes over the training data (0 returns theta unchanged).
         batch_size: examples per step; the last batch of an epoch may be smaller.
         validation_split: fraction of (x, y) held out from the end, as in Keras.
@@ -136,10 +151,12 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
             order across members; this reproduces one of its members alone.
         early_stopping: an :class:`EarlyStopping`, or None (it may also come in
             ``callbacks``).
-        callbacks: Keras-style callback objects (:mod:`jaxnet.callbacks`): their
-            ``on_train_begin``, ``on_epoch_end(epoch, logs)`` and ``on_train_end`` are called,
-            with ``callback.theta`` set to the current theta; one that sets
-            ``stop_training = True`` ends training after that epoch.
+        callbacks: Keras-style callback objects (:mod:`jaxnet.callbacks`,
+            :mod:`jaxnet.writers`): their ``on_train_begin``, ``on_epoch_begin``,
+            ``on_epoch_end(epoch, logs)`` and ``on_train_end`` are called, with
+            ``callback.theta`` and ``callback.learning_rate`` set; one that sets
+            ``stop_training = True`` ends training after that epoch, one that assigns
+            ``learning_rate`` changes it. Batch-level hooks are refused.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         on_epoch_end: called as ``on_epoch_end(epoch, theta, logs)`` after every epoch that
             completes (``epoch`` from 0, ``theta`` at its end, ``logs`` its metrics as in
@@ -168,7 +185,8 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
     Returns:
         ``(theta_hat, history)``. For a stateful network (batch normalization) theta_hat
         holds the trained state as well: pass it to ``evaluate``, ``predict`` or a
-        checkpoint as it is.
+        checkpoint as it is. ``history.step_losses`` has every step's loss,
+        ``history.opt_state`` the optimizer's final state.
 
     Raises:
         ValueError / TypeError: bad arguments; each message names the argument.
@@ -176,7 +194,7 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
-    tx = get_optimizer(optimizer, learning_rate)
+    tx, explicit_learning_rate = get_optimizer(optimizer, learning_rate), learning_rate
     optimizer, learning_rate = _recorded_optimizer(optimizer, learning_rate)
     _check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
@@ -187,6 +205,9 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
     _inputs.warn_unscaled_integers(network, x)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
+    if opt_state is not None and theta is None:
+        raise ValueError("opt_state: continues a training; give the theta it belongs to "
+                         "(theta=) as well")
     theta = _initial_theta(network, theta, init_key, input_shape)
     loss_name, loss_fn, inferred = _inputs.resolve_loss(network, theta, input_shape, loss, y)
     if inferred and verbose:
@@ -212,8 +233,9 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
         unroll=compiling.training_unroll(small, -(-len(y) // batch_size)))
     # The optimizer's state as one (persistently cached) program, not a dozen eager zeros:
     # about 0.08 s of jaxnet train's start-up here.
-    opt_state = jax.jit(functools.partial(step_lib.init_optimizer, tx))(theta)
+    opt_state = _initial_opt_state(tx, theta, opt_state)
     carry, steps = (theta, opt_state), -(-len(y) // batch_size)
+    driver = CallbackDriver(callbacks, on_epoch_end, explicit_learning_rate, opt_state)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None
     fetch = parallel.local if mesh is not None else jax.device_get
@@ -222,32 +244,35 @@ def fit(network: Network, x, y, *, theta=None, loss=None, optimizer="adam",
         run = dict(seed=int(seed), shuffle_seed=shuffle_seed, batch_size=batch_size,
                    shuffle=bool(shuffle), n_train=len(y), n_val=len(y_val), l2=float(l2),
                    loss=loss_name or "<function>", network=network, optimizer=optimizer,
-                   learning_rate=learning_rate, precision=precision)
+                   precision=precision)
         saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
                                 train_key, steps, run)
         found = saving.resume(carry, best, [track]) if resume else None
         if found is not None:
             carry, best, start = found
+            if isinstance(explicit_learning_rate, int | float):  # resumed with another one
+                driver.set_learning_rate(explicit_learning_rate)
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
     carry, best, train_key, data = place((carry, best, train_key, (x, y, x_val, y_val)))
     compiled, track.history.compile_time = _compile(epoch_fn, *carry, train_key, 0, data,
                                                     small_step=small)
     track.history.devices = mesh.size if mesh is not None else 1
-    callbacks_lib.call(callbacks, "on_train_begin", carry[0], {})
+    driver.train_begin(carry[0])
     outcome = loop.run(
-        lambda c, epoch, active: _unpack(compiled(*c, train_key, epoch, data)), carry,
-        epochs=epochs, start=start, tracks=[track], population=loop.Single(), masked=False,
-        metric_names=metric_fns, progress=_progress.EpochBar(verbose, epochs, steps),
-        best=best, after_epoch=_after_epoch(on_epoch_end, callbacks), checkpointing=saving,
-        fetch=fetch)
+        lambda c, epoch, active: _unpack(compiled(*driver.apply(c), train_key, epoch, data)),
+        carry, epochs=epochs, start=start, tracks=[track], population=loop.Single(),
+        masked=False, metric_names=driver.metric_names(metric_fns),
+        progress=_progress.EpochBar(verbose, epochs, steps), best=best,
+        after_epoch=driver.after_epoch, before_epoch=driver.before_epoch,
+        checkpointing=saving, fetch=fetch)
     history = track.history
     history.traces = len(traces)
-    theta = outcome.final
+    theta, history.opt_state = outcome.final, outcome.carry[1]
     if mesh is not None:  # hand back ordinary single-device arrays
-        theta = jax.tree.map(jnp.asarray, parallel.local(theta))
-    callbacks_lib.call(callbacks, "on_train_end", theta,
-                       {k: v[-1] for k, v in history.history.items()})
+        theta, history.opt_state = jax.tree.map(jnp.asarray,
+                                                parallel.local((theta, history.opt_state)))
+    driver.train_end(theta, history)
     return theta, history
 
 
@@ -266,6 +291,26 @@ def _check_reporting(verbose, on_epoch_end) -> None:
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
                         f"got {type(on_epoch_end).__name__}")
+
+
+def _initial_opt_state(tx, theta, opt_state):
+    """The optimizer's state to start from: a fresh one as one compiled (persistently cached)
+    program, not a dozen eager zeros (about 0.08 s of jaxnet train's start-up here); or the
+    given one (a previous fit's ``history.opt_state``), checked against the fresh one's
+    layout."""
+    fresh = functools.partial(step_lib.init_optimizer, tx)
+    if opt_state is None:
+        return jax.jit(fresh)(theta)
+    want = jax.eval_shape(fresh, theta)
+    got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
+                       if hasattr(a, "shape") else a, opt_state)
+    if jax.tree.structure(want) != jax.tree.structure(got) or any(
+            (w.shape, w.dtype) != (g.shape, g.dtype) for w, g in
+            zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True)):
+        raise ValueError("opt_state: does not match this optimizer's state for theta (pass "
+                         "the history.opt_state of a fit with the same network, optimizer "
+                         "and theta layout)")
+    return opt_state
 
 
 def _initial_theta(network, theta, init_key, input_shape):
@@ -301,20 +346,6 @@ def _mesh(data_parallel, batch_size):
     return mesh
 
 
-def _after_epoch(on_epoch_end, callbacks):
-    """fit's per-epoch hook: ``on_epoch_end`` and the callbacks; True if one asks to stop."""
-    if on_epoch_end is None and not callbacks:
-        return None
-
-    def after(epoch, theta, trained, rows):
-        logs = dict(rows[0])
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, theta, dict(logs))
-        return callbacks_lib.call(callbacks, "on_epoch_end", theta, epoch, logs)
-
-    return after
-
-
 def _checkpointing(directory, every, keep, fetch, train_key, steps, run):
     """fit's :class:`jaxnet.loop.Checkpointing`; ``run`` holds the settings a resumed run must
     share, with the network, optimizer and learning rate described as JSON."""
@@ -325,8 +356,6 @@ def _checkpointing(directory, every, keep, fetch, train_key, steps, run):
         del run["precision"]
     run["network"] = layers.to_config(run["network"])
     run["optimizer"] = run["optimizer"] if isinstance(run["optimizer"], str) else "<optax>"
-    lr = run["learning_rate"]
-    run["learning_rate"] = lr if isinstance(lr, int | float) else "<schedule>"
     return loop.Checkpointing(ckpt.CheckpointManager(directory, keep=keep), every, run, steps,
                               extra={"rng_key": jax.random.key_data(train_key)}, fetch=fetch)
 

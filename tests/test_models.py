@@ -55,7 +55,10 @@ def test_resnet_layout_depth_and_size():
     text = jn.summary(net, (32, 32, 3), print_fn=lambda s: None)
     assert text.count("conv2d (filters=") == 19 + 2  # 19 3x3 convolutions, 2 projections
     assert "(None, 8, 8, 64)" in text
-    assert text.strip().endswith(f"Total params: {jn.count_params(theta):,}")
+    assert text.strip().endswith(f"Total params: {jn.count_params(theta):,}\n"
+                                 f"Trainable params: {trainable:,}\n"
+                                 f"Non-trainable params: {jn.count_params(theta) - trainable:,}"
+                                 f" (layer state)")
     for bad in (7, 9, 21):
         with pytest.raises(ValueError, match="depth: expected 6n \\+ 2"):
             models.resnet(bad)
@@ -71,8 +74,8 @@ def test_plain_resnet_is_the_resnet_without_its_shortcuts():
     assert text.count("conv2d (filters=") == 7 and "residual" not in text
     theta_res = res.init(jax.random.key(0), (32, 32, 3))
     theta_plain = plain.init(jax.random.key(0), (32, 32, 3))
-    assert jn.count_params(theta_res) - jn.count_params(theta_plain) == (
-        16 * 32 + 32 * 64 + 4 * (32 + 64))  # two 1x1 projections and their batch norms
+    assert jn.count_params(theta_res) - jn.count_params(theta_plain) == (  # two 1x1
+        16 * 32 + 32 * 64 + 4 * (32 + 64) + 2)  # projections, their batch norms (+ steps)
     # each plain block's theta is the residual block's branch: [conv, bn, relu, conv, bn]
     blocks = [i for i, c in enumerate(res.children) if c.children and len(theta_res[i]) == 2]
     transplanted = list(theta_plain)
