@@ -32,15 +32,16 @@ _EXPORTS = {
     # losses and training
     "make_loss": "losses", "make_objective": "losses", "train_step": "step",
     "fit": "train", "evaluate": "inference", "predict": "inference", "History": "train",
-    "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "train",
+    "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "optimizers",
     "params_sha256": "train",
     "save_model": "saving", "load_model": "saving",
     "enable_compile_cache": "compiling",
 }
 _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
-               "models", "network", "losses", "metrics", "step", "epoch", "loop", "callbacks",
-               "compiling", "train", "inference", "saving", "sweep", "diagnostics", "study",
-               "plot", "checkpoint", "data", "mean_field", "parallel", "cli")
+               "models", "network", "losses", "metrics", "optimizers", "step", "epoch", "loop",
+               "callbacks", "writers", "compiling", "train", "inference", "saving", "sweep",
+               "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",
+               "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

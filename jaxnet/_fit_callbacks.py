@@ -20,9 +20,11 @@ class CallbackDriver:
         learning_rate: fit's ``learning_rate`` argument (a schedule sets the learning rate
             itself: a callback may not).
         opt_state: the optimizer's initial state (its learning rate, if it holds one).
+        continuing: ``opt_state`` was given (a training continued): a number given as
+            ``learning_rate`` replaces the one the state holds.
     """
 
-    def __init__(self, callbacks, on_epoch_end, learning_rate, opt_state):
+    def __init__(self, callbacks, on_epoch_end, learning_rate, opt_state, continuing=False):
         self.callbacks, self.on_epoch_end = list(callbacks), on_epoch_end
         self.schedule = callable(learning_rate)
         held = step_lib.learning_rate(opt_state)
@@ -31,6 +33,8 @@ class CallbackDriver:
         # Keras reports the learning rate with ReduceLROnPlateau; here too with a schedule
         self.reports = held is not None and (self.schedule or any(
             getattr(cb, "changes_learning_rate", False) for cb in self.callbacks))
+        if continuing and isinstance(learning_rate, int | float):
+            self.set_learning_rate(learning_rate)
 
     def metric_names(self, metric_fns) -> list[str]:
         """The names the logs report: the metrics, and the learning rate when it changes."""

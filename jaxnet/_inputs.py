@@ -53,6 +53,43 @@ def training_data(x, y, validation_split, validation_data, check_finite: bool):
     return x, y, x_val, y_val
 
 
+def example_weights(sample_weight, class_weight, y, n_train: int):
+    """The training examples' weights (float32, (n_train,)) from Keras's ``sample_weight``
+    (one weight >= 0 per example of ``y``, the held-out validation part's dropped) and
+    ``class_weight`` (``{class: weight}``, every class of ``y`` present), multiplied when both
+    are given; None when neither is."""
+    if sample_weight is None and class_weight is None:
+        return None
+    weights = np.ones(len(y), np.float32)
+    if sample_weight is not None:
+        w = _checks.array_like("sample_weight", sample_weight)
+        if w.shape != (len(y),):
+            raise ValueError(f"sample_weight: expected one weight per example, shape "
+                             f"({len(y)},), got {tuple(w.shape)}")
+        w = np.asarray(w, np.float32)
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("sample_weight: expected finite weights >= 0")
+        weights = weights * w
+    if class_weight is not None:
+        if not isinstance(class_weight, dict) or not all(
+                isinstance(c, int | np.integer) and c >= 0 for c in class_weight):
+            raise TypeError(f"class_weight: expected a dict {{class: weight}} of class "
+                            f"indices >= 0, got {class_weight!r}")
+        labels = np.asarray(y)
+        labels = labels.argmax(-1) if labels.ndim == 2 and labels.shape[1] > 1 else labels
+        labels = labels.reshape(len(y)).astype(np.int64)
+        missing = sorted(set(np.unique(labels).tolist()) - set(class_weight))
+        if missing:
+            raise ValueError(f"class_weight: no weight for class(es) {missing}")
+        if any(not math.isfinite(v) or v < 0 for v in class_weight.values()):
+            raise ValueError("class_weight: expected finite weights >= 0")
+        table = np.zeros(max(class_weight) + 1, np.float32)
+        for c, v in class_weight.items():
+            table[int(c)] = v
+        weights = weights * table[labels]
+    return weights[:n_train]
+
+
 def warn_unscaled_integers(network, x) -> None:
     """Warn (once per call) when integer inputs above 1, such as uint8 pixels in 0-255, go
     into a network with nothing that scales them (``Network.scales_input``): training on

@@ -108,8 +108,10 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     The epoch's randomness is ``fold_in(key, index)``, so epoch ``index`` shuffles the same
     way whether or not training was interrupted before it. ``data = (x_train, y_train,
     x_val, y_val)`` are device arrays passed as arguments (never baked into the program as
-    constants). ``bad_step`` is the first step
-    whose loss was not finite, or -1. ``stochastic=False`` skips deriving a key per step.
+    constants); a fifth, the training examples' weights (N,), weights each step's loss as
+    Keras's ``sample_weight`` does (the metrics and the validation stay unweighted).
+    ``bad_step`` is the first step whose loss was not finite, or -1. ``stochastic=False``
+    skips deriving a key per step.
     ``masked=True`` adds a trailing ``active`` argument: a step changes theta only while
     ``active`` and every loss so far was finite (how :mod:`jaxnet.sweep` freezes one member
     without stopping the others). A frozen model's optimizer receives zero gradients, so its
@@ -134,7 +136,7 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
     def epoch(theta, opt_state, key, index, data, active=True):
         if trace_counter is not None:
             trace_counter.append(1)
-        x_tr, y_tr, x_val, y_val = data
+        x_tr, y_tr, x_val, y_val, *example_weights = data
         shuffle_key, dropout_key = step_lib.epoch_keys(key, index)
         order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
         idx, mask = batch_plan(n_train, batch_size, order)
@@ -148,6 +150,10 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
                 bmask = None
             key = step_lib.step_key(dropout_key, i) if stochastic else None
             batch = (xb, yb) if bmask is None else (xb, yb, bmask)
+            if example_weights:  # Keras's sample weights: sum(w * loss) / examples
+                wb = example_weights[0][bidx]
+                batch = ((xb, yb, wb, float(batch_size)) if bmask is None else
+                         (xb, yb, wb * bmask, bmask.sum()))
             value, out, grads, new_state = step_lib.gradients(L, theta, batch, key)
             if masked:
                 ok = active & (bad < 0) & jnp.isfinite(value)

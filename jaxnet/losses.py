@@ -180,7 +180,9 @@ def make_loss(network: Network, loss="softmax_cross_entropy", *, l2: float = 0.0
 
     Returns:
         ``L(theta, batch, *, key=None, train=False) -> (scalar, outputs)`` where ``batch`` is
-        ``(x, y)`` or ``(x, y, weights)``; weights (0/1 per example) mask padding. θ comes
+        ``(x, y)``, ``(x, y, weights)`` (0/1 weights mask padding: the mean over the others)
+        or ``(x, y, weights, count)`` (Keras's sample weights: ``sum(w * loss) / count``,
+        ``count`` the examples that are not padding). θ comes
         first, so ``jax.grad(L, has_aux=True)`` differentiates it. Inference mode unless
         ``train=True`` (dropout off, batch norm on its stored statistics), and even then a
         stateful network's updated statistics are not returned: to *train*, use
@@ -228,9 +230,10 @@ def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float 
             new_theta = _precision.like(new_theta, theta)
         values = per_example(logits_of_probabilities(outputs, per_example)
                              if takes_probabilities else outputs, y)
-        if rest:
+        if rest:  # (weights,): their weighted mean; (weights, count): sum / count
             w = rest[0].astype(values.dtype)
-            value = jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+            count = rest[1] if len(rest) > 1 else jnp.sum(w)
+            value = jnp.sum(values * w) / jnp.maximum(count, 1.0)
         else:
             value = jnp.mean(values)
         if l2:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +17,6 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxnet import (
     _checks,
@@ -45,72 +43,22 @@ from jaxnet.compiling import (  # noqa: F401 - re-exported
 )
 from jaxnet.inference import evaluate, predict  # noqa: F401 - re-exported: they lived here
 from jaxnet.loop import History
+from jaxnet.optimizers import (  # noqa: F401 - re-exported: they lived here
+    DEFAULT_LEARNING_RATE,
+    OPTIMIZERS,
+    get_optimizer,
+)
 
 __all__ = ["OPTIMIZERS", "get_optimizer", "fit", "evaluate", "predict", "params_sha256",
            "enable_compile_cache", "init_params", "program_compiler_options",
            "EarlyStopping", "History"]
 
-OPTIMIZERS: dict[str, Callable] = {
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-    "nadam": optax.nadam,
-    "sgd": optax.sgd,
-    "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
-    "nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
-    "rmsprop": optax.rmsprop,
-    "adagrad": optax.adagrad,
-    "lamb": optax.lamb,
-    "lion": optax.lion,
-}
-"""Optimizer names ``fit`` accepts, each a function of the learning rate returning an optax
-optimizer (Keras's and PyTorch's spellings are accepted too: ``"Adam"``, ``"SGD"``)."""
-
-
-DEFAULT_LEARNING_RATE = 1e-3
-
-
-def get_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformation:
-    """An optax transformation from a name (``"adam"``, ``"sgd"``, ...; case and underscores
-    ignored, so Keras's ``"Adam"`` works) and a learning rate (default 1e-3).
-
-    A name's learning rate lives in the optimizer's state (``optax.inject_hyperparams``, the
-    other hyperparameters staying constants, so the arithmetic is the plain optimizer's):
-    a callback (:class:`jaxnet.callbacks.ReduceLROnPlateau`) or a resumed run can change it
-    between epochs without recompiling. An ``optax.GradientTransformation`` is returned
-    unchanged, and an ``optax.MultiSteps`` (gradient accumulation) as its transformation; they
-    carry their own learning rate, so giving ``learning_rate`` with one is an error rather
-    than silently ignored. ``learning_rate`` may be a number or an optax schedule.
-
-    Raises:
-        ValueError: an unknown name (listing the valid ones), a learning rate <= 0, or a
-            learning rate given with an optax object.
-    """
-    if isinstance(optimizer, optax.MultiSteps):
-        optimizer = optimizer.gradient_transformation()
-    if isinstance(optimizer, optax.GradientTransformation):
-        if learning_rate is not None:
-            raise ValueError("learning_rate: an optax.GradientTransformation has its own "
-                             "learning rate (e.g. optax.adam(1e-2)); give learning_rate only "
-                             "with an optimizer name")
-        return optimizer
-    if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer: expected a name or an optax.GradientTransformation, "
-                        f"got {type(optimizer).__name__}")
-    optimizer = _checks.name_in("optimizer", optimizer, OPTIMIZERS)
-    if learning_rate is None:
-        learning_rate = DEFAULT_LEARNING_RATE
-    elif not callable(learning_rate):
-        learning_rate = _checks.positive_float("learning_rate", learning_rate)
-    factory = OPTIMIZERS[optimizer]
-    constants = tuple(p for p in inspect.signature(factory).parameters if p != "learning_rate")
-    return optax.inject_hyperparams(factory, static_args=constants)(learning_rate=learning_rate)
-
-
 def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimizer="adam",
         learning_rate=None, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
-        shuffle_seed: int | None = None, early_stopping: EarlyStopping | None = None,
+        shuffle_seed: int | None = None, sample_weight=None, class_weight=None,
+        early_stopping: EarlyStopping | None = None,
         callbacks: Sequence | None = None, verbose: int = 1,
         on_epoch_end: Callable | None = None, check_inputs: bool = True,
         compile_cache: bool | None = None, checkpoint_dir=None, checkpoint_every: int = 1,
@@ -124,14 +72,12 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
             ``rescale(1/255)`` in the network).
         y: integer class labels (N,), one-hot labels (N, C), or regression targets.
         theta: initial parameters; default ``network.init`` with a key from ``seed``.
-        opt_state: the optimizer's state to continue from, with ``theta``: a previous
-            call's ``history.opt_state`` continues that training (Keras's second
-            ``model.fit``); default a fresh state.
-        loss: a per-example loss or its name (see :mod:`jaxnet.losses`); default: inferred
-            from ``y`` and the network's outputs, and said once (with ``verbose``):
-            integer or one-hot labels with two or more outputs, the softmax cross-entropy;
-            one output and 0/1 labels, the sigmoid binary cross-entropy; otherwise (float
-            targets) the mean squared error (:func:`jaxnet.losses.infer`).
+        opt_state: with ``theta``, a previous call's ``history.opt_state``: continue that
+            training (Keras's second ``model.fit``; a ``learning_rate`` given replaces its).
+        loss: a per-example loss or its name (:mod:`jaxnet.losses`); default: inferred from
+            ``y`` and the outputs, and said (:func:`jaxnet.losses.infer`: softmax
+            cross-entropy for class labels, sigmoid binary cross-entropy for one output and
+            0/1 labels, mean squared error for float targets).
         optimizer: a name (``"adam"``, ``"sgd"``, ...) or an ``optax.GradientTransformation``.
         learning_rate: used with an optimizer name; a number or an optax schedule (default
             1e-3). An optax object has its own, so giving one with it is an error. It lives
@@ -146,24 +92,22 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
             cross-entropies (the binary accuracy for the binary one), none for regression.
         l2: weight decay as an L2 penalty on weight matrices (never on a layer's State).
         seed: seeds initialisation, shuffling and dropout; the same seed gives the same theta.
-        shuffle_seed: seeds the data order (and dropout) separately from initialisation;
-            default: derived from ``seed``. :func:`jaxnet.sweep.fit_many` shares one data
-            order across members; this reproduces one of its members alone.
+        shuffle_seed: seeds the data order (and dropout) apart from initialisation (default:
+            from ``seed``); reproduces a :func:`jaxnet.sweep.fit_many` member alone.
+        sample_weight: one weight >= 0 per example of ``x`` (Keras's): each step's loss is
+            ``sum(w * loss) / examples``; the held-out validation part's are dropped, and the
+            metrics and the validation are unweighted, as Keras's ``metrics`` are.
+        class_weight: ``{class: weight}`` (Keras's): every example of a class weighs that
+            much (times its ``sample_weight``).
         early_stopping: an :class:`EarlyStopping`, or None (it may also come in
             ``callbacks``).
-        callbacks: Keras-style callback objects (:mod:`jaxnet.callbacks`,
-            :mod:`jaxnet.writers`): their ``on_train_begin``, ``on_epoch_begin``,
-            ``on_epoch_end(epoch, logs)`` and ``on_train_end`` are called, with
-            ``callback.theta`` and ``callback.learning_rate`` set; one that sets
-            ``stop_training = True`` ends training after that epoch, one that assigns
-            ``learning_rate`` changes it. Batch-level hooks are refused.
+        callbacks: Keras-style callbacks (:mod:`jaxnet.callbacks`, :mod:`jaxnet.writers`):
+            the epoch-level hooks, with ``callback.theta`` and ``callback.learning_rate`` set;
+            ``stop_training = True`` stops, assigning ``learning_rate`` changes it.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
-        on_epoch_end: called as ``on_epoch_end(epoch, theta, logs)`` after every epoch that
-            completes (``epoch`` from 0, ``theta`` at its end, ``logs`` its metrics as in
-            ``history``), like Keras's ``Callback.on_epoch_end``; for example to follow
-            :mod:`jaxnet.diagnostics` during training. Its time (and the callbacks') is not in
-            ``epoch_times``. With ``data_parallel``, theta holds global arrays replicated over
-            the mesh.
+        on_epoch_end: ``on_epoch_end(epoch, theta, logs)`` after every epoch that completes
+            (from 0; theta at its end; its metrics), e.g. to follow :mod:`jaxnet.diagnostics`;
+            not timed in ``epoch_times``. Under ``data_parallel`` theta is replicated.
         check_inputs: reject NaN/inf in float inputs before training.
         compile_cache: use JAX's persistent compilation cache (default on unless
             ``JAXNET_COMPILE_CACHE=0``).
@@ -173,14 +117,11 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         resume: continue from the newest valid checkpoint in ``checkpoint_dir``, exactly as if
             training had never stopped (same seed and settings required).
         data_parallel: split every batch over all devices (of all processes), theta
-            replicated; default: when more than one device is present. ``batch_size`` must be
-            a multiple of the device count. Batch statistics (batch normalization) are those
-            of the whole global batch, and the state stays replicated.
-        precision: ``"f32"`` (default), or ``"bf16"``: mixed precision, the forward and
-            backward pass (and the validation pass) in bfloat16 while theta, the optimizer's
-            state, the loss and the metrics stay float32 (Keras's ``"mixed_bfloat16"``; see
-            :mod:`jaxnet._precision`). The fast path on TPUs and recent GPUs; on a CPU it
-            trains correctly but more slowly.
+            replicated (default: with several devices); ``batch_size`` a multiple of the
+            device count; batch statistics are the global batch's.
+        precision: ``"f32"``, or ``"bf16"``: the passes in bfloat16, theta, the optimizer's
+            state, loss and metrics float32 (Keras's ``"mixed_bfloat16"``,
+            :mod:`jaxnet._precision`): fast on TPUs and recent GPUs, slower on a CPU.
 
     Returns:
         ``(theta_hat, history)``. For a stateful network (batch normalization) theta_hat
@@ -199,24 +140,17 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
     _check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
     mesh = _mesh(data_parallel, batch_size)
+    y_all = y
     x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
                                                check_inputs)
+    weights = _inputs.example_weights(sample_weight, class_weight, y_all, len(y))
     input_shape = tuple(x.shape[1:])
     _inputs.warn_unscaled_integers(network, x)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
-    if opt_state is not None and theta is None:
-        raise ValueError("opt_state: continues a training; give the theta it belongs to "
-                         "(theta=) as well")
-    theta = _initial_theta(network, theta, init_key, input_shape)
-    loss_name, loss_fn, inferred = _inputs.resolve_loss(network, theta, input_shape, loss, y)
-    if inferred and verbose:
-        print(f"loss: {loss_name} ({inferred}); pass loss= to choose another", file=sys.stderr)
-    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
-    for arg, labels in (("y", y), ("validation_data[1]", y_val)):
-        _inputs.check_labels(network, theta, input_shape, loss_name, labels, arg)
-    if early_stopping is not None:
-        early_stopping.check_monitor(metric_fns, len(y_val) > 0)
+    theta = _initial_theta(network, theta, init_key, input_shape, opt_state)
+    loss_name, loss_fn, metric_fns = _loss_and_metrics(
+        network, theta, input_shape, loss, metrics, y, y_val, early_stopping, verbose)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir (where to find the checkpoints)")
     if epochs == 0:
@@ -231,11 +165,10 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         shuffle=shuffle, stochastic=network.is_stochastic, trace_counter=traces,
         batch_sharding=parallel.batch_sharding(mesh) if mesh else None,
         unroll=compiling.training_unroll(small, -(-len(y) // batch_size)))
-    # The optimizer's state as one (persistently cached) program, not a dozen eager zeros:
-    # about 0.08 s of jaxnet train's start-up here.
-    opt_state = _initial_opt_state(tx, theta, opt_state)
+    continuing, opt_state = opt_state is not None, _initial_opt_state(tx, theta, opt_state)
     carry, steps = (theta, opt_state), -(-len(y) // batch_size)
-    driver = CallbackDriver(callbacks, on_epoch_end, explicit_learning_rate, opt_state)
+    driver = CallbackDriver(callbacks, on_epoch_end, explicit_learning_rate, opt_state,
+                            continuing)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None
     fetch = parallel.local if mesh is not None else jax.device_get
@@ -244,17 +177,15 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         run = dict(seed=int(seed), shuffle_seed=shuffle_seed, batch_size=batch_size,
                    shuffle=bool(shuffle), n_train=len(y), n_val=len(y_val), l2=float(l2),
                    loss=loss_name or "<function>", network=network, optimizer=optimizer,
-                   precision=precision)
+                   precision=precision, example_weights=weights)
         saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
                                 train_key, steps, run)
-        found = saving.resume(carry, best, [track]) if resume else None
-        if found is not None:
-            carry, best, start = found
-            if isinstance(explicit_learning_rate, int | float):  # resumed with another one
-                driver.set_learning_rate(explicit_learning_rate)
+        carry, best, start = _resume(saving, carry, best, track, driver, resume,
+                                     explicit_learning_rate)
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
-    carry, best, train_key, data = place((carry, best, train_key, (x, y, x_val, y_val)))
+    data = (x, y, x_val, y_val) + (() if weights is None else (weights,))
+    carry, best, train_key, data = place((carry, best, train_key, data))
     compiled, track.history.compile_time = _compile(epoch_fn, *carry, train_key, 0, data,
                                                     small_step=small)
     track.history.devices = mesh.size if mesh is not None else 1
@@ -268,10 +199,7 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         checkpointing=saving, fetch=fetch)
     history = track.history
     history.traces = len(traces)
-    theta, history.opt_state = outcome.final, outcome.carry[1]
-    if mesh is not None:  # hand back ordinary single-device arrays
-        theta, history.opt_state = jax.tree.map(jnp.asarray,
-                                                parallel.local((theta, history.opt_state)))
+    theta, history.opt_state = _on_one_device(mesh, (outcome.final, outcome.carry[1]))
     driver.train_end(theta, history)
     return theta, history
 
@@ -291,6 +219,33 @@ def _check_reporting(verbose, on_epoch_end) -> None:
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
                         f"got {type(on_epoch_end).__name__}")
+
+
+def _loss_and_metrics(network, theta, input_shape, loss, metrics, y, y_val, early_stopping,
+                      verbose):
+    """``(loss_name, loss_fn, metric_fns)`` of a fit, the loss inferred (and said, with
+    ``verbose``) when not given; the labels and early stopping's monitor checked against
+    them."""
+    loss_name, loss_fn, inferred = _inputs.resolve_loss(network, theta, input_shape, loss, y)
+    if inferred and verbose:
+        print(f"loss: {loss_name} ({inferred}); pass loss= to choose another", file=sys.stderr)
+    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
+    for arg, labels in (("y", y), ("validation_data[1]", y_val)):
+        _inputs.check_labels(network, theta, input_shape, loss_name, labels, arg)
+    if early_stopping is not None:
+        early_stopping.check_monitor(metric_fns, len(y_val) > 0)
+    return loss_name, loss_fn, metric_fns
+
+
+def _resume(saving, carry, best, track, driver, resume, explicit_learning_rate):
+    """``(carry, best, start_epoch)``: from the newest checkpoint when resuming and there is
+    one (continuing with an explicitly given new learning rate), else as they are."""
+    found = saving.resume(carry, best, [track]) if resume else None
+    if found is None:
+        return carry, best, 0
+    if isinstance(explicit_learning_rate, int | float):  # resumed with another one
+        driver.set_learning_rate(explicit_learning_rate)
+    return found
 
 
 def _initial_opt_state(tx, theta, opt_state):
@@ -313,10 +268,13 @@ def _initial_opt_state(tx, theta, opt_state):
     return opt_state
 
 
-def _initial_theta(network, theta, init_key, input_shape):
+def _initial_theta(network, theta, init_key, input_shape, opt_state):
     """theta to start from: the given one, checked, or ``network.init`` as one compiled
     (persistently cached) program instead of a dozen eager random ops, each compiled on its
-    own (about 2 s of a 10-epoch run on this machine)."""
+    own (about 2 s of a 10-epoch run on this machine). An ``opt_state`` needs its theta."""
+    if opt_state is not None and theta is None:
+        raise ValueError("opt_state: continues a training; give the theta it belongs to "
+                         "(theta=) as well")
     if theta is None:
         return init_params(network, init_key, input_shape)
     layers.check_params(network, theta, input_shape)
@@ -334,6 +292,12 @@ def _compile(epoch_fn, *args, small_step: bool):
 def _unpack(outputs):
     theta, opt_state, metrics, bad = outputs
     return (theta, opt_state), metrics, bad
+
+
+def _on_one_device(mesh, tree):
+    """``tree`` as ordinary single-device arrays (what fit hands back), from the mesh's
+    replicated global arrays when there is one."""
+    return tree if mesh is None else jax.tree.map(jnp.asarray, parallel.local(tree))
 
 
 def _mesh(data_parallel, batch_size):
@@ -356,6 +320,9 @@ def _checkpointing(directory, every, keep, fetch, train_key, steps, run):
         del run["precision"]
     run["network"] = layers.to_config(run["network"])
     run["optimizer"] = run["optimizer"] if isinstance(run["optimizer"], str) else "<optax>"
+    weights = run.pop("example_weights")
+    if weights is not None:  # another weighting is another run
+        run["example_weights"] = hashlib.sha256(weights.tobytes()).hexdigest()
     return loop.Checkpointing(ckpt.CheckpointManager(directory, keep=keep), every, run, steps,
                               extra={"rng_key": jax.random.key_data(train_key)}, fetch=fetch)
 

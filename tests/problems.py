@@ -2,7 +2,9 @@
 from each other: ``pythonpath = ["tests"]`` in pyproject.toml makes this importable in every
 import mode, and subprocess scripts put ``tests`` on ``sys.path`` themselves)."""
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 import jaxnet as jn
 from jaxnet import layers
@@ -24,6 +26,13 @@ NET = jn.mlp([16, 3], "tanh")
 # gradient, which Adam would turn into full-size steps of float noise (and 8 devices, which
 # sum in another order, into other noise).
 BN_NET = jn.serial(jn.dense(16, "relu"), jn.batch_norm(momentum=0.9), jn.dense(3))
+
+
+def descent_then_ascent(descent_steps: int, rate: float = 0.1):
+    """SGD that descends for ``descent_steps`` steps, then ascends (a negative learning
+    rate): the validation loss falls to its minimum when the ascent starts and rises after,
+    whatever the rounding, so the best epoch is known in advance."""
+    return optax.sgd(lambda step: jnp.where(step < descent_steps, rate, -rate))
 
 
 def dropout_net(rate):

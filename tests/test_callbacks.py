@@ -132,6 +132,14 @@ def test_a_second_fit_with_the_optimizer_state_continues_the_first():
                           **kw)
     _same(continued, four, rtol=1e-6, atol=1e-7)
     fresh, _ = jn.fit(NET, X512, Y512, theta=two, epochs=2, **kw)
+    # continued with another learning rate: that one, from the state's next step on
+    sgd = dict(batch_size=64, shuffle=False, verbose=0, optimizer="sgd")
+    first, first_history = jn.fit(NET, X512, Y512, epochs=2, learning_rate=0.1, **sgd)
+    slower, _ = jn.fit(NET, X512, Y512, theta=first, opt_state=first_history.opt_state,
+                       epochs=2, learning_rate=0.02, **sgd)
+    scheduled, _ = jn.fit(NET, X512, Y512, epochs=4, batch_size=64, shuffle=False, verbose=0,
+                          optimizer=_sgd_at_rates([0.1, 0.1, 0.02, 0.02], 8))
+    _same(slower, scheduled, rtol=1e-6, atol=1e-7)
     assert jn.params_sha256(fresh) != jn.params_sha256(four)
     with pytest.raises(ValueError, match="opt_state: continues a training; give the theta"):
         jn.fit(NET, X512, Y512, opt_state=history.opt_state, epochs=1, verbose=0)
@@ -168,3 +176,65 @@ def test_restore_best_weights_is_kerass_name_for_restore_best():
     # the loss falls, so in mode "max" epoch 0 is the best and epoch 1 stops the run
     assert history.best_epoch is None and history.epochs == 2
     assert jn.params_sha256(theta) == jn.params_sha256(seen[1]) != jn.params_sha256(seen[0])
+
+
+def _hand_weighted_loss(theta, x, y, w):
+    """Keras's sample weights by hand: sum(w * cross-entropy) / examples (numpy-free jax)."""
+    logits = NET.apply(x, theta)
+    ce = -jax.nn.log_softmax(logits)[np.arange(len(y)), y]
+    return (w * ce).sum() / len(y)
+
+
+def test_sample_weights_weigh_each_examples_loss_as_keras_does():
+    theta0 = NET.init(jax.random.key(0), (5,))
+    w = np.random.default_rng(3).uniform(0, 2, len(Y512)).astype(np.float32)
+    theta, history = jn.fit(NET, X512, Y512, theta=theta0, epochs=1, batch_size=512,
+                            shuffle=False, optimizer=optax.sgd(0.1), sample_weight=w,
+                            verbose=0)  # one step over everything
+    grads = jax.grad(_hand_weighted_loss)(theta0, X512, Y512, w)
+    _same(theta, jax.tree.map(lambda p, g: p - 0.1 * g, theta0, grads), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(history.step_losses[0],
+                               _hand_weighted_loss(theta0, X512, Y512, w), rtol=1e-6)
+    # a padded last batch (600 = 4 x 128 + 88): its loss is over its 88 real examples
+    w600 = np.random.default_rng(4).uniform(0, 2, len(Y)).astype(np.float32)
+    _, history = jn.fit(NET, X, Y, theta=theta0, epochs=1, batch_size=128, shuffle=False,
+                        optimizer=optax.sgd(0.0), sample_weight=w600, verbose=0)
+    np.testing.assert_allclose(history.step_losses[-1],
+                               _hand_weighted_loss(theta0, X[512:], Y[512:], w600[512:]),
+                               rtol=1e-6)
+
+
+def test_class_weights_are_sample_weights_of_each_examples_class():
+    weights = {0: 0.5, 1: 2.0, 2: 1.0}
+    kw = dict(epochs=2, batch_size=64, verbose=0, validation_split=0.25)
+    by_class, _ = jn.fit(NET, X, Y, class_weight=weights, **kw)
+    by_example, _ = jn.fit(NET, X, Y, sample_weight=np.array([weights[c] for c in Y]), **kw)
+    _same(by_class, by_example)
+    unweighted, _ = jn.fit(NET, X, Y, **kw)
+    ones, _ = jn.fit(NET, X, Y, sample_weight=np.ones(len(Y)), **kw)
+    _same(ones, unweighted, rtol=1e-6, atol=1e-7)
+    assert jn.params_sha256(by_class) != jn.params_sha256(unweighted)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sample_weight=np.ones(5)), r"sample_weight: expected one weight per example, shape "
+                                     r"\(600,\), got \(5,\)"),
+    (dict(sample_weight=-np.ones(600)), "sample_weight: expected finite weights >= 0"),
+    (dict(class_weight={0: 1.0, 1: 1.0}), r"class_weight: no weight for class\(es\) \[2\]"),
+    (dict(class_weight=[1.0, 2.0, 3.0]), "class_weight: expected a dict"),
+])
+def test_bad_weights_name_the_argument(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        jn.fit(NET, X, Y, epochs=1, verbose=0, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(jn.optimizers.OPTIMIZERS))
+def test_a_named_optimizer_with_its_learning_rate_in_the_state_is_the_plain_one_bit_for_bit(
+        name):
+    """Only the learning rate is injected (the other hyperparameters stay constants), so
+    training with a name is training with the optax optimizer itself, to the bit."""
+    kw = dict(epochs=2, batch_size=64, verbose=0)
+    named, history = jn.fit(NET, X, Y, optimizer=name, learning_rate=3e-3, **kw)
+    plain, _ = jn.fit(NET, X, Y, optimizer=jn.optimizers.OPTIMIZERS[name](3e-3), **kw)
+    assert jn.params_sha256(named) == jn.params_sha256(plain)
+    np.testing.assert_allclose(jn.step.learning_rate(history.opt_state), 3e-3, rtol=1e-6)

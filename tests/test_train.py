@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from problems import NET, X, Y
+from problems import NET, X, Y, descent_then_ascent
 
 import jaxnet as jn
 
@@ -93,15 +93,11 @@ def test_uint8_images_train_without_host_conversion():
 _DESCENT_EPOCHS, _STEPS = 3, 15  # 480 training examples in batches of 32
 
 
-def _descent_then_ascent():
-    boundary = _DESCENT_EPOCHS * _STEPS
-    return optax.sgd(lambda step: jnp.where(step < boundary, 0.1, -0.1))
-
-
 def _fit_recording(stop, epochs=12, **kw):
     """fit with early stopping, and theta as on_epoch_end saw it after every epoch."""
     seen = {}
-    theta, h = jn.fit(NET, X, Y, epochs=epochs, batch_size=32, optimizer=_descent_then_ascent(),
+    theta, h = jn.fit(NET, X, Y, epochs=epochs, batch_size=32,
+                      optimizer=descent_then_ascent(_DESCENT_EPOCHS * _STEPS),
                       validation_split=0.2, verbose=0, early_stopping=stop,
                       on_epoch_end=lambda epoch, theta, logs: seen.setdefault(epoch, theta), **kw)
     return theta, h, seen
