@@ -31,7 +31,7 @@ _EXPORTS = {
     "register_layer": "network",
     # losses and training
     "make_loss": "losses", "make_objective": "losses", "train_step": "step",
-    "fit": "train", "evaluate": "inference", "predict": "inference", "History": "train",
+    "fit": "train", "evaluate": "inference", "predict": "inference", "History": "loop",
     "EarlyStopping": "callbacks", "Callback": "callbacks", "get_optimizer": "optimizers",
     "params_sha256": "train",
     "save_model": "saving", "load_model": "saving",

@@ -42,16 +42,16 @@ from jaxnet.compiling import (  # noqa: F401 - re-exported
     program_compiler_options,
 )
 from jaxnet.inference import evaluate, predict  # noqa: F401 - re-exported: they lived here
-from jaxnet.loop import History
+from jaxnet.loop import History  # noqa: F401 - re-exported: it lived here
 from jaxnet.optimizers import (  # noqa: F401 - re-exported: they lived here
     DEFAULT_LEARNING_RATE,
     OPTIMIZERS,
     get_optimizer,
 )
 
-__all__ = ["OPTIMIZERS", "get_optimizer", "fit", "evaluate", "predict", "params_sha256",
-           "enable_compile_cache", "init_params", "program_compiler_options",
-           "EarlyStopping", "History"]
+# What this module defines (its reference page: fit first). The names that moved out
+# (get_optimizer, evaluate, predict, History, ...) still import from here.
+__all__ = ["fit", "training_keys", "params_sha256"]
 
 def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimizer="adam",
         learning_rate=None, epochs: int = 10, batch_size: int = 128,
