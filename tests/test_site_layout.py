@@ -1,8 +1,8 @@
 """The documentation site as a reader's browser lays it out (headless Chromium, which
 .ci/run installs): at 1280 and 1024 px wide nothing of the home page's Keras/jaxnet table is
-cut off, and ``fit`` is the first entry of its API page, within the first screen. The site is served on
-127.0.0.1; a probe page loads each page in an iframe of that width and writes what it measured
-into its DOM, which Chromium's --dump-dom prints."""
+cut off, and ``fit`` is the first entry of its API page, within the first screen. The site is
+served on 127.0.0.1; a probe page loads each page in an iframe of that width and writes what it
+measured into its DOM, which Chromium's --dump-dom prints."""
 
 import functools
 import http.server
