@@ -5,7 +5,7 @@ arguments: ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
 ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``. Before each call the training loop
 sets ``callback.theta`` to the current theta (Keras sets ``callback.model``) and
 ``callback.learning_rate`` to the current learning rate (None when the optimizer is an optax
-object without an injected one); a callback that assigns ``callback.learning_rate`` changes
+object without one in its state); a callback that assigns ``callback.learning_rate`` changes
 it for the next epoch (:class:`ReduceLROnPlateau`), and one that sets
 ``self.stop_training = True`` ends training after that epoch, as Keras's
 ``model.stop_training`` does. :class:`EarlyStopping` is one of them; file writers are in
@@ -114,7 +114,7 @@ def check_monitor(arg: str, monitor: str, metric_names, has_validation: bool) ->
 class ReduceLROnPlateau(Callback):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not improved by
     ``min_delta`` for ``patience`` epochs (Keras's callback, its defaults): the learning rate
-    lives in the optimizer's state (``optax.inject_hyperparams``), so it changes without
+    lives in the optimizer's state (:func:`jaxnet.optimizers.get_optimizer`), so it changes without
     recompiling. The history then has a ``learning_rate`` per epoch.
 
     Args:

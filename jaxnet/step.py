@@ -102,16 +102,26 @@ def step_key(dropout_key, step):
     return jax.random.fold_in(dropout_key, step)
 
 
-def _injected(node) -> bool:
-    return isinstance(node, _INJECTED) and "learning_rate" in node.hyperparams
+def _holds_learning_rate(node) -> bool:
+    """A state node with a learning rate: jaxnet's (:func:`jaxnet.optimizers.get_optimizer`
+    with a number) or optax's ``inject_hyperparams`` (with a schedule, or a user's own)."""
+    from jaxnet.optimizers import LearningRateState
+
+    return isinstance(node, LearningRateState) or (
+        isinstance(node, _INJECTED) and "learning_rate" in node.hyperparams)
+
+
+def _value(node):
+    return node.learning_rate if hasattr(node, "learning_rate") else \
+        node.hyperparams["learning_rate"]
 
 
 def learning_rate(opt_state):
-    """The learning rate an optimizer's state holds (``optax.inject_hyperparams``: what
-    :func:`jaxnet.fit` makes of an optimizer name), or None for one that holds none."""
-    for node in jax.tree.leaves(opt_state, is_leaf=_injected):
-        if _injected(node):
-            return node.hyperparams["learning_rate"]
+    """The learning rate an optimizer's state holds (what :func:`jaxnet.fit` makes of an
+    optimizer name, or ``optax.inject_hyperparams``), or None for one that holds none."""
+    for node in jax.tree.leaves(opt_state, is_leaf=_holds_learning_rate):
+        if _holds_learning_rate(node):
+            return _value(node)
     return None
 
 
@@ -124,10 +134,12 @@ def with_learning_rate(opt_state, value):
                          "(give an optimizer name, or an optax.inject_hyperparams optimizer)")
 
     def replace(node):
-        if not _injected(node):
+        if not _holds_learning_rate(node):
             return node
-        old = node.hyperparams["learning_rate"]
+        old = _value(node)
         new = jax.device_put(jnp.asarray(value, old.dtype), old.sharding)
+        if hasattr(node, "learning_rate"):
+            return node._replace(learning_rate=new)
         return node._replace(hyperparams={**node.hyperparams, "learning_rate": new})
 
-    return jax.tree.map(replace, opt_state, is_leaf=_injected)
+    return jax.tree.map(replace, opt_state, is_leaf=_holds_learning_rate)

@@ -231,8 +231,9 @@ def test_bad_weights_name_the_argument(kwargs, match):
 @pytest.mark.parametrize("name", sorted(jn.optimizers.OPTIMIZERS))
 def test_a_named_optimizer_with_its_learning_rate_in_the_state_is_the_plain_one_bit_for_bit(
         name):
-    """Only the learning rate is injected (the other hyperparameters stay constants), so
-    training with a name is training with the optax optimizer itself, to the bit."""
+    """The optimizer at learning rate 1, then the rate the state holds: every optimizer here
+    is linear in its rate, so training with a name is training with the optax optimizer
+    itself, to the bit."""
     kw = dict(epochs=2, batch_size=64, verbose=0)
     named, history = jn.fit(NET, X, Y, optimizer=name, learning_rate=3e-3, **kw)
     plain, _ = jn.fit(NET, X, Y, optimizer=jn.optimizers.OPTIMIZERS[name](3e-3), **kw)
