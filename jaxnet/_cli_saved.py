@@ -18,7 +18,7 @@ def evaluate(args) -> int:
     saved = saving.read_model(args.model)
     ds = data.load(args.dataset, data_dir=args.data_dir)
     x = _as_examples_of(saved, ds.test.x, "--dataset", f"{args.dataset} with {ds.input_shape}")
-    loss = saved.info["loss"] or "softmax_cross_entropy"
+    loss = saved.info["loss"]  # None: inferred from the labels and outputs, as fit does
     print_test(train.evaluate(saved.network, saved.theta, x, ds.test.y, loss=loss,
                               metrics=["accuracy"], batch_size=args.batch_size))
     return 0

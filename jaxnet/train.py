@@ -135,8 +135,7 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
-    tx, explicit_learning_rate = get_optimizer(optimizer, learning_rate), learning_rate
-    optimizer, learning_rate = _recorded_optimizer(optimizer, learning_rate)
+    tx, optimizer = get_optimizer(optimizer, learning_rate), _recorded_optimizer(optimizer)
     _check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
     mesh = _mesh(data_parallel, batch_size)
@@ -167,7 +166,7 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         unroll=compiling.training_unroll(small, -(-len(y) // batch_size)))
     continuing, opt_state = opt_state is not None, _initial_opt_state(tx, theta, opt_state)
     carry, steps = (theta, opt_state), -(-len(y) // batch_size)
-    driver = CallbackDriver(callbacks, on_epoch_end, explicit_learning_rate, opt_state,
+    driver = CallbackDriver(callbacks, on_epoch_end, learning_rate, opt_state,
                             continuing)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None
@@ -181,7 +180,7 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
                                 train_key, steps, run)
         carry, best, start = _resume(saving, carry, best, track, driver, resume,
-                                     explicit_learning_rate)
+                                     learning_rate)
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
     data = (x, y, x_val, y_val) + (() if weights is None else (weights,))
@@ -204,13 +203,12 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
     return theta, history
 
 
-def _recorded_optimizer(optimizer, learning_rate):
-    """The optimizer and learning rate as checkpoints record them: ``"Adam"`` is ``"adam"``,
-    a name's default learning rate filled in; an optax object as it is."""
+def _recorded_optimizer(optimizer):
+    """The optimizer as checkpoints record it: ``"Adam"`` is ``"adam"``; an optax object as
+    it is. (The learning rate is not part of a run: a resumed run may change it.)"""
     if not isinstance(optimizer, str):
-        return optimizer, learning_rate
-    optimizer = _checks.name_in("optimizer", optimizer, OPTIMIZERS)
-    return optimizer, DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+        return optimizer
+    return _checks.name_in("optimizer", optimizer, OPTIMIZERS)
 
 
 def _check_reporting(verbose, on_epoch_end) -> None:
@@ -237,14 +235,14 @@ def _loss_and_metrics(network, theta, input_shape, loss, metrics, y, y_val, earl
     return loss_name, loss_fn, metric_fns
 
 
-def _resume(saving, carry, best, track, driver, resume, explicit_learning_rate):
+def _resume(saving, carry, best, track, driver, resume, learning_rate):
     """``(carry, best, start_epoch)``: from the newest checkpoint when resuming and there is
     one (continuing with an explicitly given new learning rate), else as they are."""
     found = saving.resume(carry, best, [track]) if resume else None
     if found is None:
         return carry, best, 0
-    if isinstance(explicit_learning_rate, int | float):  # resumed with another one
-        driver.set_learning_rate(explicit_learning_rate)
+    if isinstance(learning_rate, int | float):  # resumed with another one
+        driver.set_learning_rate(learning_rate)
     return found
 
 
