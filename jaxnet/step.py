@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxnet import _state
+from jaxnet.optimizers import LearningRateState
 
 __all__ = ["train_step", "init_optimizer", "gradients", "apply_gradients", "epoch_keys",
            "step_key", "learning_rate", "with_learning_rate"]
@@ -105,8 +106,6 @@ def step_key(dropout_key, step):
 def _holds_learning_rate(node) -> bool:
     """A state node with a learning rate: jaxnet's (:func:`jaxnet.optimizers.get_optimizer`
     with a number) or optax's ``inject_hyperparams`` (with a schedule, or a user's own)."""
-    from jaxnet.optimizers import LearningRateState
-
     return isinstance(node, LearningRateState) or (
         isinstance(node, _INJECTED) and "learning_rate" in node.hyperparams)
 
