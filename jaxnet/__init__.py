@@ -23,9 +23,13 @@ _EXPORTS = {
     # data parallelism)
     "serial": "combinators", "residual": "combinators", "fanout": "combinators",
     "fanin_sum": "combinators", "fanin_concat": "combinators", "identity": "combinators",
-    "batch_norm": "norm", "layer_norm": "norm",
+    "batch_norm": "norm", "layer_norm": "norm", "rms_norm": "norm",
+    "embedding": "embeddings", "positional_embedding": "embeddings",
+    "sinusoidal_positions": "embeddings", "multi_head_attention": "attention",
+    "transformer_block": "transformer", "feed_forward": "transformer", "glu": "transformer",
     "random_flip": "augment", "random_crop": "augment",
     "keras_convnet": "models", "resnet": "models", "deep_mlp": "models",
+    "transformer_lm": "models",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",
@@ -41,7 +45,7 @@ _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "
                "models", "network", "losses", "metrics", "optimizers", "step", "epoch", "loop",
                "callbacks", "writers", "compiling", "train", "inference", "saving", "sweep",
                "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",
-               "cli")
+               "cli", "embeddings", "attention", "transformer")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

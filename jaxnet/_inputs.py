@@ -116,7 +116,7 @@ def resolve_loss(network, theta, input_shape, loss, y):
     if not outputs or not isinstance(outputs[-1], int):
         raise ValueError(f"loss: cannot be inferred for a network whose outputs are "
                          f"{outputs}; give loss= (a name or a per-example function)")
-    name, reason = losses.infer(y, outputs[-1])
+    name, reason = losses.infer(y, outputs)
     return name, losses.get(name), reason
 
 
@@ -134,16 +134,21 @@ def check_labels(network, theta, input_shape, loss_name, y, arg):
             _check_binary_labels(y, loss_name, arg)
         return
     losses.check_softmax_outputs(classes, loss_name)
-    if y.ndim == 1:
+    positions = tuple(shape[:-1])  # (T,) for a sequence model's (T, classes) outputs
+    if y.shape[1:] == positions:
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise TypeError(f"{arg}: expected integer class labels or one-hot rows, got {y.dtype}")
         lo, hi = int(np.min(y)), int(np.max(y))
         if lo < 0 or hi >= classes:
             raise ValueError(f"{arg}: labels must lie in [0, {classes}) for a network with "
                              f"{classes} outputs, got range [{lo}, {hi}]")
-    elif y.ndim != 2 or y.shape[1] != classes:
-        raise ValueError(f"{arg}: expected integer labels (N,) or one-hot (N, {classes}), "
-                         f"got shape {tuple(y.shape)}")
+    elif y.shape[1:] != tuple(shape):
+        n = len(y)
+        per_position = (f"; the network's outputs are {tuple(shape)} per example (a dense "
+                        f"layer acts on the last axis: put flatten() before it to classify "
+                        f"each example as a whole)" if positions else "")
+        raise ValueError(f"{arg}: expected integer labels {(n, *positions)} or one-hot "
+                         f"{(n, *shape)}, got shape {tuple(y.shape)}{per_position}")
 
 
 def _check_one_target_per_output(y, shape, loss_name: str, arg: str) -> None:

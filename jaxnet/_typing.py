@@ -111,6 +111,10 @@ class Network(NamedTuple):
             batch or layer normalization; a composition does if one of its layers does).
             ``fit`` warns when integer inputs such as uint8 pixels (0-255) reach a network
             that does not.
+        vocab_size: the vocabulary size when the network's input is integer token ids in
+            ``[0, vocab_size)`` (it starts with an :func:`jaxnet.embeddings.embedding`), else
+            None: shapes are then traced with int32 inputs, and ``fit``, ``evaluate`` and
+            ``predict`` check the ids against it.
     """
 
     init: Callable[..., Params]
@@ -123,6 +127,7 @@ class Network(NamedTuple):
     with_state: Callable | None = None
     output_activation: str | None = None
     scales_input: bool = False
+    vocab_size: int | None = None
 
     def run(self, x, theta, *, key=None, train=False):
         """``(y, theta')``: the forward pass and theta with its state as the pass left it.

@@ -43,7 +43,8 @@ def _check_theta(combinator: str, theta, n: int) -> None:
                          f"got {got}")
 
 
-def _composition(name, init_fn, with_state, config, children, output_activation=None) -> Network:
+def _composition(name, init_fn, with_state, config, children, output_activation=None,
+                 vocab_size=None) -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         return with_state(x, theta, key=key, train=train)[0]
 
@@ -51,7 +52,8 @@ def _composition(name, init_fn, with_state, config, children, output_activation=
                    stochastic=any(child.is_stochastic for child in children),
                    stateful=any(child.stateful for child in children), with_state=with_state,
                    output_activation=output_activation,
-                   scales_input=any(child.scales_input for child in children))
+                   scales_input=any(child.scales_input for child in children),
+                   vocab_size=vocab_size)
 
 
 def serial(*layers: Network) -> Network:
@@ -74,7 +76,8 @@ def serial(*layers: Network) -> Network:
 
     return _composition("serial", init_fn, with_state,
                         {"layers": [to_config(layer) for layer in layers]}, layers,
-                        output_activation=layers[-1].output_activation)
+                        output_activation=layers[-1].output_activation,
+                        vocab_size=layers[0].vocab_size)
 
 
 def identity() -> Network:

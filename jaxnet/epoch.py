@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnet import metrics as metrics_lib
 from jaxnet import step as step_lib
 
 STEP_LOSSES = "step_losses"
@@ -31,8 +32,11 @@ def batch_plan(n: int, batch_size: int, order=None):
     return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
-def sums_to_means(sums: dict, n: int, prefix: str = "") -> dict:
-    return {prefix + k: v / n for k, v in sums.items()}
+def sums_to_means(sums: dict, n: int, prefix: str = "", metric_fns: dict | None = None) -> dict:
+    """The means of summed loss and metrics over ``n`` examples, each metric's ``finalize``
+    (perplexity's ``exp``) applied (:func:`jaxnet.metrics.finalize`)."""
+    means = {prefix + k: v / n for k, v in sums.items()}
+    return metrics_lib.finalize(metric_fns or {}, means, prefix)
 
 
 def rows(x, idx):
@@ -173,7 +177,7 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         (theta, opt_state, sums, bad), step_losses = jax.lax.scan(
             step, (theta, opt_state, _zeros(metric_fns, members), no_bad), (steps, idx, mask),
             unroll=unroll)
-        out = sums_to_means(sums, n_train)
+        out = sums_to_means(sums, n_train, metric_fns=metric_fns)
         # every step's loss, one row per member: (steps,) or (members, steps)
         out[STEP_LOSSES] = step_losses if members is None else step_losses.T
         lr = step_lib.learning_rate(opt_state)
@@ -182,7 +186,7 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         if n_val:
             val = eval_sums(L, metric_fns, theta, x_val, y_val,
                             validation_batch_size or batch_size, batch_sharding, members)
-            out |= sums_to_means(val, n_val, "val_")
+            out |= sums_to_means(val, n_val, "val_", metric_fns)
         return theta, opt_state, out, bad
 
     return epoch

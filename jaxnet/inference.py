@@ -38,9 +38,10 @@ def evaluate(network: Network, theta, x, y, *, loss=None, metrics: Sequence | No
     float32)."""
     x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
     layers.check_params(network, theta, tuple(x.shape[1:]))
-    fn = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
+    fn, metric_fns = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
     sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
-    return {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
+    means = {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
+    return metrics_lib.finalize(metric_fns, means)
 
 
 def prepare_evaluate(network: Network, theta, x, y, *, loss=None,
@@ -50,7 +51,7 @@ def prepare_evaluate(network: Network, theta, x, y, *, loss=None,
     the same ones (and theta of the same shapes) starts at once: e.g. in a thread while
     training runs, as ``jaxnet train`` does for its test evaluation. ``theta`` may be
     ``jax.ShapeDtypeStruct`` leaves; nothing is computed."""
-    fn = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
+    fn, _ = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
     fn.prepare(theta, jnp.asarray(x), jnp.asarray(y))
 
 
@@ -93,7 +94,8 @@ class PrepareEvaluate:
 
 
 def _evaluation(network, theta, x, y, loss, metrics, batch_size, precision):
-    """evaluate's (cached) program, its loss resolved (or inferred) and the labels checked."""
+    """evaluate's (cached) program and its metrics, the loss resolved (or inferred) and the
+    labels checked."""
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
     input_shape = tuple(x.shape[1:])
@@ -101,7 +103,7 @@ def _evaluation(network, theta, x, y, loss, metrics, batch_size, precision):
     _inputs.check_labels(network, theta, input_shape, loss_name, y, "y")
     metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
     return _compiled_eval(network.apply, network.output_activation, loss_fn,
-                          tuple(metric_fns.items()), batch_size, precision)
+                          tuple(metric_fns.items()), batch_size, precision), metric_fns
 
 
 def predict(network: Network, theta, x, *, batch_size: int = 1024,

@@ -14,6 +14,8 @@ lecun_uniform     U[-a, a], a = sqrt(3 / fan_in)
 lecun_normal      truncated N, std sqrt(1 / fan_in)
 standard          U[-a, a], a = 1 / sqrt(fan_in)
 zeros             0
+uniform           U[-0.05, 0.05] (Keras's embedding default)
+gpt2_normal       N(0, 0.02^2) (GPT-2's embeddings and weights)
 ================  ===========================================
 """
 
@@ -43,6 +45,16 @@ def zeros(key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype)
 
 
+def uniform(key, shape, dtype=jnp.float32):
+    """Uniform on [-0.05, 0.05] (Keras's ``RandomUniform``, its ``Embedding`` default)."""
+    return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
+
+
+def gpt2_normal(key, shape, dtype=jnp.float32):
+    """Normal with standard deviation 0.02 (GPT-2's and nanoGPT's embeddings and weights)."""
+    return 0.02 * jax.random.normal(key, shape, dtype)
+
+
 _ini = jax.nn.initializers
 INITIALIZERS: dict[str, Callable] = {
     "glorot_uniform": _ini.glorot_uniform(),
@@ -53,6 +65,8 @@ INITIALIZERS: dict[str, Callable] = {
     "lecun_normal": _ini.lecun_normal(),
     "standard": standard,
     "zeros": zeros,
+    "uniform": uniform,
+    "gpt2_normal": gpt2_normal,
 }
 # Short names: the uniform variant, as in Keras (glorot_uniform is Keras's default).
 ALIASES = {"glorot": "glorot_uniform", "xavier": "glorot_uniform", "he": "he_uniform",

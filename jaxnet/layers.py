@@ -1,7 +1,8 @@
 """Layers as (init, apply) pairs of pure functions, and ``mlp``; every layer of jaxnet can be
 imported from here (convolutions live in :mod:`jaxnet.conv`, normalization in
 :mod:`jaxnet.norm`, compositions in :mod:`jaxnet.combinators`, augmentation in
-:mod:`jaxnet.augment`).
+:mod:`jaxnet.augment`, sequence layers in :mod:`jaxnet.embeddings`, :mod:`jaxnet.attention`
+and :mod:`jaxnet.transformer`).
 
 ``mlp([64, 64, 10], activation="relu")`` builds the seed's network
 h_1 = a[beta_0 + Omega_0 x], h_k = a[beta_{k-1} + Omega_{k-1} h_{k-1}], y = beta_K + Omega_K h_K,
@@ -60,6 +61,11 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros",
     """A fully connected layer ``a(x @ w + b)``; theta is ``{"w": (fan_in, units), "b": (units,)}``
     (``{"w"}`` alone with ``use_bias=False``).
 
+    It acts on the last axis of an input of any rank, as Keras's ``Dense`` does: (batch,
+    features) -> (batch, units), and (batch, time, features) -> (batch, time, units), the same
+    weights at every position. Images (batch, 28, 28) therefore need ``flatten()`` first to be
+    classified as a whole.
+
     Args:
         units: output width.
         activation: an activation name (see :mod:`jaxnet.activations`) or None for linear.
@@ -89,22 +95,18 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros",
             raise ValueError("dense: expected input of shape (batch, features), got one value "
                              "per example, shape (batch,); if x is one example, add the batch "
                              "axis (x[None]); jaxnet.predict takes one example as it is")
-        if len(input_shape) != 1:
-            raise ValueError(
-                f"dense: expected input of shape (batch, features), got (batch, "
-                f"{', '.join(map(str, input_shape))}); add flatten() before it")
         wkey, bkey = jax.random.split(key)
-        w = w_init(wkey, (input_shape[0], units), jnp.float32)
+        w = w_init(wkey, (input_shape[-1], units), jnp.float32)
         return {"w": w, "b": b_init(bkey, (units,), jnp.float32)} if use_bias else {"w": w}
 
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
         w = theta["w"]
-        if x.ndim == 0 or x.shape[-1] != w.shape[0]:  # (features,) alone: one example
+        if x.ndim < 2 or x.shape[-1] != w.shape[0]:  # (features,) alone: one example
             hint = (f"; if x is one example, add the batch axis (x.reshape(1, {w.shape[0]})); "
                     f"jaxnet.predict takes one example as it is"
                     if math.prod(x.shape) == w.shape[0] else "")
-            raise ValueError(f"dense: expected input of shape (batch, {w.shape[0]}), "
+            raise ValueError(f"dense: expected input of shape (batch, ..., {w.shape[0]}), "
                              f"got {tuple(x.shape)}{hint}")
         y = weights_input(x, w.dtype) @ w
         return act(y + theta["b"] if use_bias else y)
@@ -262,6 +264,13 @@ def is_stochastic(network: Network) -> bool:
     derivation when this is False."""
     return network.is_stochastic
 
+
+# The sequence layers import dense and dropout from here; imported last, every layer of
+# jaxnet is importable from this module (and registered once it is imported).
+from jaxnet.attention import multi_head_attention  # noqa: E402, F401
+from jaxnet.embeddings import embedding, positional_embedding, sinusoidal_positions  # noqa: E402, F401
+from jaxnet.norm import rms_norm  # noqa: E402, F401
+from jaxnet.transformer import feed_forward, glu, transformer_block  # noqa: E402, F401
 
 register_layer("dense", dense)
 register_layer("activation", activation, from_config=lambda c: activation(c["activation"]))

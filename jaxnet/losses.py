@@ -25,6 +25,10 @@ from jaxnet._typing import Network
 def softmax_cross_entropy(logits, labels):
     """-log softmax(logits)[label]; ``labels`` are integer classes (batch,) or one-hot (batch, C).
 
+    Outputs with positions, logits (batch, T, C) and integer labels (batch, T) (a language
+    model's next-token targets), give each example the mean over its T positions, so the
+    batch's mean is the mean over every token.
+
     Examples:
         >>> import jax.numpy as jnp
         >>> float(softmax_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0])  # log 4
@@ -35,7 +39,7 @@ def softmax_cross_entropy(logits, labels):
         # One-hot rather than optax's integer-label form: its gradient is a scatter, which
         # costs about 5% of a training step on XLA:CPU; this one is dense (softmax - one_hot).
         labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    return optax.softmax_cross_entropy(logits, labels.astype(logits.dtype))
+    return _mean_over_features(optax.softmax_cross_entropy(logits, labels.astype(logits.dtype)))
 
 
 def check_softmax_outputs(outputs: int, loss_name: str = "softmax_cross_entropy") -> None:
@@ -103,12 +107,14 @@ REGRESSION_LOSSES = frozenset(n for n, f in LOSSES.items()
                               if f in (mean_squared_error, mean_absolute_error))
 
 
-def infer(y, outputs: int) -> tuple[str, str]:
-    """The loss a user would pick for targets ``y`` and a network of ``outputs`` outputs,
-    and why (what ``fit`` and ``evaluate`` use when no ``loss`` is given):
+def infer(y, outputs) -> tuple[str, str]:
+    """The loss a user would pick for targets ``y`` and a network of ``outputs`` outputs
+    (an int, or the per-example output shape), and why (what ``fit`` and ``evaluate`` use
+    when no ``loss`` is given):
 
     - integer class labels (N,), or one-hot rows (N, C), with C >= 2 outputs: the softmax
-      cross-entropy;
+      cross-entropy; for outputs with positions, (T, C) per example (a language model's
+      logits), integer labels (N, T), one per position, too;
     - one output and labels that are all 0 or 1: the sigmoid binary cross-entropy;
     - anything else (float targets): the mean squared error.
 
@@ -116,16 +122,23 @@ def infer(y, outputs: int) -> tuple[str, str]:
         >>> import numpy as np
         >>> infer(np.array([0, 2, 1]), 3)[0]
         'softmax_cross_entropy'
+        >>> infer(np.array([[0, 2], [1, 1]]), (2, 3))
+        ('softmax_cross_entropy', 'integer class labels per position and 3 outputs')
         >>> infer(np.array([[0.0], [1.0]]), 1)[0]
         'sigmoid_binary_cross_entropy'
         >>> infer(np.array([[0.3], [1.7]], np.float32), 1)
         ('mean_squared_error', 'float targets and 1 output')
     """
     y = np.asarray(y)
+    shape = (outputs,) if isinstance(outputs, int | np.integer) else tuple(outputs)
+    outputs = shape[-1]
     integer = np.issubdtype(y.dtype, np.integer) or y.dtype == bool
     zero_one = bool(np.all((y == 0) | (y == 1)))
     if outputs >= 2 and integer and y.ndim == 1:
         return "softmax_cross_entropy", f"integer class labels and {outputs} outputs"
+    if outputs >= 2 and integer and len(shape) > 1 and y.shape[1:] == shape[:-1]:
+        return ("softmax_cross_entropy",
+                f"integer class labels per position and {outputs} outputs")
     if (outputs >= 2 and y.ndim == 2 and y.shape[1] == outputs and zero_one
             and bool(np.all(y.sum(axis=1) == 1))):
         return "softmax_cross_entropy", f"one-hot labels and {outputs} outputs"

@@ -1,7 +1,8 @@
-"""Ready-made networks: Keras's simple convnet, He et al. (2016)'s CIFAR ResNets, and the
-deep MLPs of the depth study (plain, residual, normalized, ReZero).
+"""Ready-made networks: Keras's simple convnet, He et al. (2016)'s CIFAR ResNets, the
+deep MLPs of the depth study (plain, residual, normalized, ReZero), and a GPT-2-style
+transformer language model.
 
-Both take uint8 images as a dataset stores them, (height, width) for grey images or
+The image models take uint8 images as a dataset stores them, (height, width) for grey images or
 (height, width, channels), and scale them to [0, 1] inside the network. Each is an ordinary
 composition of layers (``summary`` lists every one, ``to_config`` rebuilds it).
 """
@@ -23,6 +24,7 @@ from jaxnet.layers import (
     rescale,
     reshape,
 )
+from jaxnet.layers import dropout as dropout_layer
 from jaxnet.norm import batch_norm, layer_norm
 
 ARCHS = ("plain", "plain-bn", "plain-ln", "residual", "residual-bn", "residual-ln", "rezero")
@@ -177,3 +179,44 @@ def deep_mlp(arch: str, depth: int, num_classes: int = 10, *, width: int = 64,
         hidden += [residual(*branch(), *gate) for _ in range(depth - 1)]
         tail = [norm()] if norm else []
     return serial(*head, *hidden, *tail, dense(num_classes, init=init, bias_init=bias_init))
+
+
+def transformer_lm(vocab_size: int, *, depth: int, width: int, num_heads: int, context: int,
+                   ffn_units: int | None = None, activation: str = "gelu", norm: str = "pre",
+                   dropout: float = 0.0, rope: bool = False, residual_scale=None):
+    """A decoder-only transformer language model (GPT-2's recipe, as nanoGPT builds it):
+    token ids (batch, T <= context) -> next-token logits (batch, T, vocab_size).
+
+    ``embedding(vocab_size, width)`` and learned positions (GPT-2's N(0, 0.02^2)
+    initialisation; with ``rope=True`` rotary positions in every attention instead), ``depth``
+    causal :func:`~jaxnet.transformer.transformer_block` s (pre-LN by default, FFN ``4 *
+    width`` GELU, attention projections without biases), a final layer normalization (pre-LN
+    only) and a linear output layer without bias. ``fit(net, x, y)`` with ``x`` the (N, T)
+    windows and ``y`` the same shifted by one token (:func:`jaxnet.text.next_token_windows`)
+    trains it on the per-token cross-entropy.
+
+    Examples:
+        >>> import jax
+        >>> net = transformer_lm(81, depth=4, width=128, num_heads=4, context=128)
+        >>> from jaxnet.network import count_params
+        >>> count_params(net.init(jax.random.key(0), (128,)))  # the benchmark's model
+        828416
+    """
+    from jaxnet.embeddings import embedding, positional_embedding
+    from jaxnet.transformer import transformer_block
+
+    vocab_size = _checks.positive_int("vocab_size", vocab_size)
+    depth = _checks.positive_int("depth", depth)
+    width = _checks.positive_int("width", width)
+    context = _checks.positive_int("context", context)
+    blocks = [transformer_block(num_heads, width=width, ffn_units=ffn_units,
+                                activation=activation, norm=norm, dropout=dropout, causal=True,
+                                rope=rope, attention_bias=False, residual_scale=residual_scale)
+              for _ in range(depth)]
+    head = [embedding(vocab_size, width, init="gpt2_normal")]
+    if not rope:
+        head.append(positional_embedding(context))
+    if dropout:
+        head.append(dropout_layer(dropout))
+    tail = [layer_norm(1e-5)] if norm == "pre" else []
+    return serial(*head, *blocks, *tail, dense(vocab_size, use_bias=False, init="gpt2_normal"))

@@ -98,16 +98,23 @@ def output_shape(network: Network, input_shape: Shape, theta=None) -> Shape:
     input_shape = shape_arg("input_shape", input_shape)
     if theta is None:
         theta = abstract_params(network, input_shape)
-    out = jax.eval_shape(lambda x, t: network.apply(x, t), abstract_batch(input_shape), theta)
+    out = jax.eval_shape(lambda x, t: network.apply(x, t),
+                         abstract_batch(input_shape, input_dtype(network)), theta)
     return example_shape(out)
 
 
-def abstract_batch(input_shape: Shape):
+def input_dtype(network: Network):
+    """The dtype shapes are traced with: int32 for a network of token ids
+    (``Network.vocab_size``), float32 otherwise."""
+    return jnp.float32 if network.vocab_size is None else jnp.int32
+
+
+def abstract_batch(input_shape: Shape, dtype=jnp.float32):
     """A batch of one example of ``input_shape`` as ``jax.ShapeDtypeStruct`` (a tuple of them
     for a tuple of shapes)."""
     if _is_single(input_shape):
-        return jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    return tuple(abstract_batch(s) for s in input_shape)
+        return jax.ShapeDtypeStruct((1, *input_shape), dtype)
+    return tuple(abstract_batch(s, dtype) for s in input_shape)
 
 
 def example_shape(batch) -> Shape:
@@ -239,7 +246,7 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
         found.extend((path, layer, example_shape(out)) for path, layer, out in records)
         return y
 
-    out = jax.eval_shape(trace, abstract_batch(input_shape), theta)
+    out = jax.eval_shape(trace, abstract_batch(input_shape, input_dtype(network)), theta)
     if not found:  # a single layer
         found = [((), network, example_shape(out))]
     rows = []

@@ -173,5 +173,38 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
     return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True)
 
 
+def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
+    """Root-mean-square normalization (Zhang & Sennrich 2019) over the last axis:
+    ``x / sqrt(mean(x^2) + epsilon) * scale``, no centring (LLaMA's, T5's; PyTorch's
+    ``nn.RMSNorm``). theta is ``{"scale": (C,)}`` (``{}`` with ``scale=False``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> layer = rms_norm(epsilon=0.0)
+        >>> layer.apply(jnp.array([[3.0, 4.0]]), layer.init(None, (2,))).round(4).tolist()
+        [[0.8485, 1.1314]]
+    """
+    epsilon = _checks.positive_float("epsilon", epsilon, allow_zero=True)
+
+    def init_fn(key, input_shape):
+        del key
+        return _affine(_features("rms_norm", input_shape), False, scale)
+
+    def apply_fn(x, theta, *, key=None, train=False):
+        del key, train
+        if theta:
+            _check_features("rms_norm", x, theta["scale"].shape[0])
+        elif x.ndim < 2:
+            raise ValueError(f"rms_norm: expected input of shape (batch, ..., features), "
+                             f"got {tuple(x.shape)}")
+        out_dtype, x = statistics_input(x)
+        z = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + epsilon)
+        return _scale_offset(z, theta).astype(out_dtype)
+
+    config = {"epsilon": float(epsilon), "scale": bool(scale)}
+    return Network(init_fn, apply_fn, "rms_norm", config, stochastic=False, scales_input=True)
+
+
 register_layer("batch_norm", batch_norm)
 register_layer("layer_norm", layer_norm)
+register_layer("rms_norm", rms_norm)

@@ -2,6 +2,7 @@
 from each other: ``pythonpath = ["tests"]`` in pyproject.toml makes this importable in every
 import mode, and subprocess scripts put ``tests`` on ``sys.path`` themselves)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -78,4 +79,29 @@ REGISTRY = {
                                jn.fanin_sum()), (2,), (3,)),
     "learnable_scale": (jn.learnable_scale(0.7), (3,), (3,)),
     "rezero_block": (jn.residual(jn.dense(4, "tanh"), jn.learnable_scale(0.3)), (4,), (4,)),
+    # sequence layers: (batch, T, features), or token ids (batch, T) for an embedding
+    "dense_on_sequences": (jn.dense(3, "tanh"), (5, 4), (5, 3)),
+    "layer_norm_on_sequences": (jn.layer_norm(), (5, 4), (5, 4)),
+    "rms_norm": (jn.rms_norm(), (5, 6), (5, 6)),
+    "embedding": (jn.embedding(11, 4), (6,), (6, 4)),
+    "positional_embedding": (jn.positional_embedding(8), (5, 4), (5, 4)),
+    "sinusoidal_positions": (jn.sinusoidal_positions(), (5, 4), (5, 4)),
+    "multi_head_attention": (jn.multi_head_attention(2), (5, 8), (5, 8)),
+    "causal_attention_rope": (jn.multi_head_attention(2, key_dim=4, causal=True, rope=True,
+                                                      use_bias=False), (40, 6), (40, 6)),
+    "swiglu": (jn.glu("silu"), (3, 8), (3, 4)),
+    "transformer_block_pre": (jn.transformer_block(2, width=8, causal=True), (6, 8), (6, 8)),
+    "transformer_block_post_gated_rezero": (
+        jn.transformer_block(2, width=8, norm="post", activation="swiglu", dropout=0.1,
+                             norm_layer="rms_norm", residual_scale="rezero"), (6, 8), (6, 8)),
+    "transformer_lm": (jn.models.transformer_lm(13, depth=2, width=8, num_heads=2, context=7),
+                       (7,), (7, 13)),
 }
+
+
+def example_input(net, in_shape, batch: int, seed: int = 2):
+    """A batch for a registry entry: token ids for a network of ids, else standard normals."""
+    key = jax.random.key(seed)
+    if net.vocab_size is not None:
+        return jax.random.randint(key, (batch, *in_shape), 0, net.vocab_size)
+    return jax.random.normal(key, (batch, *in_shape))

@@ -162,8 +162,10 @@ def test_offline_without_the_extra_fails_fast_with_a_clear_message(tmp_path):
 
 
 def test_missing_tensorflow_datasets_is_named(tmp_path, monkeypatch):
-    real = data.importlib.util.find_spec
-    monkeypatch.setattr(data.importlib.util, "find_spec",
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda n: None if n == "tensorflow_datasets" else real(n))
     with pytest.raises(data.DatasetUnavailableError, match="tensorflow-datasets is not installed"):
         data.load("kmnist", cache_dir=tmp_path)
