@@ -29,7 +29,7 @@ _EXPORTS = {
     "transformer_block": "transformer", "feed_forward": "transformer", "glu": "transformer",
     "random_flip": "augment", "random_crop": "augment",
     "keras_convnet": "models", "resnet": "models", "deep_mlp": "models",
-    "transformer_lm": "models",
+    "transformer_lm": "models", "generate": "generate",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",

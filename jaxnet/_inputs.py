@@ -90,6 +90,32 @@ def example_weights(sample_weight, class_weight, y, n_train: int):
     return weights[:n_train]
 
 
+def check_network_inputs(network, x, x_val=None) -> None:
+    """What ``fit`` checks of the inputs against the network: token ids for a network of
+    ids (:func:`check_tokens`), and a warning for unscaled integers otherwise."""
+    check_tokens(network, x, "x")
+    if x_val is not None:
+        check_tokens(network, x_val, "validation_data[0]")
+    warn_unscaled_integers(network, x)
+
+
+def check_tokens(network, x, arg: str) -> None:
+    """For a network of token ids (``Network.vocab_size``): integer ids in ``[0,
+    vocab_size)``, refused before any computation (under ``jit`` an embedding's lookup of
+    id 300 in a table of 81 rows would clamp it, silently)."""
+    vocab = network.vocab_size
+    if vocab is None:
+        return
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{arg}: expected integer token ids for an embedding of {vocab} ids, "
+                        f"got {x.dtype}")
+    if x.size:
+        lo, hi = int(np.min(x)), int(np.max(x))
+        if lo < 0 or hi >= vocab:
+            raise ValueError(f"{arg}: token ids must lie in [0, {vocab}) (the embedding's "
+                             f"vocab_size), got range [{lo}, {hi}]")
+
+
 def warn_unscaled_integers(network, x) -> None:
     """Warn (once per call) when integer inputs above 1, such as uint8 pixels in 0-255, go
     into a network with nothing that scales them (``Network.scales_input``): training on

@@ -37,6 +37,7 @@ def evaluate(network: Network, theta, x, y, *, loss=None, metrics: Sequence | No
     forward pass in bfloat16 as :func:`jaxnet.fit` trains with it (the loss and metrics in
     float32)."""
     x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
+    _inputs.check_tokens(network, x, "x")
     layers.check_params(network, theta, tuple(x.shape[1:]))
     fn, metric_fns = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
     sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
@@ -138,6 +139,7 @@ def predict(network: Network, theta, x, *, batch_size: int = 1024,
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((theta, batch))):
         outputs = _batched_apply(network.apply, batch_size, theta, batch)  # in the caller's jit
     else:
+        _inputs.check_tokens(network, batch, "x")
         outputs = _compiled_predict(network.apply, batch_size)(theta, batch)
     if probabilities and network.output_activation is None:
         sigmoid = probabilities == "sigmoid" or (probabilities is True and

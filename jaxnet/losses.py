@@ -136,7 +136,7 @@ def infer(y, outputs) -> tuple[str, str]:
     zero_one = bool(np.all((y == 0) | (y == 1)))
     if outputs >= 2 and integer and y.ndim == 1:
         return "softmax_cross_entropy", f"integer class labels and {outputs} outputs"
-    if outputs >= 2 and integer and len(shape) > 1 and y.shape[1:] == shape[:-1]:
+    if outputs >= 2 and integer and len(shape) > 1 and y.ndim == len(shape):
         return ("softmax_cross_entropy",
                 f"integer class labels per position and {outputs} outputs")
     if (outputs >= 2 and y.ndim == 2 and y.shape[1] == outputs and zero_one

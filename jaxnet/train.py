@@ -144,7 +144,7 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
                                                check_inputs)
     weights = _inputs.example_weights(sample_weight, class_weight, y_all, len(y))
     input_shape = tuple(x.shape[1:])
-    _inputs.warn_unscaled_integers(network, x)
+    _inputs.check_network_inputs(network, x, x_val)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
     theta = _initial_theta(network, theta, init_key, input_shape, opt_state)

@@ -33,20 +33,31 @@ from jaxnet.data._spec import (
 from jaxnet.data._tfds import read_tfds as _read_tfds
 from jaxnet.data.idx import find_idx_files, read_idx, read_idx_dataset
 from jaxnet.data.preprocess import flatten, one_hot, scale, standardize, validation_split
+from jaxnet.data.text import (
+    TEXT_DATASETS,
+    TextDataset,
+    TextSplit,
+    load_text,
+    next_token_windows,
+)
 
 SYSTEM_DATA_ROOTS = ("/usr/share/datasets", "/usr/local/share/datasets")
 
 __all__ = ["CACHE_FORMAT", "DATASETS", "SYSTEM_DATA_ROOTS", "Dataset", "DatasetSpec",
            "DatasetUnavailableError", "Split", "available", "default_cache_dir",
            "find_idx_files", "flatten", "load", "one_hot", "read_idx", "read_idx_dataset",
-           "scale", "spec_for", "standardize", "validation_split", "verify_cache"]
+           "scale", "spec_for", "standardize", "validation_split", "verify_cache",
+           "TEXT_DATASETS", "TextDataset", "TextSplit", "load_text", "next_token_windows"]
 
 # --- public entry points ---------------------------------------------------------------------
 
 
 def load(name: str, *, data_dir: str | os.PathLike | None = None,
-         cache_dir: str | os.PathLike | None = None, cache: bool = True) -> Dataset:
-    """Load a named dataset (mnist, fashion_mnist, kmnist, cifar10).
+         cache_dir: str | os.PathLike | None = None, cache: bool = True
+         ) -> Dataset | TextDataset:
+    """Load a named dataset: images (mnist, fashion_mnist, kmnist, cifar10), or the text of
+    ``"shakespeare"`` (a :class:`~jaxnet.data.text.TextDataset`, from
+    :func:`~jaxnet.data.text.load_text`; ``data_dir`` and the cache do not apply to it).
 
     Args:
         name: the tensorflow-datasets name.
@@ -69,6 +80,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         >>> ds.train.x.shape, ds.train.x.dtype  # doctest: +SKIP
         ((60000, 28, 28), dtype('uint8'))
     """
+    if name in TEXT_DATASETS:
+        return load_text(name)
     spec = spec_for(name)
     entry = Path(cache_dir or default_cache_dir()) / spec.name
     if data_dir is not None and not Path(data_dir).is_dir():

@@ -1,0 +1,248 @@
+"""Sequence layers against named references: attention against PyTorch's
+``nn.MultiheadAttention`` and ``F.scaled_dot_product_attention`` (forward and gradients, copied
+weights), the embedding against indexing, rms_norm against ``torch.nn.RMSNorm``, rotary
+positions and the gated units against numpy; causality by perturbation; the per-token loss and
+metrics against hand computations; generate; bad input. Tolerances: rtol 1e-4 in float32."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet as jn
+from jaxnet import attention, data
+
+torch = pytest.importorskip("torch")
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _normal(seed, shape):
+    return np.asarray(jax.random.normal(jax.random.key(seed), shape), np.float32)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length", [9, 40])  # 40: the CPU's causal path runs query blocks
+def test_attention_equals_torch_multihead_attention(causal, length):
+    width, heads = 12, 3
+    layer = jn.multi_head_attention(heads, causal=causal)
+    theta = layer.init(jax.random.key(0), (length, width))
+    theta = jax.tree.map(lambda a: a + 0.1 * _normal(7, a.shape), theta)  # non-zero biases
+    x = _normal(1, (2, length, width))
+
+    ref = torch.nn.MultiheadAttention(width, heads, batch_first=True, bias=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.tensor(np.asarray(theta["qkv"]["w"]).T))
+        ref.in_proj_bias.copy_(torch.tensor(np.asarray(theta["qkv"]["b"])))
+        ref.out_proj.weight.copy_(torch.tensor(np.asarray(theta["out"]["w"]).T))
+        ref.out_proj.bias.copy_(torch.tensor(np.asarray(theta["out"]["b"])))
+    tx = torch.tensor(x, requires_grad=True)
+    mask = (torch.triu(torch.ones(length, length, dtype=torch.bool), 1) if causal else None)
+    ty, _ = ref(tx, tx, tx, attn_mask=mask, need_weights=False)
+    cotangent = _normal(2, ty.shape)
+    ty.backward(torch.tensor(cotangent))
+
+    y, vjp = jax.vjp(lambda x, t: layer.apply(x, t), jnp.asarray(x), theta)
+    gx, gtheta = vjp(jnp.asarray(cotangent))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(gtheta["qkv"]["w"], ref.in_proj_weight.grad.numpy().T,
+                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(gtheta["out"]["w"], ref.out_proj.weight.grad.numpy().T,
+                               rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_every_attention_path_equals_torch_sdpa(causal):
+    """The CPU's explicit path (one block and query blocks) and jax.nn.dot_product_attention
+    (the path of other backends) against F.scaled_dot_product_attention, with gradients."""
+    q, k, v = (_normal(s, (2, 64, 4, 8)) for s in (1, 2, 3))
+    tq, tk, tv = (torch.tensor(a.transpose(0, 2, 1, 3), requires_grad=True) for a in (q, k, v))
+    ty = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    cot = _normal(4, (2, 64, 4, 8))
+    ty.backward(torch.tensor(cot.transpose(0, 2, 1, 3)))
+    want = [ty.detach().numpy().transpose(0, 2, 1, 3)] + [
+        t.grad.numpy().transpose(0, 2, 1, 3) for t in (tq, tk, tv)]
+    paths = {"explicit": lambda q, k, v: attention.explicit_attention(q, k, v, causal=causal),
+             "xla": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal)}
+    for name, fn in paths.items():
+        y, vjp = jax.vjp(fn, *map(jnp.asarray, (q, k, v)))
+        for got, ref in zip([y, *vjp(jnp.asarray(cot))], want, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_the_cpu_takes_the_blocked_path_and_gpus_cudnn_where_it_applies():
+    assert attention.implementation_for("cpu", jnp.float32, 32) == "blocks"
+    assert attention.implementation_for("gpu", jnp.bfloat16, 64) == "cudnn"
+    assert attention.implementation_for("gpu", jnp.float32, 64) == "xla"  # cuDNN: 16 bits
+    assert attention.implementation_for("gpu", jnp.float16, 12) == "xla"  # not a multiple of 8
+    assert attention.implementation_for("tpu", jnp.bfloat16, 64) == "xla"
+    assert attention._block_bounds(128, True) == [(0, 64), (64, 128)]
+    assert attention._block_bounds(128, False) == [(0, 128)]
+
+
+def _perturbation_changes(net, theta, length, t, train=False, key=None):
+    ids = np.arange(length) % 11
+    other = ids.copy()
+    other[t] = (other[t] + 5) % 11
+    y0, y1 = (np.asarray(net.apply(jnp.asarray(i[None]), theta, train=train, key=key))[0]
+              for i in (ids, other))
+    return np.abs(y0 - y1).max(axis=-1)  # per position
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_a_causal_model_never_looks_ahead(dropout):
+    """Changing the token at position t changes no output before t, in inference and (with
+    dropout on the attention weights, the path keras #23038 broke) in training."""
+    net = jn.models.transformer_lm(11, depth=2, width=16, num_heads=2, context=48,
+                                   dropout=dropout)
+    theta = net.init(jax.random.key(0), (48,))
+    for t in (0, 20, 47):
+        for train in ([False, True] if dropout else [False]):
+            change = _perturbation_changes(net, theta, 48, t, train, jax.random.key(1))
+            assert np.all(change[:t] == 0), (t, train)
+            assert change[t] > 0  # the position itself sees it
+    noncausal = jn.serial(jn.embedding(11, 8), jn.multi_head_attention(2))
+    theta = noncausal.init(jax.random.key(0), (10,))
+    assert _perturbation_changes(noncausal, theta, 10, 9)[0] > 0  # the check can fail
+
+
+def test_attention_dropout_drops_weights_and_needs_a_key():
+    layer = jn.multi_head_attention(2, dropout=0.5, causal=True)
+    theta = layer.init(jax.random.key(0), (6, 8))
+    x = jnp.asarray(_normal(1, (1, 6, 8)))
+    np.testing.assert_array_equal(layer.apply(x, theta), layer.apply(x, theta))
+    a = layer.apply(x, theta, train=True, key=jax.random.key(1))
+    b = layer.apply(x, theta, train=True, key=jax.random.key(2))
+    assert not np.allclose(a, b) and not np.allclose(a, layer.apply(x, theta))
+    with pytest.raises(ValueError, match="explicit PRNG key"):
+        layer.apply(x, theta, train=True)
+    assert layer.is_stochastic and not jn.multi_head_attention(2).is_stochastic
+
+
+def test_embedding_is_indexing_and_positions_add_their_tables():
+    net = jn.serial(jn.embedding(7, 4), jn.positional_embedding(5))
+    theta = net.init(jax.random.key(0), (3,))
+    ids = np.array([[6, 0, 2], [1, 1, 5]])
+    want = np.asarray(theta[0]["table"])[ids] + np.asarray(theta[1]["table"])[:3]
+    np.testing.assert_allclose(net.apply(jnp.asarray(ids), theta), want, rtol=1e-6)
+    grad = jax.grad(lambda t: net.apply(jnp.asarray(ids), t).sum())(theta)[0]["table"]
+    np.testing.assert_array_equal(grad[:, 0], np.bincount(ids.ravel(), minlength=7))
+    sin = jn.sinusoidal_positions().apply(jnp.zeros((1, 3, 4)), {})[0]
+    t, i = 2, 1  # column 2i = 2 at position 2: sin(2 / 10000^(2/4))
+    assert float(sin[t, 2 * i]) == pytest.approx(math.sin(t / 10000 ** (2 * i / 4)), rel=1e-6)
+
+
+def test_rms_norm_equals_torch():
+    x = _normal(0, (3, 5, 6))
+    layer = jn.rms_norm(1e-6)
+    theta = {"scale": jnp.asarray(_normal(1, (6,)))}
+    ref = torch.nn.RMSNorm(6, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(np.asarray(theta["scale"])))
+    np.testing.assert_allclose(layer.apply(jnp.asarray(x), theta),
+                               ref(torch.tensor(x)).detach().numpy(), rtol=RTOL, atol=ATOL)
+
+
+def test_rotary_rotates_pairs_by_position_and_keeps_products_relative():
+    x = _normal(0, (1, 6, 1, 4))
+    y = np.asarray(attention.rotary(jnp.asarray(x)))
+    freq = 10000.0 ** (-np.arange(2) / 2)
+    for t in range(6):
+        a, b = x[0, t, 0, :2], x[0, t, 0, 2:]
+        c, s = np.cos(t * freq), np.sin(t * freq)
+        np.testing.assert_allclose(y[0, t, 0], np.concatenate([a * c - b * s, b * c + a * s]),
+                                   rtol=1e-5, atol=1e-6)
+    q = np.tile(x[:, :1], (1, 6, 1, 1))  # the same vector at every position
+    rq = np.asarray(attention.rotary(jnp.asarray(q)))[0, :, 0]
+    assert np.dot(rq[1], rq[3]) == pytest.approx(np.dot(rq[2], rq[4]), rel=1e-5)
+
+
+def test_gated_units_and_their_widths():
+    x = _normal(0, (2, 3, 8))
+    a, b = x[..., :4], x[..., 4:]
+    silu = a / (1 + np.exp(-a))
+    np.testing.assert_allclose(jn.glu("silu").apply(jnp.asarray(x), {}), silu * b, rtol=1e-5)
+    ffn = jn.feed_forward(12, activation="swiglu")
+    theta = ffn.init(jax.random.key(0), (3, 12))
+    assert [p["w"].shape for p in (theta[0], theta[2])] == [(12, 64), (32, 12)]
+
+
+def test_per_token_loss_and_metrics_by_hand():
+    logits = _normal(0, (2, 3, 5))
+    labels = np.array([[0, 4, 2], [1, 1, 3]])
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nats = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]  # (2, 3)
+    lg, lb = jnp.asarray(logits), jnp.asarray(labels)
+    np.testing.assert_allclose(jn.losses.softmax_cross_entropy(lg, lb), nats.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(jn.metrics.bits_per_char(lg, lb), nats.mean(1) / math.log(2),
+                               rtol=1e-5)
+    hits = (logits.argmax(-1) == labels).mean(1)
+    np.testing.assert_allclose(jn.metrics.accuracy(lg, lb), hits)
+    net = jn.Network(lambda k, s: {}, lambda x, t, key=None, train=False: lg[x[:, 0]], "fixed",
+                     {}, stochastic=False, vocab_size=2)
+    result = jn.evaluate(net, {}, np.array([[0], [1]]), labels, loss="softmax_cross_entropy",
+                         metrics=["perplexity", "bits_per_char", "accuracy"], batch_size=1)
+    assert result["perplexity"] == pytest.approx(math.exp(nats.mean()), rel=1e-5)
+    assert result["bits_per_char"] == pytest.approx(nats.mean() / math.log(2), rel=1e-5)
+    assert result["accuracy"] == pytest.approx(hits.mean())
+
+
+def test_a_language_model_trains_and_generates():
+    text = np.tile(np.array([1, 2, 3, 4, 5, 6], np.int32), 60)
+    x, y = data.next_token_windows(text, 12, stride=1)
+    np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
+    net = jn.models.transformer_lm(7, depth=1, width=16, num_heads=2, context=12)
+    theta, history = jn.fit(net, x, y, epochs=6, batch_size=32, learning_rate=1e-2, verbose=0,
+                            metrics=["accuracy"])
+    assert history.history["accuracy"][-1] > 0.95  # the cycle is learned
+    out = jn.generate(net, theta, np.array([3, 4]), 10, temperature=0, context=12)
+    np.testing.assert_array_equal(np.asarray(out), [3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 1, 2])
+    a, b = (jn.generate(net, theta, np.array([[1], [4]]), 20, key=jax.random.key(k),
+                        context=12) for k in (0, 0))
+    np.testing.assert_array_equal(a, b)  # the same key, the same text
+    assert a.shape == (2, 21)
+
+
+def test_generate_refuses_a_network_that_is_not_causal():
+    net = jn.serial(jn.embedding(5, 8), jn.multi_head_attention(2), jn.dense(5))
+    theta = net.init(jax.random.key(0), (6,))
+    with pytest.raises(ValueError, match="not causal"):
+        jn.generate(net, theta, np.array([1, 2]), 4, temperature=0)
+
+
+def test_shakespeare_is_held_out_by_play():
+    ds = data.load("shakespeare")
+    assert ds.vocab_size == len(ds.vocab) and ds.train.x.dtype == np.uint8
+    assert not set(ds.train.documents) & set(ds.test.documents)
+    assert len(ds.test.documents) == 4 and len(ds.train) > 9 * len(ds.test)
+    assert ds.decode(ds.encode("To be, or not to be")) == "To be, or not to be"
+    assert "*" not in ds.vocab and "#" not in ds.vocab
+
+
+def test_bad_sequence_input_gets_one_clear_line():
+    net = jn.models.transformer_lm(10, depth=1, width=8, num_heads=2, context=6)
+    x = np.ones((4, 6), np.int32)
+    cases = [
+        (dict(x=x + 9, y=x), ValueError, r"x: token ids must lie in \[0, 10\).*\[10, 10\]"),
+        (dict(x=x - 2, y=x), ValueError, r"x: token ids must lie in \[0, 10\)"),
+        (dict(x=x.astype(np.float32), y=x), TypeError, "x: expected integer token ids"),
+        (dict(x=np.ones((4, 7), np.int32), y=np.ones((4, 7), np.int32)), ValueError,
+         "longer than its table of max_length=6"),
+        (dict(x=x, y=np.ones((4, 5), np.int32)), ValueError,
+         r"y: expected integer labels \(4, 6\)"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            jn.fit(net, epochs=1, verbose=0, **kwargs)
+    with pytest.raises(ValueError, match="num_heads=3 does not divide the width 8"):
+        jn.multi_head_attention(3).init(jax.random.key(0), (4, 8))
+    with pytest.raises(ValueError, match="does not divide the width"):
+        jn.transformer_block(3, width=8)
+    with pytest.raises(TypeError, match="causal: expected True or False"):
+        jn.multi_head_attention(2, causal="yes")
+    with pytest.raises(ValueError, match=r"multi_head_attention: expected \(batch, T, features\)"):
+        jn.multi_head_attention(2).init(jax.random.key(0), (8,))
+    with pytest.raises(TypeError, match="embedding: expected integer token ids"):
+        jn.embedding(5, 2).apply(jnp.ones((1, 3)), {"table": jnp.zeros((5, 2))})
