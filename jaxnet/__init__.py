@@ -26,10 +26,12 @@ _EXPORTS = {
     "batch_norm": "norm", "layer_norm": "norm", "rms_norm": "norm",
     "embedding": "embeddings", "positional_embedding": "embeddings",
     "sinusoidal_positions": "embeddings", "multi_head_attention": "attention",
+    "conv1d": "temporal_conv", "lstm": "recurrent", "gru": "recurrent",
+    "bidirectional": "recurrent",
     "transformer_block": "transformer", "feed_forward": "transformer", "glu": "transformer",
     "random_flip": "augment", "random_crop": "augment",
     "keras_convnet": "models", "resnet": "models", "deep_mlp": "models",
-    "transformer_lm": "models", "generate": "generate",
+    "transformer_lm": "models", "generate": "sampling",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",
@@ -45,7 +47,8 @@ _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "
                "models", "network", "losses", "metrics", "optimizers", "step", "epoch", "loop",
                "callbacks", "writers", "compiling", "train", "inference", "saving", "sweep",
                "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",
-               "cli", "embeddings", "attention", "transformer")
+               "cli", "embeddings", "attention", "transformer", "recurrent", "sampling",
+               "temporal_conv")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

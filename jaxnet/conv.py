@@ -256,7 +256,14 @@ def _window_sum(padded, window, strides):
 
 def _pool(name: str, x, window, strides, padding, reduce: str):
     """``reduce`` ("max" or "mean") over each window of every image (NHWC); a mean excludes
-    padded positions."""
+    padded positions. A sequence (batch, T, channels) is pooled over time, as an image one
+    position wide (Keras's ``MaxPooling1D``)."""
+    if x.ndim == 3:
+        if window[0] != window[1] or strides[0] != strides[1]:
+            raise ValueError(f"{name}: pool_size={window} and strides={strides} are for images; "
+                             f"over time (batch, T, channels) give one number each")
+        pooled = _pool(name, x[:, :, None, :], (window[0], 1), (strides[0], 1), padding, reduce)
+        return pooled[:, :, 0, :]
     check_images(name, x)
     x = float_input(x)
     pads = tuple(_pads(size, k, s, padding)
@@ -288,7 +295,8 @@ def _pool_layer(name: str, reduce: str, pool_size, strides, padding) -> Network:
 
 def max_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
     """The maximum of each ``pool_size`` window (Keras's ``MaxPooling2D``); ``strides``
-    default to the pool size. ``"same"`` padding never picks a padded position.
+    default to the pool size. ``"same"`` padding never picks a padded position. On a sequence
+    (batch, T, channels) it pools over time (``MaxPooling1D``).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -305,10 +313,12 @@ def avg_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
 
 
 def _images_no_params(name: str):
-    """``init`` of a layer without parameters that takes images (and says so otherwise)."""
+    """``init`` of a pooling layer: it takes images (height, width, channels) or sequences
+    (T, channels), and says so otherwise."""
 
     def init_fn(key, input_shape):
-        _image_shape(name, input_shape)
+        if len(input_shape) != 2:
+            _image_shape(name, input_shape)
         return {}
 
     return init_fn
@@ -316,6 +326,8 @@ def _images_no_params(name: str):
 
 def _global_pool(name: str, reduce) -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
+        if x.ndim == 3:  # a sequence (batch, T, channels): over time
+            return reduce(float_input(x), axis=1)
         check_images(name, x)
         return reduce(float_input(x), axis=(1, 2))
 
@@ -324,12 +336,14 @@ def _global_pool(name: str, reduce) -> Network:
 
 def global_avg_pool() -> Network:
     """The mean over height and width: (batch, h, w, c) -> (batch, c)
-    (Keras's ``GlobalAveragePooling2D``)."""
+    (Keras's ``GlobalAveragePooling2D``); over time for a sequence, (batch, T, c) -> (batch,
+    c) (``GlobalAveragePooling1D``)."""
     return _global_pool("global_avg_pool", jnp.mean)
 
 
 def global_max_pool() -> Network:
-    """The maximum over height and width: (batch, h, w, c) -> (batch, c)."""
+    """The maximum over height and width: (batch, h, w, c) -> (batch, c); over time for a
+    sequence, (batch, T, c) -> (batch, c)."""
     return _global_pool("global_max_pool", jnp.max)
 
 

@@ -270,6 +270,8 @@ def is_stochastic(network: Network) -> bool:
 from jaxnet.attention import multi_head_attention  # noqa: E402, F401
 from jaxnet.embeddings import embedding, positional_embedding, sinusoidal_positions  # noqa: E402, F401
 from jaxnet.norm import rms_norm  # noqa: E402, F401
+from jaxnet.recurrent import bidirectional, gru, lstm  # noqa: E402, F401
+from jaxnet.temporal_conv import conv1d  # noqa: E402, F401
 from jaxnet.transformer import feed_forward, glu, transformer_block  # noqa: E402, F401
 
 register_layer("dense", dense)

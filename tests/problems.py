@@ -94,6 +94,15 @@ REGISTRY = {
     "transformer_block_post_gated_rezero": (
         jn.transformer_block(2, width=8, norm="post", activation="swiglu", dropout=0.1,
                              norm_layer="rms_norm", residual_scale="rezero"), (6, 8), (6, 8)),
+    "lstm": (jn.lstm(4), (5, 3), (4,)),
+    "conv1d_causal_dilated": (jn.conv1d(3, 3, padding="causal", dilation=2, activation="tanh"),
+                              (9, 2), (9, 3)),
+    "conv1d_same_strided": (jn.conv1d(2, 4, strides=2, padding="same"), (9, 3), (5, 2)),
+    "max_pool_over_time": (jn.max_pool(2), (7, 3), (3, 3)),
+    "avg_pool_over_time_same": (jn.avg_pool(3, strides=2, padding="same"), (7, 3), (4, 3)),
+    "global_avg_pool_over_time": (jn.global_avg_pool(), (7, 3), (3,)),
+    "gru_sequences": (jn.gru(4, return_sequences=True), (5, 3), (5, 4)),
+    "bidirectional_lstm": (jn.bidirectional(jn.lstm(3, return_sequences=True)), (5, 2), (5, 6)),
     "transformer_lm": (jn.models.transformer_lm(13, depth=2, width=8, num_heads=2, context=7),
                        (7,), (7, 13)),
 }
