@@ -67,13 +67,14 @@ def init_plan(layers, input_shape: Shape) -> tuple[list, list]:
 
 def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int]]:
     """``[start, stop)`` ranges covering the layers: consecutive alike layers (one program for
-    the input each receives, whose output has that input's shape and dtype) form one range."""
+    the input each receives, whose output has that input's shape and dtype, and
+    ``Network.scannable``) form one range."""
     runs, previous = [], None
     for i, (layer, params, key) in enumerate(zip(layers, theta, keys, strict=True)):
         digest, (y, _) = compiling.program_digest(
             lambda x, p, k, f=layer.run: f(x, p, key=k, train=train),
             *compiling.abstract((x, params, key)), return_shape=True)
-        chained = compiling.signature(y) == compiling.signature(x)
+        chained = (compiling.signature(y) == compiling.signature(x)) and layer.scannable
         if runs and digest == previous and chained:
             runs[-1] = (runs[-1][0], i + 1)
         else:

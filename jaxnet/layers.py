@@ -12,6 +12,7 @@ with theta a list of ``{"w": Omega_k, "b": beta_k}`` dicts, one per layer (``w``
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 
@@ -265,14 +266,28 @@ def is_stochastic(network: Network) -> bool:
     return network.is_stochastic
 
 
-# The sequence layers import dense and dropout from here; imported last, every layer of
-# jaxnet is importable from this module (and registered once it is imported).
-from jaxnet.attention import multi_head_attention  # noqa: E402, F401
-from jaxnet.embeddings import embedding, positional_embedding, sinusoidal_positions  # noqa: E402, F401
-from jaxnet.norm import rms_norm  # noqa: E402, F401
-from jaxnet.recurrent import bidirectional, gru, lstm  # noqa: E402, F401
-from jaxnet.temporal_conv import conv1d  # noqa: E402, F401
-from jaxnet.transformer import feed_forward, glu, transformer_block  # noqa: E402, F401
+# The sequence layers, importable from here too: their modules import dense and dropout from
+# this one, so they are looked up on first use (PEP 562) rather than imported at its top.
+_SEQUENCE_LAYERS = {
+    "multi_head_attention": "attention", "embedding": "embeddings",
+    "positional_embedding": "embeddings", "sinusoidal_positions": "embeddings",
+    "rms_norm": "norm", "lstm": "recurrent", "gru": "recurrent", "bidirectional": "recurrent",
+    "conv1d": "temporal_conv", "feed_forward": "transformer", "glu": "transformer",
+    "transformer_block": "transformer",
+}
+
+
+def __getattr__(name: str):
+    if name in _SEQUENCE_LAYERS:
+        return getattr(importlib.import_module(f"jaxnet.{_SEQUENCE_LAYERS[name]}"), name)
+    raise AttributeError(f"module 'jaxnet.layers' has no attribute {name!r}")
+
+
+def import_all_layers() -> None:
+    """Import every module that registers layers (what :func:`from_config` can rebuild)."""
+    for module in sorted(set(_SEQUENCE_LAYERS.values())):
+        importlib.import_module(f"jaxnet.{module}")
+
 
 register_layer("dense", dense)
 register_layer("activation", activation, from_config=lambda c: activation(c["activation"]))

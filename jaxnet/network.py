@@ -58,6 +58,9 @@ def _qualified(fn) -> str:
 
 def registered_layers() -> dict[str, Callable[..., Network]]:
     """The layers :func:`from_config` can rebuild: name -> factory, sorted by name."""
+    import jaxnet.layers
+
+    jaxnet.layers.import_all_layers()
     return {name: _REGISTRY[name].factory for name in sorted(_REGISTRY)}
 
 
@@ -75,7 +78,9 @@ def from_config(config: dict) -> Network:
     """
     if not isinstance(config, dict):
         raise TypeError(f"config: expected a dict from to_config, got {type(config).__name__}")
-    import jaxnet.layers  # noqa: F401 - registers every built-in layer (a fresh process)
+    import jaxnet.layers
+
+    jaxnet.layers.import_all_layers()  # registers every built-in layer (a fresh process)
 
     config = dict(config)
     name = config.pop("name", None)

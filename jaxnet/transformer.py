@@ -154,10 +154,20 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
     ffn = feed_forward(width, ffn_units, activation, init=init)
     end = _branch_end(rate, residual_scale)
     if norm == "pre":
-        return serial(residual(normalization(), attention, *end),
-                      residual(normalization(), ffn, *end))
-    return serial(residual(attention, *end), normalization(),
-                  residual(ffn, *end), normalization())
+        block = serial(residual(normalization(), attention, *end),
+                       residual(normalization(), ffn, *end))
+    else:
+        block = serial(residual(attention, *end), normalization(),
+                       residual(ffn, *end), normalization())
+    config = {"num_heads": num_heads, "width": width, "ffn_units": ffn_units,
+              "activation": activation, "norm": norm, "dropout": rate, "causal": causal,
+              "rope": rope, "attention_bias": attention_bias, "norm_layer": norm_layer,
+              "epsilon": epsilon, "residual_scale": residual_scale, "init": init}
+    # Stacked blocks run unrolled: a lax.scan over them costs more than it saves (see
+    # Network.scannable). The block is its serial composition under its own name, so that
+    # from_config rebuilds it with its properties.
+    return block._replace(name="transformer_block", config=config, scannable=False)
 
 
 register_layer("glu", glu)
+register_layer("transformer_block", transformer_block)

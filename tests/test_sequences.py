@@ -246,3 +246,21 @@ def test_bad_sequence_input_gets_one_clear_line():
         jn.multi_head_attention(2).init(jax.random.key(0), (8,))
     with pytest.raises(TypeError, match="embedding: expected integer token ids"):
         jn.embedding(5, 2).apply(jnp.ones((1, 3)), {"table": jnp.zeros((5, 2))})
+
+
+def test_transformer_blocks_run_unrolled_and_keep_it_through_their_config():
+    """Alike transformer blocks are not applied as a lax.scan (Network.scannable: the scan
+    made the char-LM's step 175 ms where unrolled it takes 130), also once rebuilt from
+    their configuration (a saved model); a stack of alike dense layers still scans."""
+    def jaxpr(net, in_shape, x):
+        theta = net.init(jax.random.key(0), in_shape)
+        return str(jax.make_jaxpr(lambda t: net.apply(x, t))(theta))
+
+    lm = jn.models.transformer_lm(9, depth=5, width=8, num_heads=2, context=6)
+    ids = jnp.zeros((1, 6), jnp.int32)
+    rebuilt = jn.from_config(jn.to_config(lm))
+    assert rebuilt.children[2].name == "transformer_block"
+    for net in (lm, rebuilt):
+        assert "scan" not in jaxpr(net, (6,), ids)
+    mlp = jn.mlp([8] * 6)
+    assert "scan" in jaxpr(mlp, (8,), jnp.zeros((1, 8)))
