@@ -84,10 +84,12 @@ def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int]]:
     return runs
 
 
-def forward(layers, x, theta, keys, train: bool, plans: dict):
+def forward(layers, x, theta, keys, train: bool, plans: dict, mask=None):
     """``serial``'s forward pass: ``(y, theta')``, with runs of at least
     :data:`MIN_SCAN_LAYERS` alike layers applied as one ``lax.scan`` (the same operations on
-    the same values as unrolled). ``plans`` caches the runs per input signature."""
+    the same values as unrolled). ``plans`` caches the runs per input signature. A padding
+    ``mask`` (batch, T) goes to every layer; a layer that makes one (``make_mask``) starts it
+    from its input, and a layer that ends it (``masking == "end"``) ends it."""
     if len(layers) < MIN_SCAN_LAYERS or is_recording():
         runs = [(i, i + 1) for i in range(len(layers))]
     else:
@@ -99,10 +101,15 @@ def forward(layers, x, theta, keys, train: bool, plans: dict):
     for start, stop in runs:
         if stop - start < MIN_SCAN_LAYERS:
             for i in range(start, stop):
-                x, params = call_child(i, layers[i], x, theta[i], key=keys[i], train=train)
+                if layers[i].make_mask is not None:
+                    mask = layers[i].make_mask(x)
+                x, params = call_child(i, layers[i], x, theta[i], key=keys[i], train=train,
+                                       mask=mask)
+                if layers[i].masking == "end":
+                    mask = None
                 new_theta.append(params)
             continue
-        x, stacked = _scan(layers[start], x, theta[start:stop], keys[start:stop], train)
+        x, stacked = _scan(layers[start], x, theta[start:stop], keys[start:stop], train, mask)
         new_theta += _unstack(stacked, stop - start)
     return x, new_theta
 
@@ -112,12 +119,12 @@ def _unstack(stacked, n: int) -> list:
     return [jax.tree.map(lambda a, m=m: a[m], stacked) for m in range(n)]
 
 
-def _scan(layer: Network, x, thetas, keys, train: bool):
+def _scan(layer: Network, x, thetas, keys, train: bool, mask=None):
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *thetas)
     stacked_keys = None if keys[0] is None else jnp.stack(keys)
 
     def body(h, inputs):
         params, key = inputs
-        return layer.run(h, params, key=key, train=train)
+        return layer.run(h, params, key=key, train=train, mask=mask)
 
     return jax.lax.scan(body, x, (stacked, stacked_keys))

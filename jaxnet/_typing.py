@@ -121,6 +121,16 @@ class Network(NamedTuple):
             are large, and the scan's stacked residuals made a 4-block char-LM's training
             step 175 ms where the unrolled blocks take 130 ms (16 blocks: 700 and 500 ms, the
             unrolled program compiling no slower) on this project's 2-core CPU.
+        masking: how the layer treats a padding mask over time (:mod:`jaxnet.masking`):
+            ``"keep"`` it acts on each position alone and passes the mask on; ``"use"`` its
+            ``apply``/``with_state`` take ``mask=`` (batch, T) and its output keeps the
+            positions (attention, recurrent layers returning sequences, a composition);
+            ``"end"`` it takes ``mask=`` and its output has no time axis (pooling over time,
+            a recurrent layer's last state). None: it cannot honour a mask, and a mask that
+            reaches it is an error, never dropped silently.
+        make_mask: for a layer that starts a mask (``embedding(mask_zero=True)``), its
+            input ids -> the mask (batch, T), True at valid positions; a composition has its
+            first layer's.
     """
 
     init: Callable[..., Params]
@@ -135,15 +145,29 @@ class Network(NamedTuple):
     scales_input: bool = False
     vocab_size: int | None = None
     scannable: bool = True
+    masking: str | None = None
+    make_mask: Callable | None = None
 
-    def run(self, x, theta, *, key=None, train=False):
+    def run(self, x, theta, *, key=None, train=False, mask=None):
         """``(y, theta')``: the forward pass and theta with its state as the pass left it.
 
         For a stateless network ``theta'`` is ``theta``; for a stateful one in training it
-        holds the updated state (what ``fit`` keeps after every step)."""
+        holds the updated state (what ``fit`` keeps after every step). ``mask`` (batch, T)
+        marks the valid positions of a padded batch: a layer that uses masks receives it; a
+        position-wise one ignores it; any other refuses it (``masking``)."""
+        kwargs = {"key": key, "train": train}
+        if mask is not None:
+            if self.masking is None:
+                raise ValueError(
+                    f"{self.name}: cannot honour the padding mask of embedding(mask_zero=True): "
+                    f"it would mix padded positions into valid ones. Use layers that take masks "
+                    f"(attention, lstm, gru, conv1d with 'causal' or 'same' padding, the "
+                    f"global pools) or pad no positions")
+            if self.masking != "keep":
+                kwargs["mask"] = mask
         if self.with_state is None:
-            return self.apply(x, theta, key=key, train=train), theta
-        return self.with_state(x, theta, key=key, train=train)
+            return self.apply(x, theta, **kwargs), theta
+        return self.with_state(x, theta, **kwargs)
 
     @property
     def is_stochastic(self) -> bool:

@@ -93,12 +93,15 @@ def _weights_dropout(p, rate: float, key):
     return jnp.where(keep, p / (1.0 - rate), 0.0).astype(p.dtype)
 
 
-def explicit_attention(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None):
+def explicit_attention(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None,
+                       mask=None):
     """Attention as matrix multiplies and a softmax: ``softmax(q k^T / sqrt(d)) v`` per head,
     for (batch, T, heads, head_dim) queries, keys and values. ``causal`` lets position ``t``
     attend to keys ``<= t`` only (causal attention over long sequences runs as query blocks
     that skip the masked keys); ``dropout_rate`` > 0 drops attention weights with ``key``
-    (inverted dropout: the kept ones are scaled by 1 / (1 - rate))."""
+    (inverted dropout: the kept ones are scaled by 1 / (1 - rate)). ``mask`` (batch, T):
+    no query attends to a key where it is False; a query with no key left (every key it may
+    see is padding) gets zeros, not NaN (PyTorch's SDPA) or a uniform average (JAX's)."""
     t, scale = q.shape[1], 1.0 / math.sqrt(q.shape[-1])
     bounds = _block_bounds(t, causal)
     keys = (jax.random.split(key, len(bounds)) if dropout_rate > 0 else [None] * len(bounds))
@@ -107,10 +110,15 @@ def explicit_attention(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=
     for (start, stop), block_key in zip(bounds, keys, strict=True):
         seen = stop if causal else t  # keys this block's queries may see
         s = jnp.einsum("bqhd,bkhd->bhqk", q[:, start:stop], k[:, :seen])
-        if causal:
-            allowed = np.arange(seen)[None, :] <= np.arange(start, stop)[:, None]
+        allowed = (np.arange(seen)[None, :] <= np.arange(start, stop)[:, None] if causal
+                   else np.ones((stop - start, seen), bool))
+        if mask is not None:  # (batch, 1, 1, keys): padded keys are never attended to
+            allowed = allowed & mask[:, None, None, :seen]
+        if causal or mask is not None:
             s = jnp.where(allowed, s, jnp.finfo(s.dtype).min)
         p = jax.nn.softmax(s.astype(jnp.promote_types(s.dtype, jnp.float32)), axis=-1)
+        if mask is not None:  # a query that may see no key at all: zeros
+            p = jnp.where(jnp.any(allowed, axis=-1, keepdims=True), p, 0.0)
         p = p.astype(v.dtype)
         if dropout_rate > 0:
             p = _weights_dropout(p, dropout_rate, block_key)
@@ -118,15 +126,24 @@ def explicit_attention(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
 
 
-def attend(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None):
+def attend(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None, mask=None):
     """Self-attention of (batch, T, heads, head_dim) queries, keys and values, computed the
-    way the backend runs best (module docstring); the same values on every path."""
+    way the backend runs best (module docstring); the same values on every path. ``mask``
+    (batch, T) marks the valid keys (:func:`explicit_attention`)."""
     if dropout_rate > 0:
-        return explicit_attention(q, k, v, causal=causal, dropout_rate=dropout_rate, key=key)
+        return explicit_attention(q, k, v, causal=causal, dropout_rate=dropout_rate, key=key,
+                                  mask=mask)
     how = implementation_for(jax.default_backend(), q.dtype, q.shape[-1])
     if how == "blocks":
-        return explicit_attention(q, k, v, causal=causal)
-    return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=how)
+        return explicit_attention(q, k, v, causal=causal, mask=mask)
+    if mask is None:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=how)
+    valid = jnp.sum(mask, axis=-1).astype(jnp.int32)
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], is_causal=causal,
+                                       implementation="xla" if how == "cudnn" else how)
+    t = q.shape[1]
+    seen = (jnp.cumsum(mask, axis=-1) > 0) if causal else (valid > 0)[:, None]
+    return jnp.where(jnp.broadcast_to(seen, (q.shape[0], t))[:, :, None, None], out, 0.0)
 
 
 def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: bool = False,
@@ -192,7 +209,7 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
             theta["out"]["b"] = jnp.zeros((width,), jnp.float32)
         return theta
 
-    def apply_fn(x, theta, *, key=None, train=False):
+    def apply_fn(x, theta, *, key=None, train=False, mask=None):
         if x.ndim != 3:
             raise ValueError(f"multi_head_attention: expected (batch, T, features), got "
                              f"{tuple(x.shape)}")
@@ -211,13 +228,14 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
         drop = rate if train else 0.0
         if drop > 0:
             require_key("multi_head_attention", key)
-        o = attend(q, k, v, causal=causal, dropout_rate=drop, key=key)
+        o = attend(q, k, v, causal=causal, dropout_rate=drop, key=key, mask=mask)
         y = o.reshape(b, t, num_heads * d) @ theta["out"]["w"]
         return y + theta["out"]["b"] if use_bias else y
 
     config = {"num_heads": num_heads, "key_dim": key_dim, "causal": causal, "dropout": rate,
               "use_bias": bool(use_bias), "rope": bool(rope), "init": name_or_none(init)}
-    return Network(init_fn, apply_fn, "multi_head_attention", config, stochastic=rate > 0)
+    return Network(init_fn, apply_fn, "multi_head_attention", config, stochastic=rate > 0,
+                   masking="use")
 
 
 register_layer("multi_head_attention", multi_head_attention)

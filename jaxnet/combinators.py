@@ -44,16 +44,16 @@ def _check_theta(combinator: str, theta, n: int) -> None:
 
 
 def _composition(name, init_fn, with_state, config, children, output_activation=None,
-                 vocab_size=None) -> Network:
-    def apply_fn(x, theta, *, key=None, train=False):
-        return with_state(x, theta, key=key, train=train)[0]
+                 vocab_size=None, masking=None, make_mask=None) -> Network:
+    def apply_fn(x, theta, *, key=None, train=False, **mask):
+        return with_state(x, theta, key=key, train=train, **mask)[0]
 
     return Network(init_fn, apply_fn, name, config, tuple(children),
                    stochastic=any(child.is_stochastic for child in children),
                    stateful=any(child.stateful for child in children), with_state=with_state,
                    output_activation=output_activation,
                    scales_input=any(child.scales_input for child in children),
-                   vocab_size=vocab_size)
+                   vocab_size=vocab_size, masking=masking, make_mask=make_mask)
 
 
 def serial(*layers: Network) -> Network:
@@ -70,14 +70,17 @@ def serial(*layers: Network) -> Network:
 
     plans: dict = {}  # how each input signature's pass runs (which layers scan)
 
-    def with_state(x, theta, *, key=None, train=False):
+    def with_state(x, theta, *, key=None, train=False, mask=None):
         _check_theta("serial", theta, len(layers))
-        return _alike.forward(layers, x, theta, _keys(key, len(layers)), train, plans)
+        return _alike.forward(layers, x, theta, _keys(key, len(layers)), train, plans, mask)
 
+    # a padding mask travels along the layers (jaxnet.masking); it ends where a layer ends it
+    ends = any(layer.masking == "end" for layer in layers)
     return _composition("serial", init_fn, with_state,
                         {"layers": [to_config(layer) for layer in layers]}, layers,
                         output_activation=layers[-1].output_activation,
-                        vocab_size=layers[0].vocab_size)
+                        vocab_size=layers[0].vocab_size, masking="end" if ends else "use",
+                        make_mask=layers[0].make_mask)
 
 
 def identity() -> Network:
@@ -86,7 +89,7 @@ def identity() -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         return x
 
-    return Network(no_params, apply_fn, "identity", {}, stochastic=False)
+    return Network(no_params, apply_fn, "identity", {}, stochastic=False, masking="keep")
 
 
 def residual(*layers: Network, shortcut: Network | None = None) -> Network:
@@ -122,15 +125,15 @@ def residual(*layers: Network, shortcut: Network | None = None) -> Network:
                              f"input to {got}, e.g. a 1x1 conv2d or a dense layer")
         return theta
 
-    def with_state(x, theta, *, key=None, train=False):
+    def with_state(x, theta, *, key=None, train=False, mask=None):
         _check_theta("residual", theta, 2)
         kb, ks = _keys(key, 2)
-        y, block_theta = call_child(0, block, x, theta[0], key=kb, train=train)
-        s, shortcut_theta = call_child(1, shortcut, x, theta[1], key=ks, train=train)
+        y, block_theta = call_child(0, block, x, theta[0], key=kb, train=train, mask=mask)
+        s, shortcut_theta = call_child(1, shortcut, x, theta[1], key=ks, train=train, mask=mask)
         return y + s, [block_theta, shortcut_theta]
 
     config = {"layers": [to_config(layer) for layer in layers], "shortcut": to_config(shortcut)}
-    return _composition("residual", init_fn, with_state, config, children)
+    return _composition("residual", init_fn, with_state, config, children, masking="use")
 
 
 def fanout(n: int) -> Network:

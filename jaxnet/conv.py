@@ -325,13 +325,27 @@ def _images_no_params(name: str):
 
 
 def _global_pool(name: str, reduce) -> Network:
-    def apply_fn(x, theta, *, key=None, train=False):
+    def apply_fn(x, theta, *, key=None, train=False, mask=None):
         if x.ndim == 3:  # a sequence (batch, T, channels): over time
+            if mask is not None:
+                return _masked_pool(reduce, float_input(x), mask)
             return reduce(float_input(x), axis=1)
         check_images(name, x)
         return reduce(float_input(x), axis=(1, 2))
 
-    return Network(_images_no_params(name), apply_fn, name, {}, stochastic=False)
+    return Network(_images_no_params(name), apply_fn, name, {}, stochastic=False,
+                   masking="end")
+
+
+def _masked_pool(reduce, x, mask):
+    """The mean or maximum over the valid steps of each sequence (0 for a sequence with
+    none)."""
+    m = mask[..., None]
+    count = jnp.sum(m, axis=1)
+    if reduce is jnp.mean:
+        return jnp.sum(jnp.where(m, x, 0.0), axis=1) / jnp.maximum(count, 1)
+    top = jnp.max(jnp.where(m, x, -jnp.inf), axis=1)
+    return jnp.where(count > 0, top, 0.0)
 
 
 def global_avg_pool() -> Network:

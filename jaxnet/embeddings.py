@@ -20,7 +20,8 @@ from jaxnet._typing import Network, Shape
 from jaxnet.network import register_layer
 
 
-def embedding(vocab_size: int, dim: int, *, init="uniform") -> Network:
+def embedding(vocab_size: int, dim: int, *, mask_zero: bool = False,
+              init="uniform") -> Network:
     """Integer token ids (batch, T) -> vectors (batch, T, dim): row ``i`` of a learned table
     for id ``i`` (Keras's ``Embedding``, Flax's ``Embed``); theta is ``{"table": (vocab_size,
     dim)}``.
@@ -30,6 +31,11 @@ def embedding(vocab_size: int, dim: int, *, init="uniform") -> Network:
             ``evaluate`` and ``predict`` refuse others before any computation (a lookup
             under ``jit`` cannot raise, and would clamp them silently).
         dim: the width of each vector.
+        mask_zero: id 0 is padding (Keras's convention): the layer starts a padding mask
+            that travels with the data through ``serial`` (:mod:`jaxnet.masking`). Attention
+            never attends to a padded key, recurrent layers hold their state over padded
+            steps, pooling over time averages valid steps only, and the loss and metrics
+            count valid positions only; a layer that cannot honour the mask raises.
         init: initialiser of the table (default Keras's U[-0.05, 0.05]; ``"gpt2_normal"``
             is GPT-2's N(0, 0.02^2)).
 
@@ -55,9 +61,18 @@ def embedding(vocab_size: int, dim: int, *, init="uniform") -> Network:
         check_ids("embedding", x)
         return jnp.take(theta["table"], x, axis=0)
 
-    config = {"vocab_size": vocab_size, "dim": dim, "init": name_or_none(init)}
+    if not isinstance(mask_zero, bool):
+        raise TypeError(f"mask_zero: expected True or False, got {mask_zero!r}")
+    config = {"vocab_size": vocab_size, "dim": dim, "mask_zero": mask_zero,
+              "init": name_or_none(init)}
     return Network(init_fn, apply_fn, "embedding", config, stochastic=False,
-                   scales_input=True, vocab_size=vocab_size)
+                   scales_input=True, vocab_size=vocab_size, masking="keep",
+                   make_mask=padding_mask if mask_zero else None)
+
+
+def padding_mask(ids):
+    """True at the valid positions of token ids (batch, T): every id but 0, the padding."""
+    return ids != 0
 
 
 def check_ids(layer: str, x) -> None:
@@ -107,7 +122,8 @@ def positional_embedding(max_length: int, *, init="gpt2_normal") -> Network:
         return x + theta["table"][:t].astype(x.dtype)
 
     config = {"max_length": max_length, "init": name_or_none(init)}
-    return Network(init_fn, apply_fn, "positional_embedding", config, stochastic=False)
+    return Network(init_fn, apply_fn, "positional_embedding", config, stochastic=False,
+                   masking="keep")
 
 
 def sinusoids(length: int, dim: int) -> np.ndarray:
@@ -135,7 +151,8 @@ def sinusoidal_positions() -> Network:
         t, dim = _positions_input("sinusoidal_positions", x, None)
         return x + jnp.asarray(sinusoids(t, dim), x.dtype)
 
-    return Network(no_params, apply_fn, "sinusoidal_positions", {}, stochastic=False)
+    return Network(no_params, apply_fn, "sinusoidal_positions", {}, stochastic=False,
+                   masking="keep")
 
 
 register_layer("embedding", embedding)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnet import masking
 from jaxnet import metrics as metrics_lib
 from jaxnet import step as step_lib
 
@@ -59,10 +60,11 @@ def _batch_sums(metric_fns, value, out, yb, bmask) -> dict:
     ``bmask`` None: every example of the batch counts."""
     if bmask is None:
         return {"loss": value * len(yb)} | {
-            name: jnp.sum(fn(out, yb), axis=-1) for name, fn in metric_fns.items()}
+            name: jnp.sum(masking.per_example(fn, out, yb), axis=-1)
+            for name, fn in metric_fns.items()}
     new = {"loss": value * bmask.sum()}
     for name, fn in metric_fns.items():
-        new[name] = jnp.sum(fn(out, yb) * bmask, axis=-1)
+        new[name] = jnp.sum(masking.per_example(fn, out, yb) * bmask, axis=-1)
     return new
 
 

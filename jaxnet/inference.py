@@ -103,7 +103,8 @@ def _evaluation(network, theta, x, y, loss, metrics, batch_size, precision):
     loss_name, loss_fn, _ = _inputs.resolve_loss(network, theta, input_shape, loss, y)
     _inputs.check_labels(network, theta, input_shape, loss_name, y, "y")
     metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
-    return _compiled_eval(network.apply, network.output_activation, loss_fn,
+    return _compiled_eval(network.apply, network.output_activation,
+                          (network.masking, network.make_mask), loss_fn,
                           tuple(metric_fns.items()), batch_size, precision), metric_fns
 
 
@@ -165,10 +166,12 @@ def _is_one_example(network: Network, theta, x) -> bool:
 # --- helpers -----------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=32)
-def _compiled_eval(apply, output_activation, loss_fn, metric_items, batch_size, precision):
+def _compiled_eval(apply, output_activation, masks, loss_fn, metric_items, batch_size,
+                   precision):
     """One jitted evaluation per (network, loss, metrics, batch size, precision); the newest
-    32 kept."""
-    L = losses.make_objective(Network(None, apply, "", {}, output_activation=output_activation),
+    32 kept. ``masks`` is the network's ``(masking, make_mask)``."""
+    L = losses.make_objective(Network(None, apply, "", {}, output_activation=output_activation,
+                                      masking=masks[0], make_mask=masks[1]),
                               loss_fn, precision=precision)
     metric_fns = dict(metric_items)
     program = jax.jit(lambda theta, x, y: epoch_lib.eval_sums(L, metric_fns, theta, x, y,

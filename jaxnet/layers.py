@@ -115,7 +115,7 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros",
     config = {"units": units, "activation": _name_or_none(activation),
               "init": _name_or_none(init), "bias_init": _name_or_none(bias_init),
               "use_bias": bool(use_bias)}
-    return Network(init_fn, apply_fn, "dense", config, stochastic=False,
+    return Network(init_fn, apply_fn, "dense", config, stochastic=False, masking="keep",
                    output_activation=activations.probability_output(activation))
 
 
@@ -128,7 +128,8 @@ def activation(name) -> Network:
         return act(float_input(x))
 
     return Network(_no_params, apply_fn, "activation", {"activation": _name_or_none(name)},
-                   stochastic=False, output_activation=activations.probability_output(name))
+                   stochastic=False, output_activation=activations.probability_output(name),
+                   masking="keep")
 
 
 def flatten() -> Network:
@@ -173,7 +174,8 @@ def rescale(scale: float, offset: float = 0.0) -> Network:
         return float_input(x) * jnp.float32(scale) + jnp.float32(offset)
 
     config = {"scale": float(scale), "offset": float(offset)}
-    return Network(_no_params, apply_fn, "rescale", config, stochastic=False, scales_input=True)
+    return Network(_no_params, apply_fn, "rescale", config, stochastic=False, scales_input=True,
+                   masking="keep")
 
 
 def dropout(rate: float) -> Network:
@@ -191,7 +193,8 @@ def dropout(rate: float) -> Network:
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
-    return Network(_no_params, apply_fn, "dropout", {"rate": rate}, stochastic=rate > 0)
+    return Network(_no_params, apply_fn, "dropout", {"rate": rate}, stochastic=rate > 0,
+                   masking="keep")
 
 
 def learnable_scale(initial: float = 1.0) -> Network:
@@ -219,7 +222,7 @@ def learnable_scale(initial: float = 1.0) -> Network:
         return float_input(x) * theta["g"]
 
     return Network(init_fn, apply_fn, "learnable_scale", {"initial": float(initial)},
-                   stochastic=False)
+                   stochastic=False, masking="keep")
 
 
 def mlp(sizes, activation="relu", *, init=None, bias_init="zeros", output_activation=None,

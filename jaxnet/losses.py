@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import _checks, _precision, _state
+from jaxnet import _checks, _precision, _state, masking
 from jaxnet._typing import Network
 
 
@@ -226,7 +226,11 @@ def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float 
     ``objective(theta, batch, *, key=None, train=False) -> (scalar, outputs, theta')``, with
     a stateful layer's updated state in ``theta'`` when ``train`` (see ``Network.run``). This is
     what the compiled epoch differentiates (with respect to the trainable part of theta).
-    Under ``precision="bf16"`` the outputs are float32 and ``theta'`` has theta's dtypes."""
+    Under ``precision="bf16"`` the outputs are float32 and ``theta'`` has theta's dtypes.
+    For a network whose outputs carry a padding mask (:mod:`jaxnet.masking`) each example's
+    loss is the mean over its valid positions, and the outputs come back as
+    :class:`~jaxnet.masking.Masked` (values and mask), so that the metrics count valid
+    positions only too."""
     per_example = get(loss)
     precision = _precision.canonical(precision)
     # Outputs that are probabilities (a softmax or sigmoid last layer) meet a cross-entropy as
@@ -241,8 +245,13 @@ def make_objective(network: Network, loss="softmax_cross_entropy", *, l2: float 
         if precision != "f32":  # float32 outputs for the loss, theta' in theta's dtypes
             outputs = _precision.output(outputs, precision)
             new_theta = _precision.like(new_theta, theta)
-        values = per_example(logits_of_probabilities(outputs, per_example)
-                             if takes_probabilities else outputs, y)
+        scores = logits_of_probabilities(outputs, per_example) if takes_probabilities else outputs
+        positions = masking.output_mask(network, x)  # padded positions count for nothing
+        if positions is None:
+            values = per_example(scores, y)
+        else:
+            values = masking.mean_over_valid(per_example, scores, y, positions)
+            outputs = masking.Masked(outputs, positions)
         if rest:  # (weights,): their weighted mean; (weights, count): sum / count
             w = rest[0].astype(values.dtype)
             count = rest[1] if len(rest) > 1 else jnp.sum(w)

@@ -170,7 +170,7 @@ def count_params(theta) -> int:
     return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(theta)))
 
 
-def call_child(index: int, child: Network, x, theta, *, key=None, train=False):
+def call_child(index: int, child: Network, x, theta, *, key=None, train=False, mask=None):
     """How a composition runs its ``index``-th child: ``child.run(...)`` -> ``(y, theta')``.
 
     While :func:`recording` listens, the child's path (indices from the outermost network)
@@ -179,10 +179,10 @@ def call_child(index: int, child: Network, x, theta, *, key=None, train=False):
     children (Flax's ``capture_intermediates`` does the same)."""
     tape = _TAPE.get()
     if tape is None:
-        return child.run(x, theta, key=key, train=train)
+        return child.run(x, theta, key=key, train=train, mask=mask)
     tape.path.append(index)
     try:
-        y, theta = child.run(x, theta, key=key, train=train)
+        y, theta = child.run(x, theta, key=key, train=train, mask=mask)
         path = tuple(tape.path)
     finally:
         tape.path.pop()

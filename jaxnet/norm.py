@@ -170,7 +170,8 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
         return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta).astype(out_dtype)
 
     config = {"epsilon": epsilon, "center": bool(center), "scale": bool(scale)}
-    return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True)
+    return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True,
+                   masking="keep")
 
 
 def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
@@ -202,7 +203,8 @@ def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
         return _scale_offset(z, theta).astype(out_dtype)
 
     config = {"epsilon": float(epsilon), "scale": bool(scale)}
-    return Network(init_fn, apply_fn, "rms_norm", config, stochastic=False, scales_input=True)
+    return Network(init_fn, apply_fn, "rms_norm", config, stochastic=False, scales_input=True,
+                   masking="keep")
 
 
 register_layer("batch_norm", batch_norm)

@@ -38,10 +38,11 @@ def _check_sequences(layer: str, x, features: int) -> None:
         raise ValueError(f"{layer}: expected (batch, T, {features}), got {tuple(x.shape)}")
 
 
-def _recurrent(name: str, gates: int, run, units: int, return_sequences: bool,
+def _recurrent(name: str, gates: int, run, masked_cell, units: int, return_sequences: bool,
                init, recurrent_init, extra_bias: bool) -> Network:
     """A recurrent layer whose ``run(xw, theta)`` maps every step's input share (T, batch,
-    gates * units) to every step's state (T, batch, units)."""
+    gates * units) to every step's state (T, batch, units); with a padding mask its
+    ``masked_cell`` runs in a loop that keeps the state where a step is padding."""
     units = _checks.positive_int("units", units)
     w_init, u_init = initializers.get(init), (orthogonal if recurrent_init == "orthogonal"
                                               else initializers.get(recurrent_init))
@@ -60,15 +61,51 @@ def _recurrent(name: str, gates: int, run, units: int, return_sequences: bool,
             theta["b_recurrent"] = jnp.zeros((gates * units,), jnp.float32)
         return theta
 
-    def apply_fn(x, theta, *, key=None, train=False):
+    def apply_fn(x, theta, *, key=None, train=False, mask=None):
         _check_sequences(name, x, theta["w"].shape[0])
         xw = x.astype(theta["w"].dtype) @ theta["w"] + theta["b"]  # every step's input share
-        hs = jnp.swapaxes(run(jnp.swapaxes(xw, 0, 1), theta), 0, 1)  # (batch, T, units)
+        xw = jnp.swapaxes(xw, 0, 1)  # (T, batch, gates * units)
+        if mask is None:
+            hs = run(xw, theta)
+        else:  # the state is held over padded steps
+            hs = _masked_run(masked_cell, xw, theta, jnp.swapaxes(mask, 0, 1), units)
+        hs = jnp.swapaxes(hs, 0, 1)  # (batch, T, units)
         return hs if return_sequences else hs[:, -1]
 
     config = {"units": units, "return_sequences": bool(return_sequences),
               "init": name_or_none(init), "recurrent_init": name_or_none(recurrent_init)}
-    return Network(init_fn, apply_fn, name, config, stochastic=False)
+    return Network(init_fn, apply_fn, name, config, stochastic=False,
+                   masking="use" if return_sequences else "end")
+
+
+def _masked_run(cell, xw, theta, mask, units: int):
+    """Every step's state with the state held (not updated) at padded steps: after a padded
+    tail the last state is the last valid step's, and leading padding leaves the zero state
+    as it was (Keras's masking of recurrent layers)."""
+    h0 = jnp.zeros(xw.shape[1:-1] + (units,), xw.dtype)
+
+    def step(carry, inputs):
+        xw_t, m_t = inputs
+        new = cell(carry, xw_t, theta, units)
+        carry = jax.tree.map(lambda n, o: jnp.where(m_t[:, None], n, o), new, carry)
+        return carry, carry[0]
+
+    return jax.lax.scan(step, (h0, h0), (xw, mask), unroll=UNROLL)[1]
+
+
+def _lstm_cell(carry, xw_t, theta, units):
+    _, c, h = _lstm_gates(xw_t + carry[0] @ theta["u"], carry[1], units)
+    return h, c
+
+
+def _gru_cell(carry, xw_t, theta, units):
+    h = carry[0]
+    hu = h @ theta["u"] + theta["b_recurrent"]
+    r = jax.nn.sigmoid(xw_t[:, :units] + hu[:, :units])
+    z = jax.nn.sigmoid(xw_t[:, units:2 * units] + hu[:, units:2 * units])
+    n = jnp.tanh(xw_t[:, 2 * units:] + r * hu[:, 2 * units:])
+    h = (1.0 - z) * n + z * h
+    return h, h
 
 
 def _lstm_gates(z, c_prev, units):
@@ -134,15 +171,10 @@ def _lstm_run(xw, theta):
 
 
 def _gru_run(xw, theta):
-    u, b_recurrent = theta["u"], theta["b_recurrent"]
-    units = u.shape[0]
+    units = theta["u"].shape[0]
 
     def step(h, xw_t):
-        hu = h @ u + b_recurrent
-        r = jax.nn.sigmoid(xw_t[:, :units] + hu[:, :units])
-        z = jax.nn.sigmoid(xw_t[:, units:2 * units] + hu[:, units:2 * units])
-        n = jnp.tanh(xw_t[:, 2 * units:] + r * hu[:, 2 * units:])
-        h = (1.0 - z) * n + z * h
+        h, _ = _gru_cell((h,), xw_t, theta, units)
         return h, h
 
     h0 = jnp.zeros(xw.shape[1:-1] + (units,), xw.dtype)
@@ -174,7 +206,7 @@ def lstm(units: int, *, return_sequences: bool = False, init="glorot_uniform",
         >>> layer.apply(jnp.ones((2, 5, 3)), theta).shape
         (2, 8)
     """
-    return _recurrent("lstm", 4, _lstm_run, units, return_sequences, init, recurrent_init,
+    return _recurrent("lstm", 4, _lstm_run, _lstm_cell, units, return_sequences, init, recurrent_init,
                       extra_bias=False)
 
 
@@ -189,7 +221,7 @@ def gru(units: int, *, return_sequences: bool = False, init="glorot_uniform",
     are ``weight_ih_l0``, ``weight_hh_l0`` transposed, ``b`` and ``b_recurrent`` are
     ``bias_ih_l0`` and ``bias_hh_l0``. Arguments as :func:`lstm`'s.
     """
-    return _recurrent("gru", 3, _gru_run, units, return_sequences, init, recurrent_init,
+    return _recurrent("gru", 3, _gru_run, _gru_cell, units, return_sequences, init, recurrent_init,
                       extra_bias=True)
 
 
@@ -214,24 +246,26 @@ def bidirectional(layer: Network) -> Network:
         kf, kb = jax.random.split(key)
         return [layer.init(kf, input_shape), layer.init(kb, input_shape)]
 
-    def with_state(x, theta, *, key=None, train=False):
+    def with_state(x, theta, *, key=None, train=False, mask=None):
         if not isinstance(theta, list | tuple) or len(theta) != 2:
             raise ValueError("theta: expected [forward_theta, backward_theta] for bidirectional")
         if x.ndim != 3:
             raise ValueError(f"bidirectional: expected (batch, T, features), got "
                              f"{tuple(x.shape)}")
         kf, kb = (None, None) if key is None else tuple(jax.random.split(key))
-        forward, tf = call_child(0, layer, x, theta[0], key=kf, train=train)
-        backward, tb = call_child(1, layer, x[:, ::-1], theta[1], key=kb, train=train)
+        forward, tf = call_child(0, layer, x, theta[0], key=kf, train=train, mask=mask)
+        backward, tb = call_child(1, layer, x[:, ::-1], theta[1], key=kb, train=train,
+                                  mask=None if mask is None else mask[:, ::-1])
         if backward.ndim == 3:
             backward = backward[:, ::-1]
         return jnp.concatenate([forward, backward], axis=-1), [tf, tb]
 
-    def apply_fn(x, theta, *, key=None, train=False):
-        return with_state(x, theta, key=key, train=train)[0]
+    def apply_fn(x, theta, *, key=None, train=False, mask=None):
+        return with_state(x, theta, key=key, train=train, mask=mask)[0]
 
     return Network(init_fn, apply_fn, "bidirectional", {"layer": to_config(layer)}, (layer,),
-                   stochastic=layer.is_stochastic, stateful=layer.stateful, with_state=with_state)
+                   stochastic=layer.is_stochastic, stateful=layer.stateful, with_state=with_state,
+                   masking=layer.masking)
 
 
 register_layer("lstm", lstm)

@@ -55,6 +55,12 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
         dilation: spacing of the kernel's taps (``dilation_rate`` in Keras).
         activation, init, bias_init, use_bias: as :func:`jaxnet.layers.dense`.
 
+    A padding mask (``embedding(mask_zero=True)``) is honoured with ``"causal"`` or
+    ``"same"`` padding and stride 1: padded steps enter as zeros, as the padding's own zeros
+    do, so the outputs at valid steps are those of the unpadded sequence (at the end of it,
+    for ``"same"``: padding after the sequence). Other settings change the number of steps
+    and refuse a mask.
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> layer = conv1d(4, 3, padding="causal", dilation=2)
@@ -82,10 +88,12 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
             theta["b"] = b_init(kb, (filters,), jnp.float32)
         return theta
 
-    def apply_fn(x, theta, *, key=None, train=False):
+    def apply_fn(x, theta, *, key=None, train=False, mask=None):
         w = theta["w"]
         if x.ndim != 3 or x.shape[-1] != w.shape[1]:
             raise ValueError(f"conv1d: expected (batch, T, {w.shape[1]}), got {tuple(x.shape)}")
+        if mask is not None:  # padded steps count as the zeros the padding adds
+            x = jnp.where(mask[..., None], x, 0).astype(x.dtype)
         before, after = time_pads(x.shape[1], k, stride, rate, padding)
         xp = jnp.pad(weights_input(x, w.dtype), ((0, 0), (before, after), (0, 0)))
         span = (k - 1) * rate + 1
@@ -102,7 +110,8 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
               "init": name_or_none(init), "bias_init": name_or_none(bias_init),
               "use_bias": bool(use_bias)}
     return Network(init_fn, apply_fn, "conv1d", config, stochastic=False,
-                   output_activation=activations.probability_output(activation))
+                   output_activation=activations.probability_output(activation),
+                   masking="use" if stride == 1 and padding != "valid" else None)
 
 
 register_layer("conv1d", conv1d)

@@ -46,7 +46,8 @@ def glu(activation="sigmoid") -> Network:
         a, b = jnp.split(x, 2, axis=-1)
         return act(a) * b
 
-    return Network(no_params, apply_fn, "glu", {"activation": activation}, stochastic=False)
+    return Network(no_params, apply_fn, "glu", {"activation": activation}, stochastic=False,
+                   masking="keep")
 
 
 def gated_units(width: int) -> int:
