@@ -206,8 +206,8 @@ def lstm(units: int, *, return_sequences: bool = False, init="glorot_uniform",
         >>> layer.apply(jnp.ones((2, 5, 3)), theta).shape
         (2, 8)
     """
-    return _recurrent("lstm", 4, _lstm_run, _lstm_cell, units, return_sequences, init, recurrent_init,
-                      extra_bias=False)
+    return _recurrent("lstm", 4, _lstm_run, _lstm_cell, units, return_sequences, init,
+                      recurrent_init, extra_bias=False)
 
 
 def gru(units: int, *, return_sequences: bool = False, init="glorot_uniform",
@@ -221,8 +221,8 @@ def gru(units: int, *, return_sequences: bool = False, init="glorot_uniform",
     are ``weight_ih_l0``, ``weight_hh_l0`` transposed, ``b`` and ``b_recurrent`` are
     ``bias_ih_l0`` and ``bias_hh_l0``. Arguments as :func:`lstm`'s.
     """
-    return _recurrent("gru", 3, _gru_run, _gru_cell, units, return_sequences, init, recurrent_init,
-                      extra_bias=True)
+    return _recurrent("gru", 3, _gru_run, _gru_cell, units, return_sequences, init,
+                      recurrent_init, extra_bias=True)
 
 
 def bidirectional(layer: Network) -> Network:
