@@ -169,12 +169,13 @@ def check_labels(network, theta, input_shape, loss_name, y, arg):
             raise ValueError(f"{arg}: labels must lie in [0, {classes}) for a network with "
                              f"{classes} outputs, got range [{lo}, {hi}]")
     elif y.shape[1:] != tuple(shape):
-        n = len(y)
         per_position = (f"; the network's outputs are {tuple(shape)} per example (a dense "
                         f"layer acts on the last axis: put flatten() before it to classify "
                         f"each example as a whole)" if positions else "")
-        raise ValueError(f"{arg}: expected integer labels {(n, *positions)} or one-hot "
-                         f"{(n, *shape)}, got shape {tuple(y.shape)}{per_position}")
+        integer = "(N, " + ", ".join(map(str, positions)) + ")" if positions else "(N,)"
+        raise ValueError(f"{arg}: expected integer labels {integer} or one-hot (N, "
+                         f"{', '.join(map(str, shape))}), got shape {tuple(y.shape)}"
+                         f"{per_position}")
 
 
 def _check_one_target_per_output(y, shape, loss_name: str, arg: str) -> None:

@@ -131,8 +131,8 @@ def sinusoids(length: int, dim: int) -> np.ndarray:
     ``sin(t / 10000^(2i/dim))`` in column ``2i`` and ``cos`` of the same in column ``2i + 1``.
 
     Examples:
-        >>> sinusoids(2, 4).round(4).tolist()
-        [[0.0, 1.0, 0.0, 1.0], [0.8415, 0.5403, 0.01, 1.0]]
+        >>> [[round(float(v), 4) for v in row] for row in sinusoids(2, 4)]
+        [[0.0, 1.0, 0.0, 1.0], [0.8415, 0.5403, 0.01, 0.9999]]
     """
     if dim % 2:
         raise ValueError(f"sinusoidal_positions: expected an even width, got {dim}")

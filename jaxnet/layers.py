@@ -103,7 +103,7 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros",
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
         w = theta["w"]
-        if x.ndim < 2 or x.shape[-1] != w.shape[0]:  # (features,) alone: one example
+        if x.ndim == 0 or x.shape[-1] != w.shape[0]:
             hint = (f"; if x is one example, add the batch axis (x.reshape(1, {w.shape[0]})); "
                     f"jaxnet.predict takes one example as it is"
                     if math.prod(x.shape) == w.shape[0] else "")

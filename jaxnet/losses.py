@@ -35,11 +35,28 @@ def softmax_cross_entropy(logits, labels):
         1.3862943649291992
     """
     check_softmax_outputs(logits.shape[-1])
+    positions = has_positions(logits, labels)
     if labels.ndim != logits.ndim:
         # One-hot rather than optax's integer-label form: its gradient is a scatter, which
         # costs about 5% of a training step on XLA:CPU; this one is dense (softmax - one_hot).
         labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    return _mean_over_features(optax.softmax_cross_entropy(logits, labels.astype(logits.dtype)))
+    values = optax.softmax_cross_entropy(logits, labels.astype(logits.dtype))
+    return mean_over_positions(values) if positions else values
+
+
+def has_positions(logits, labels) -> bool:
+    """Whether class labels come one per position of each example: integer labels (batch,
+    T, ...) for logits (batch, T, ..., C), or one-hot labels of the logits' shape with
+    positions. Logits with a leading axis of their own and labels (batch,) (a sweep's
+    members, (members, batch, C)) have none."""
+    if labels.ndim == logits.ndim:
+        return labels.ndim >= 3
+    return labels.ndim >= 2 and tuple(labels.shape) == tuple(logits.shape[:-1])
+
+
+def mean_over_positions(values):
+    """Per-position values (batch, T, ...) -> each example's mean (batch,)."""
+    return values.reshape(values.shape[0], -1).mean(axis=1)
 
 
 def check_softmax_outputs(outputs: int, loss_name: str = "softmax_cross_entropy") -> None:

@@ -37,14 +37,10 @@ def accuracy(logits, labels):
     """
     if logits.shape[-1] == 1:
         return binary_accuracy(logits, labels)
+    positions = losses.has_positions(logits, labels)
     labels = _class_labels(labels, logits)
-    return _per_example(jnp.argmax(logits, axis=-1) == labels)
-
-
-def _per_example(hits):
-    """Per-position 0/1 hits (batch, T...) as each example's mean (batch,)."""
-    hits = hits.astype(jnp.float32)
-    return hits.reshape(hits.shape[0], -1).mean(axis=1) if hits.ndim > 1 else hits
+    hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return losses.mean_over_positions(hits) if positions else hits
 
 
 def binary_accuracy(logits, labels):
@@ -68,9 +64,11 @@ def binary_accuracy(logits, labels):
 def top_k_accuracy(logits, labels, k: int = 5):
     """1.0 where the label is among the ``k`` highest scores, else 0.0; shape (batch,)."""
     k = _checks.positive_int("k", k)
+    positions = losses.has_positions(logits, labels)
     labels = _class_labels(labels, logits)
     _, top = jax.lax.top_k(logits, min(k, logits.shape[-1]))
-    return _per_example(jnp.any(top == labels[..., None], axis=-1))
+    hits = jnp.any(top == labels[..., None], axis=-1).astype(jnp.float32)
+    return losses.mean_over_positions(hits) if positions else hits
 
 
 def confusion_matrix(logits, labels, num_classes: int | None = None, weights=None):

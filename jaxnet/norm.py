@@ -182,8 +182,9 @@ def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
     Examples:
         >>> import jax.numpy as jnp
         >>> layer = rms_norm(epsilon=0.0)
-        >>> layer.apply(jnp.array([[3.0, 4.0]]), layer.init(None, (2,))).round(4).tolist()
-        [[0.8485, 1.1314]]
+        >>> y = layer.apply(jnp.array([[3.0, 4.0]]), layer.init(None, (2,)))
+        >>> [round(float(v), 4) for v in y[0]]  # [3, 4] / sqrt(12.5)
+        [0.8485, 1.1314]
     """
     epsilon = _checks.positive_float("epsilon", epsilon, allow_zero=True)
 

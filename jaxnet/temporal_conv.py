@@ -53,7 +53,10 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
             ``"causal"`` (zeros before the sequence only: output ``t`` depends on inputs
             ``<= t``, for autoregressive models).
         dilation: spacing of the kernel's taps (``dilation_rate`` in Keras).
-        activation, init, bias_init, use_bias: as :func:`jaxnet.layers.dense`.
+        activation: an activation name or None (as :func:`jaxnet.layers.dense`).
+        init: the kernel's initialiser (default per activation).
+        bias_init: the bias's initialiser.
+        use_bias: add a bias.
 
     A padding mask (``embedding(mask_zero=True)``) is honoured with ``"causal"`` or
     ``"same"`` padding and stride 1: padded steps enter as zeros, as the padding's own zeros

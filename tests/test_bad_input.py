@@ -28,7 +28,7 @@ def test_wrong_feature_count_is_named(n_in, wrong, batch):
         wrong += 1
     net = jn.mlp([3])
     theta = net.init(jax.random.key(0), (n_in,))
-    with pytest.raises(ValueError, match=rf"expected input of shape \(batch, {n_in}\), "
+    with pytest.raises(ValueError, match=rf"expected input of shape \(batch, \.\.\., {n_in}\), "
                                          rf"got \({batch}, {wrong}\)"):
         net.apply(jnp.ones((batch, wrong)), theta)
     with pytest.raises(ValueError, match=r"theta\[0\]\['w'\]: expected float32"):

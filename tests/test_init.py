@@ -17,6 +17,8 @@ EXPECTED = {
     "glorot_normal": ("normal", np.sqrt(2 / (FAN_IN + FAN_OUT))),
     "he_normal": ("normal", np.sqrt(2 / FAN_IN)),
     "lecun_normal": ("normal", np.sqrt(1 / FAN_IN)),
+    "uniform": ("uniform", 0.05),        # Keras's RandomUniform(-0.05, 0.05)
+    "gpt2_normal": ("normal", 0.02),     # GPT-2's N(0, 0.02^2)
 }
 
 

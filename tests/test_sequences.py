@@ -231,7 +231,7 @@ def test_bad_sequence_input_gets_one_clear_line():
         (dict(x=np.ones((4, 7), np.int32), y=np.ones((4, 7), np.int32)), ValueError,
          "longer than its table of max_length=6"),
         (dict(x=x, y=np.ones((4, 5), np.int32)), ValueError,
-         r"y: expected integer labels \(4, 6\)"),
+         r"y: expected integer labels \(N, 6\)"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):

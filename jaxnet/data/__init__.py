@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jaxnet.data._cache import CACHE_FORMAT, default_cache_dir, verify_cache
-from jaxnet.data._cache import fingerprint as _fingerprint
-from jaxnet.data._cache import read_cache as _read_cache
-from jaxnet.data._cache import read_meta as _read_meta
-from jaxnet.data._cache import write_cache as _write_cache
-from jaxnet.data._spec import (
+from jaxnet.data._tfds import read_tfds as _read_tfds
+from jaxnet.data.cache import CACHE_FORMAT, default_cache_dir, verify_cache
+from jaxnet.data.cache import fingerprint as _fingerprint
+from jaxnet.data.cache import read_cache as _read_cache
+from jaxnet.data.cache import read_meta as _read_meta
+from jaxnet.data.cache import write_cache as _write_cache
+from jaxnet.data.datasets import (
     DATASETS,
     Dataset,
     DatasetSpec,
@@ -30,7 +31,6 @@ from jaxnet.data._spec import (
     Split,
     spec_for,
 )
-from jaxnet.data._tfds import read_tfds as _read_tfds
 from jaxnet.data.idx import find_idx_files, read_idx, read_idx_dataset
 from jaxnet.data.preprocess import flatten, one_hot, scale, standardize, validation_split
 from jaxnet.data.text import (

