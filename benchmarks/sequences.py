@@ -373,7 +373,7 @@ def markdown(report: dict) -> str:
              f"Machine: {report['machine']}; {report['repeats']} repeats of {report['steps']} "
              "steps; min / median over repeats of each run's median step.", "",
              "| | training step (ms) | fastest step (ms) | compile (s) | end-to-end (s) "
-             "| peak RSS (MB) | loss after the run |",
+             "| peak RSS (MB) | loss at the end (jaxnet: 3 epochs) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for fw in (*FRAMEWORKS, *LSTM_FRAMEWORKS):
         if fw == LSTM_FRAMEWORKS[0]:

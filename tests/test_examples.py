@@ -23,8 +23,8 @@ def test_seed_example_reaches_0_86_on_fashion_mnist():
 
 
 def test_the_shakespeare_example_runs_and_reports_bits_per_char_and_a_sample():
-    """JAXNET_SMOKE=1 shrinks it to seconds; the full run (about 10 minutes on 2 cores) reached
-    2.2 bits per character on the held-out plays (BENCHMARKS.md, "Sequences")."""
+    """JAXNET_SMOKE=1 shrinks it to seconds; the full run (7.5 minutes on 2 cores) reached
+    2.19 bits per character on the held-out plays (BENCHMARKS.md, "Sequences")."""
     out = subprocess.run([sys.executable, "examples/shakespeare_char.py",
                           "--sample-length", "40"], capture_output=True, text=True, cwd=REPO,
                          timeout=600, env={**os.environ, "JAXNET_SMOKE": "1"})
