@@ -31,7 +31,7 @@ _EXPORTS = {
     "transformer_block": "transformer", "feed_forward": "transformer", "glu": "transformer",
     "random_flip": "augment", "random_crop": "augment",
     "keras_convnet": "models", "resnet": "models", "deep_mlp": "models",
-    "transformer_lm": "models", "generate": "sampling",
+    "transformer_lm": "models", "text_classifier": "models", "generate": "sampling",
     "summary": "network", "count_params": "network", "check_params": "network",
     "output_shape": "network", "to_config": "network", "from_config": "network",
     "register_layer": "network",

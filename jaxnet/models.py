@@ -1,6 +1,6 @@
 """Ready-made networks: Keras's simple convnet, He et al. (2016)'s CIFAR ResNets, the
 deep MLPs of the depth study (plain, residual, normalized, ReZero), and a GPT-2-style
-transformer language model.
+transformer language model and a text classifier.
 
 The image models take uint8 images as a dataset stores them, (height, width) for grey images or
 (height, width, channels), and scale them to [0, 1] inside the network. Each is an ordinary
@@ -220,3 +220,46 @@ def transformer_lm(vocab_size: int, *, depth: int, width: int, num_heads: int, c
         head.append(dropout_layer(dropout))
     tail = [layer_norm(1e-5)] if norm == "pre" else []
     return serial(*head, *blocks, *tail, dense(vocab_size, use_bias=False, init="gpt2_normal"))
+
+
+def text_classifier(vocab_size: int, num_classes: int, *, encoder: str = "lstm",
+                    width: int = 64, depth: int = 1, num_heads: int = 4,
+                    max_length: int = 512, dropout: float = 0.0):
+    """A text classifier over padded token ids (batch, T) -> logits (batch, num_classes):
+    ``embedding(vocab_size, width, mask_zero=True)`` (id 0 is padding), an encoder, pooling
+    over the valid positions and a linear output layer.
+
+    ``encoder="lstm"``: ``depth`` LSTM layers of ``width`` units (the last one's final state
+    is the pooling: the state after each sequence's last valid token); ``"gru"`` the same with
+    GRUs; ``"transformer"``: learned positions (sequences up to ``max_length``) and ``depth``
+    bidirectional (non-causal) pre-LN :func:`~jaxnet.transformer.transformer_block` s, then
+    a layer norm and the mean over valid positions.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> net = text_classifier(100, 2, encoder="transformer", width=16, num_heads=2)
+        >>> theta = net.init(jax.random.key(0), (12,))
+        >>> net.apply(jnp.ones((3, 12), jnp.int32), theta).shape
+        (3, 2)
+    """
+    from jaxnet.embeddings import embedding, positional_embedding
+    from jaxnet.recurrent import gru, lstm
+    from jaxnet.transformer import transformer_block
+
+    _checks.one_of("encoder", encoder, ("lstm", "gru", "transformer"))
+    vocab_size = _checks.positive_int("vocab_size", vocab_size)
+    num_classes = _checks.positive_int("num_classes", num_classes)
+    width = _checks.positive_int("width", width)
+    depth = _checks.positive_int("depth", depth)
+    layers = [embedding(vocab_size, width, mask_zero=True)]
+    if encoder == "transformer":
+        layers += [positional_embedding(_checks.positive_int("max_length", max_length))]
+        layers += [transformer_block(num_heads, width=width, dropout=dropout)
+                   for _ in range(depth)]
+        layers += [layer_norm(1e-5), global_avg_pool()]
+    else:
+        recurrent = lstm if encoder == "lstm" else gru
+        layers += [recurrent(width, return_sequences=i < depth - 1) for i in range(depth)]
+        if dropout:
+            layers.append(dropout_layer(dropout))
+    return serial(*layers, dense(num_classes))

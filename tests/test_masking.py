@@ -142,3 +142,25 @@ def test_a_masked_classifier_trains():
     _, history = jn.fit(net, ids, labels, epochs=20, batch_size=32, learning_rate=1e-2,
                         verbose=0)
     assert history.history["accuracy"][-1] > 0.95
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "transformer"])
+def test_the_text_classifier_ignores_padding_and_learns(encoder):
+    net = jn.models.text_classifier(VOCAB, 3, encoder=encoder, width=8, depth=2, num_heads=2,
+                                    max_length=T)
+    theta = net.init(jax.random.key(0), (T,))
+    ids = _padded_batch(2)
+    padded = np.asarray(net.apply(jnp.asarray(ids), theta))
+    for i, n in enumerate(LENGTHS):
+        alone = np.asarray(net.apply(jnp.asarray(ids[i:i + 1, :n]), theta))[0]
+        np.testing.assert_allclose(padded[i], alone, rtol=1e-5, atol=1e-6, err_msg=str(i))
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, T + 1, 400)
+    x = np.zeros((400, T), np.int32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.integers(1, VOCAB, n)
+    y = (x == 1).any(axis=1).astype(np.int32)  # does the text hold token 1 anywhere
+    _, history = jn.fit(jn.models.text_classifier(VOCAB, 2, encoder=encoder, width=16,
+                                                  num_heads=2, max_length=T),
+                        x, y, epochs=25, batch_size=32, learning_rate=1e-2, verbose=0)
+    assert history.history["accuracy"][-1] > 0.9
