@@ -165,7 +165,7 @@ def mlp_objective(mlps: dict, runs, n_dense: int):
     return L
 
 
-def objective_key(network, input_shape, x_dtype, y_dtype) -> str:
+def objective_key(network, input_shape, x_dtype, y_dtype, label_shape=()) -> str:
     """Which members share one vmapped objective: a digest of ``network``'s training
     objective as a program (its jaxpr in training mode, and the constants it holds), for
     batches of ``input_shape`` examples. Networks that differ only in how they are initialised
@@ -174,7 +174,8 @@ def objective_key(network, input_shape, x_dtype, y_dtype) -> str:
     theta = layers.abstract_params(network, input_shape)
     objective = losses.make_objective(network, "softmax_cross_entropy")
     batch = (jax.ShapeDtypeStruct((2, *input_shape), x_dtype),
-             jax.ShapeDtypeStruct((2,), y_dtype), jax.ShapeDtypeStruct((2,), jnp.bool_))
+             jax.ShapeDtypeStruct((2, *label_shape), y_dtype),
+             jax.ShapeDtypeStruct((2,), jnp.bool_))
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
     return compiling.program_digest(lambda t, b, k: objective(t, b, key=k, train=True),
                                     theta, batch, key)

@@ -54,17 +54,24 @@ def constrain(arrays, sharding):
     return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
 
 
-def _batch_sums(metric_fns, value, out, yb, bmask) -> dict:
+def _batch_sums(metric_fns, value, out, yb, bmask, members: int | None = None) -> dict:
     """This batch's share of the sums: loss times examples, metrics summed over the batch
     (the last axis, so a group loss with one value per member gives one sum per member).
-    ``bmask`` None: every example of the batch counts."""
+    ``bmask`` None: every example of the batch counts. ``members``: ``out`` has a leading
+    member axis, and each metric sees one member's outputs at a time (so that a sequence
+    model's (batch, T, C) outputs are told from a group's (members, batch, C))."""
+
+    def values(fn):
+        if members is None:
+            return masking.per_example(fn, out, yb)
+        return jax.vmap(lambda o: masking.per_example(fn, o, yb))(out)
+
     if bmask is None:
         return {"loss": value * len(yb)} | {
-            name: jnp.sum(masking.per_example(fn, out, yb), axis=-1)
-            for name, fn in metric_fns.items()}
+            name: jnp.sum(values(fn), axis=-1) for name, fn in metric_fns.items()}
     new = {"loss": value * bmask.sum()}
     for name, fn in metric_fns.items():
-        new[name] = jnp.sum(masking.per_example(fn, out, yb) * bmask, axis=-1)
+        new[name] = jnp.sum(values(fn) * bmask, axis=-1)
     return new
 
 
@@ -85,7 +92,7 @@ def eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None,
         bidx, bmask = plan
         xb, yb, bmask = constrain((rows(x, bidx), y[bidx], bmask), batch_sharding)
         value, out, _ = L(theta, (xb, yb, bmask))
-        new = _batch_sums(metric_fns, value, out, yb, bmask)
+        new = _batch_sums(metric_fns, value, out, yb, bmask, members)
         return jax.tree.map(jnp.add, sums, new), None
 
     sums, _ = jax.lax.scan(body, _zeros(metric_fns, members), (idx, mask))
@@ -170,7 +177,7 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
                 new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
                                          new_theta, theta)
             theta = new_theta
-            new = _batch_sums(metric_fns, value, out, yb, bmask)
+            new = _batch_sums(metric_fns, value, out, yb, bmask, members)
             bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
             return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), value
 

@@ -173,7 +173,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     Args:
         members: :class:`Member` objects (or dicts of their fields).
         x: training inputs.
-        y: their integer labels (classification with softmax cross-entropy).
+        y: their integer labels (classification with softmax cross-entropy): (N,), or one
+            per position (N, T) for a sequence model's (T, classes) outputs.
         optimizer: an optimizer name of :data:`jaxnet.train.OPTIMIZERS`.
         epochs: as in :func:`jaxnet.fit`.
         batch_size: as in :func:`jaxnet.fit`.
@@ -206,8 +207,9 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     batch_size = _checks.positive_int("batch_size", batch_size)
     optimizer = _checks.name_in("optimizer", optimizer, train.OPTIMIZERS)
     x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data, True)
-    if y.ndim != 1 or not np.issubdtype(np.asarray(y).dtype, np.integer):
-        raise TypeError("y: fit_many expects integer class labels of shape (N,)")
+    if not np.issubdtype(np.asarray(y).dtype, np.integer):
+        raise TypeError("y: fit_many expects integer class labels, (N,) or one per position "
+                        "(N, T) for a sequence model")
     if test_data is not None:
         test_data = _inputs.check_xy("test_data[0]", "test_data[1]", *test_data, True)
     if early_stopping is not None:
@@ -282,7 +284,8 @@ def _kinds(group, nets, x, y) -> list[str]:
     for net in nets:
         config = _network_key(net)
         if config not in keys:
-            keys[config] = programs.objective_key(net, tuple(x.shape[1:]), x.dtype, y.dtype)
+            keys[config] = programs.objective_key(net, tuple(x.shape[1:]), x.dtype, y.dtype,
+                                                  tuple(y.shape[1:]))
     return [keys[_network_key(net)] for net in nets]
 
 

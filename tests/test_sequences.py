@@ -264,3 +264,23 @@ def test_transformer_blocks_run_unrolled_and_keep_it_through_their_config():
         assert "scan" not in jaxpr(net, (6,), ids)
     mlp = jn.mlp([8] * 6)
     assert "scan" in jaxpr(mlp, (8,), jnp.zeros((1, 8)))
+
+
+def test_language_models_sweep_as_one_program_and_match_fit_alone():
+    """fit_many trains sequence networks (per-token labels) as any network: one program for
+    the group, each member as fit trains it alone (to float32 rounding; BENCHMARKS.md
+    section 2 and the sweeps guide say how close)."""
+    from jaxnet import sweep
+
+    text = np.tile(np.arange(1, 7, dtype=np.int32), 60)
+    x, y = data.next_token_windows(text, 12, stride=1)
+    net = jn.models.transformer_lm(7, depth=1, width=16, num_heads=2, context=12)
+    members = [sweep.Member(network=net, learning_rate=lr) for lr in (1e-2, 3e-3)]
+    results = sweep.fit_many(members, x, y, epochs=3, batch_size=32, verbose=0,
+                             test_data=(x[:50], y[:50]), flatten_input=False, input_scale=None)
+    theta, history = jn.fit(net, x, y, epochs=3, batch_size=32, learning_rate=1e-2, verbose=0)
+    assert results[0].history["loss"][-1] == pytest.approx(history.history["loss"][-1],
+                                                           rel=1e-5)
+    alone = jn.evaluate(net, theta, x[:50], y[:50])
+    assert results[0].test["accuracy"] == pytest.approx(alone["accuracy"])
+    assert results[1].history["loss"][-1] > results[0].history["loss"][-1]  # a slower rate
