@@ -36,6 +36,16 @@ def _body(kind):
     }[kind]
 
 
+def _assert_each_sequence_as_alone(net, theta, ids, positions: bool):
+    """The padded batch's outputs (at the valid positions, when the outputs have positions)
+    equal each sequence's run alone, unpadded."""
+    padded = np.asarray(net.apply(jnp.asarray(ids), theta))
+    for i, n in enumerate(LENGTHS):
+        alone = np.asarray(net.apply(jnp.asarray(ids[i:i + 1, :n]), theta))[0]
+        got = padded[i, :n] if positions else padded[i]
+        np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6, err_msg=str(i))
+
+
 SEQUENCE_LAYERS = ["attention", "causal_attention", "lstm", "gru", "bidirectional_lstm",
                    "conv1d_causal", "conv1d_same", "transformer_block"]
 
@@ -45,11 +55,7 @@ def test_valid_positions_of_a_padded_batch_equal_each_sequence_alone(kind):
     net = jn.serial(jn.embedding(VOCAB, WIDTH, mask_zero=True), jn.dense(WIDTH, "tanh"),
                     _body(kind))
     theta = net.init(jax.random.key(0), (T,))
-    ids = _padded_batch()
-    padded = np.asarray(net.apply(jnp.asarray(ids), theta))
-    for i, n in enumerate(LENGTHS):
-        alone = np.asarray(net.apply(jnp.asarray(ids[i:i + 1, :n]), theta))[0]
-        np.testing.assert_allclose(padded[i, :n], alone, rtol=1e-5, atol=1e-6, err_msg=str(i))
+    _assert_each_sequence_as_alone(net, theta, _padded_batch(), positions=True)
 
 
 @pytest.mark.parametrize("kind,pool", [("lstm_last", None), ("gru_last", None),
@@ -62,11 +68,7 @@ def test_what_ends_the_mask_sees_valid_steps_only(kind, pool):
         body = [_body(kind), jn.global_avg_pool() if pool == "avg" else jn.global_max_pool()]
     net = jn.serial(jn.embedding(VOCAB, WIDTH, mask_zero=True), *body, jn.dense(3))
     theta = net.init(jax.random.key(0), (T,))
-    ids = _padded_batch(1)
-    padded = np.asarray(net.apply(jnp.asarray(ids), theta))
-    for i, n in enumerate(LENGTHS):
-        alone = np.asarray(net.apply(jnp.asarray(ids[i:i + 1, :n]), theta))[0]
-        np.testing.assert_allclose(padded[i], alone, rtol=1e-5, atol=1e-6, err_msg=str(i))
+    _assert_each_sequence_as_alone(net, theta, _padded_batch(1), positions=False)
 
 
 def test_without_the_mask_padding_would_change_the_results():
@@ -149,11 +151,7 @@ def test_the_text_classifier_ignores_padding_and_learns(encoder):
     net = jn.models.text_classifier(VOCAB, 3, encoder=encoder, width=8, depth=2, num_heads=2,
                                     max_length=T)
     theta = net.init(jax.random.key(0), (T,))
-    ids = _padded_batch(2)
-    padded = np.asarray(net.apply(jnp.asarray(ids), theta))
-    for i, n in enumerate(LENGTHS):
-        alone = np.asarray(net.apply(jnp.asarray(ids[i:i + 1, :n]), theta))[0]
-        np.testing.assert_allclose(padded[i], alone, rtol=1e-5, atol=1e-6, err_msg=str(i))
+    _assert_each_sequence_as_alone(net, theta, _padded_batch(2), positions=False)
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, T + 1, 400)
     x = np.zeros((400, T), np.int32)
