@@ -48,6 +48,7 @@ _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "
                "callbacks", "writers", "compiling", "train", "inference", "saving", "sweep",
                "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",
                "cli", "embeddings", "attention", "transformer", "recurrent", "sampling",
+               "sweep_members",
                "temporal_conv", "masking")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

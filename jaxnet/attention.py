@@ -138,12 +138,11 @@ def attend(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None, mask=N
         return explicit_attention(q, k, v, causal=causal, mask=mask)
     if mask is None:
         return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=how)
-    valid = jnp.sum(mask, axis=-1).astype(jnp.int32)
     out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], is_causal=causal,
                                        implementation="xla" if how == "cudnn" else how)
-    t = q.shape[1]
-    seen = (jnp.cumsum(mask, axis=-1) > 0) if causal else (valid > 0)[:, None]
-    return jnp.where(jnp.broadcast_to(seen, (q.shape[0], t))[:, :, None, None], out, 0.0)
+    # a query that may see no valid key: zeros, as on the explicit path
+    seen = jnp.cumsum(mask, axis=-1) > 0 if causal else jnp.any(mask, axis=-1, keepdims=True)
+    return jnp.where(jnp.broadcast_to(seen, mask.shape)[:, :, None, None], out, 0.0)
 
 
 def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: bool = False,

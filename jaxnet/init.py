@@ -16,6 +16,7 @@ standard          U[-a, a], a = 1 / sqrt(fan_in)
 zeros             0
 uniform           U[-0.05, 0.05] (Keras's embedding default)
 gpt2_normal       N(0, 0.02^2) (GPT-2's embeddings and weights)
+orthogonal        orthogonal (per gate block for a recurrent matrix)
 ================  ===========================================
 """
 
@@ -50,6 +51,18 @@ def uniform(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
 
+def orthogonal(key, shape, dtype=jnp.float32):
+    """An orthogonal matrix (Saxe et al. 2014; Keras's recurrent default). A recurrent layer's
+    (units, gates * units) matrix gets one orthogonal block per gate; other shapes are one
+    orthogonal matrix (orthonormal columns, or rows when there are more columns)."""
+    rows, cols = shape[0], math.prod(shape[1:])
+    if len(shape) == 2 and cols > rows and cols % rows == 0:
+        blocks = [jax.nn.initializers.orthogonal()(k, (rows, rows), dtype)
+                  for k in jax.random.split(key, cols // rows)]
+        return jnp.concatenate(blocks, axis=1)
+    return jax.nn.initializers.orthogonal()(key, shape, dtype)
+
+
 def gpt2_normal(key, shape, dtype=jnp.float32):
     """Normal with standard deviation 0.02 (GPT-2's and nanoGPT's embeddings and weights)."""
     return 0.02 * jax.random.normal(key, shape, dtype)
@@ -67,6 +80,7 @@ INITIALIZERS: dict[str, Callable] = {
     "zeros": zeros,
     "uniform": uniform,
     "gpt2_normal": gpt2_normal,
+    "orthogonal": orthogonal,
 }
 # Short names: the uniform variant, as in Keras (glorot_uniform is Keras's default).
 ALIASES = {"glorot": "glorot_uniform", "xavier": "glorot_uniform", "he": "he_uniform",

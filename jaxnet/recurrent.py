@@ -25,14 +25,6 @@ from jaxnet.network import call_child, from_config, register_layer, to_config
 UNROLL = 1
 
 
-def orthogonal(key, shape, dtype=jnp.float32):
-    """An orthogonal matrix per gate block (Keras's recurrent default, Saxe et al. 2014)."""
-    rows, cols = shape
-    blocks = [jax.nn.initializers.orthogonal()(k, (rows, rows), dtype)
-              for k in jax.random.split(key, cols // rows)]
-    return jnp.concatenate(blocks, axis=1)
-
-
 def _check_sequences(layer: str, x, features: int) -> None:
     if x.ndim != 3 or x.shape[-1] != features:
         raise ValueError(f"{layer}: expected (batch, T, {features}), got {tuple(x.shape)}")
@@ -44,8 +36,7 @@ def _recurrent(name: str, gates: int, run, masked_cell, units: int, return_seque
     gates * units) to every step's state (T, batch, units); with a padding mask its
     ``masked_cell`` runs in a loop that keeps the state where a step is padding."""
     units = _checks.positive_int("units", units)
-    w_init, u_init = initializers.get(init), (orthogonal if recurrent_init == "orthogonal"
-                                              else initializers.get(recurrent_init))
+    w_init, u_init = initializers.get(init), initializers.get(recurrent_init)
 
     def init_fn(key, input_shape: Shape):
         if len(input_shape) != 2:

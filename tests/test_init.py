@@ -19,6 +19,7 @@ EXPECTED = {
     "lecun_normal": ("normal", np.sqrt(1 / FAN_IN)),
     "uniform": ("uniform", 0.05),        # Keras's RandomUniform(-0.05, 0.05)
     "gpt2_normal": ("normal", 0.02),     # GPT-2's N(0, 0.02^2)
+    "orthogonal": ("normal", 1 / np.sqrt(FAN_IN)),  # unit columns of FAN_IN entries
 }
 
 
