@@ -53,6 +53,16 @@ def _check_features(layer: str, x, n: int) -> None:
                          f"got {tuple(x.shape)}")
 
 
+def _check_last_axis(layer: str, x, theta) -> None:
+    """A normalization over the last axis: features matching its scale/offset, if it has
+    them, and a batch axis before them."""
+    if theta:
+        _check_features(layer, x, next(iter(theta.values())).shape[0])
+    elif x.ndim < 2:
+        raise ValueError(f"{layer}: expected input of shape (batch, ..., features), "
+                         f"got {tuple(x.shape)}")
+
+
 def _affine(c: int, center: bool, scale: bool) -> dict:
     theta = {}
     if scale:
@@ -159,11 +169,7 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
 
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
-        if theta:
-            _check_features("layer_norm", x, next(iter(theta.values())).shape[0])
-        elif x.ndim < 2:
-            raise ValueError(f"layer_norm: expected input of shape (batch, ..., features), "
-                             f"got {tuple(x.shape)}")
+        _check_last_axis("layer_norm", x, theta)
         out_dtype, x = statistics_input(x)  # in at least float32
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
@@ -194,11 +200,7 @@ def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
 
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
-        if theta:
-            _check_features("rms_norm", x, theta["scale"].shape[0])
-        elif x.ndim < 2:
-            raise ValueError(f"rms_norm: expected input of shape (batch, ..., features), "
-                             f"got {tuple(x.shape)}")
+        _check_last_axis("rms_norm", x, theta)
         out_dtype, x = statistics_input(x)
         z = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + epsilon)
         return _scale_offset(z, theta).astype(out_dtype)
