@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import functools
 import math
+import textwrap
 from collections.abc import Callable
 
 import jax
@@ -23,6 +24,9 @@ import numpy as np
 
 from jaxnet import _checks, _state
 from jaxnet._typing import Network, Shape
+
+#: The widest a row of :func:`summary`'s layer column gets before it continues below.
+SUMMARY_LAYER_WIDTH = 88
 
 _REGISTRY: dict[str, Callable[[dict], Network]] = {}
 
@@ -236,7 +240,8 @@ def layer_outputs(network: Network, theta, x, *, key=None, train=False):
 def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
     """Print (and return) each layer's output shape and parameter count, like Keras; the
     layers inside compositions (a dense layer in a residual block in a ``serial``) are listed
-    at any depth, indented under the composition, as ``1.0: dense``.
+    at any depth, indented under the composition, as ``1.0: dense``. A layer's configuration
+    longer than the column (``SUMMARY_LAYER_WIDTH`` characters) continues on the next lines.
 
     Examples:
         >>> from jaxnet.layers import mlp
@@ -259,12 +264,19 @@ def summary(network: Network, input_shape: Shape, *, print_fn=print) -> str:
         detail = ", ".join(f"{k}={_config_text(v)}" for k, v in layer.config.items()
                            if v is not None and _config_text(v) is not None)
         label = ".".join(map(str, path)) + ": " if path else ""
-        rows.append(("  " * max(len(path) - 1, 0) + label + layer.name
-                     + (f" ({detail})" if detail else ""),
-                     _batch_shape_text(shape), f"{count_params(params_at(theta, path)):,}"))
+        indent = "  " * max(len(path) - 1, 0)
+        text = indent + label + layer.name + (f" ({detail})" if detail else "")
+        first, *rest = textwrap.wrap(text, SUMMARY_LAYER_WIDTH, break_long_words=False,
+                                     subsequent_indent=indent + " " * (len(label) + 2))
+        rows.append((first, _batch_shape_text(shape),
+                     f"{count_params(params_at(theta, path)):,}"))
+        rows.extend((more, "", "") for more in rest)
     header = ("Layer", "Output shape", "Params")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
-    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
+
+    def line(row) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+
     rule = "-" * len(line(header))
     trainable, state = _state.split(theta)
     text = "\n".join([line(header), rule, *map(line, rows), rule,

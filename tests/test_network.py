@@ -13,6 +13,7 @@ from problems import REGISTRY, X, Y
 
 import jaxnet as jn
 from jaxnet import diagnostics, network
+from jaxnet.network import SUMMARY_LAYER_WIDTH
 
 GOLDEN = Path(__file__).parent / "golden" / "structures.json"
 
@@ -59,6 +60,21 @@ def test_summary_shows_a_convolutions_kernel_size_and_strides():
     text = jn.summary(net, (8, 8, 1), print_fn=lambda s: None)
     assert "0: conv2d (filters=4, kernel_size=(3, 3), strides=(2, 2), padding=same" in text
     assert "Trainable params: 235\nNon-trainable params: 0" in text  # 4*9+4 + 64*3+3
+
+
+def test_summary_wraps_a_long_configuration_under_its_layer():
+    net = jn.transformer_lm(81, depth=1, width=32, num_heads=4, context=16)
+    text = jn.summary(net, (16,), print_fn=lambda s: None)
+    lines = text.splitlines()
+    shape_column = lines[0].index("Output shape")
+    assert shape_column == SUMMARY_LAYER_WIDTH + 2
+    block = next(i for i, ln in enumerate(lines) if ln.startswith("2: transformer_block ("))
+    assert "(None, 16, 32)" in lines[block]
+    # the configuration continues on lines of its own, indented, with no shape or count
+    assert lines[block + 1].startswith("     ") and len(lines[block + 1]) <= shape_column
+    assert "epsilon=1e-05)" in " ".join(lines[block:block + 4])
+    assert all(ln == ln.rstrip() for ln in lines)
+    assert f"Total params: {jn.count_params(net.init(jax.random.key(0), (16,))):,}" in text
 
 
 def test_diagnostics_recurse_into_compositions():
