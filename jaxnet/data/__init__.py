@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from jaxnet import _checks
 from jaxnet.data._tfds import read_tfds as _read_tfds
 from jaxnet.data.cache import CACHE_FORMAT, default_cache_dir, verify_cache
 from jaxnet.data.cache import fingerprint as _fingerprint
@@ -25,6 +26,7 @@ from jaxnet.data.cache import read_meta as _read_meta
 from jaxnet.data.cache import write_cache as _write_cache
 from jaxnet.data.datasets import (
     DATASETS,
+    REVIEW_DATASETS,
     Dataset,
     DatasetSpec,
     DatasetUnavailableError,
@@ -33,6 +35,12 @@ from jaxnet.data.datasets import (
 )
 from jaxnet.data.idx import find_idx_files, read_idx, read_idx_dataset
 from jaxnet.data.preprocess import flatten, one_hot, scale, standardize, validation_split
+from jaxnet.data.reviews import (
+    encode_words,
+    load_reviews,
+    word_vocabulary,
+    words,
+)
 from jaxnet.data.text import (
     TEXT_DATASETS,
     TextDataset,
@@ -47,7 +55,8 @@ __all__ = ["CACHE_FORMAT", "DATASETS", "SYSTEM_DATA_ROOTS", "Dataset", "DatasetS
            "DatasetUnavailableError", "Split", "available", "default_cache_dir",
            "find_idx_files", "flatten", "load", "one_hot", "read_idx", "read_idx_dataset",
            "scale", "spec_for", "standardize", "validation_split", "verify_cache",
-           "TEXT_DATASETS", "TextDataset", "TextSplit", "load_text", "next_token_windows"]
+           "TEXT_DATASETS", "TextDataset", "TextSplit", "load_text", "next_token_windows",
+           "REVIEW_DATASETS", "encode_words", "load_reviews", "word_vocabulary", "words"]
 
 # --- public entry points ---------------------------------------------------------------------
 
@@ -55,12 +64,14 @@ __all__ = ["CACHE_FORMAT", "DATASETS", "SYSTEM_DATA_ROOTS", "Dataset", "DatasetS
 def load(name: str, *, data_dir: str | os.PathLike | None = None,
          cache_dir: str | os.PathLike | None = None, cache: bool = True
          ) -> Dataset | TextDataset:
-    """Load a named dataset: images (mnist, fashion_mnist, kmnist, cifar10), or the text of
-    ``"shakespeare"`` (a :class:`~jaxnet.data.text.TextDataset`, from
-    :func:`~jaxnet.data.text.load_text`; ``data_dir`` and the cache do not apply to it).
+    """Load a named dataset: images (mnist, fashion_mnist, kmnist, cifar10); a character-level
+    corpus, ``"shakespeare"`` or ``"tiny_shakespeare"`` (a
+    :class:`~jaxnet.data.text.TextDataset`, from :func:`~jaxnet.data.text.load_text`; the
+    cache does not apply to it); or labelled text as word ids, ``"rotten_tomatoes"`` or
+    ``"imdb_reviews"`` (from :func:`~jaxnet.data.reviews.load_reviews`, with its defaults).
 
     Args:
-        name: the tensorflow-datasets name.
+        name: the dataset's name (the tensorflow-datasets name where it has one).
         data_dir: a directory of MNIST-format IDX files (``train-images-idx3-ubyte[.gz]``, ...),
             or a tensorflow-datasets data directory. Default: search the cache, then system
             dataset folders (``/usr/share/datasets/<name>``), then tensorflow-datasets.
@@ -80,8 +91,11 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         >>> ds.train.x.shape, ds.train.x.dtype  # doctest: +SKIP
         ((60000, 28, 28), dtype('uint8'))
     """
+    _checks.one_of("dataset", name, [*DATASETS, *TEXT_DATASETS, *REVIEW_DATASETS])
     if name in TEXT_DATASETS:
-        return load_text(name)
+        return load_text(name, data_dir=data_dir)
+    if name in REVIEW_DATASETS:
+        return load_reviews(name, data_dir=data_dir, cache_dir=cache_dir, cache=cache)
     spec = spec_for(name)
     entry = Path(cache_dir or default_cache_dir()) / spec.name
     if data_dir is not None and not Path(data_dir).is_dir():

@@ -13,10 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxnet import _checks
 from jaxnet._io import fsync_dir
-from jaxnet.data.datasets import Dataset, DatasetSpec, DatasetUnavailableError, Split, spec_for
+from jaxnet.data.datasets import (
+    DATASETS,
+    REVIEW_DATASETS,
+    Dataset,
+    DatasetSpec,
+    DatasetUnavailableError,
+    Split,
+)
 
 CACHE_FORMAT = 1
+
 
 def default_cache_dir() -> Path:
     """``$JAXNET_DATA_DIR`` or ``~/.cache/jaxnet/datasets``."""
@@ -30,8 +39,8 @@ def verify_cache(name: str, cache_dir=None) -> dict:
     Returns:
         The cache's metadata. Raises ValueError naming the first file that does not match.
     """
-    spec = spec_for(name)
-    entry = Path(cache_dir or default_cache_dir()) / spec.name
+    _checks.one_of("dataset", name, [*DATASETS, *REVIEW_DATASETS])
+    entry = Path(cache_dir or default_cache_dir()) / name
     meta = read_meta(entry)
     if meta is None:
         raise DatasetUnavailableError(f"{name}: not in the jaxnet cache at {entry}")
@@ -77,12 +86,14 @@ def read_cache(entry: Path, spec: DatasetSpec, fingerprint: str | None = None) -
         return None
     split = lambda s: Split(arrays[f"{s}_x.npy"], arrays[f"{s}_y.npy"])  # noqa: E731
     return Dataset(spec.name, split("train"), split("test"), spec.class_names,
-                   f"cache:{entry} (from {meta.get('source', '?')})")
+                   f"cache:{entry} (from {meta.get('source', '?')})",
+                   tuple(meta.get("vocab", ())))
 
 
 def write_cache(entry: Path, spec: DatasetSpec, train: Split, test: Split, source: str,
-                 fingerprint: str | None) -> None:
-    """Write the cache entry atomically: a hidden temporary directory, fsynced, then renamed."""
+                fingerprint: str | None, vocab: tuple[str, ...] = ()) -> None:
+    """Write the cache entry atomically: a hidden temporary directory, fsynced, then renamed.
+    A text's ``vocab`` is kept in ``meta.json``."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(entry)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
@@ -100,6 +111,7 @@ def write_cache(entry: Path, spec: DatasetSpec, train: Split, test: Split, sourc
                                 "sha256": _sha256(tmp / fname)}
         meta = {"format": CACHE_FORMAT, "name": spec.name, "source": source,
                 "fingerprint": fingerprint, "class_names": list(spec.class_names),
+                "vocab": list(vocab),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f, indent=1)

