@@ -147,7 +147,7 @@ def attend(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None, mask=N
 
 def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: bool = False,
                          dropout: float = 0.0, use_bias: bool = True, rope: bool = False,
-                         init="glorot_uniform") -> Network:
+                         max_length: int | None = None, init="glorot_uniform") -> Network:
     """Multi-head self-attention: (batch, T, width) -> (batch, T, width).
 
     theta is ``{"qkv": {"w": (width, 3 * heads * key_dim), "b"}, "out": {"w": (heads *
@@ -166,6 +166,8 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
         use_bias: biases in the projections.
         rope: rotary positions (:func:`rotary`) on queries and keys: position enters every
             product as a relative distance, and no positions layer is needed.
+        max_length: the longest sequence accepted (a model's context, which a learned
+            positions table would enforce); a longer one is a ValueError. None: any length.
         init: initialiser of the projection matrices.
 
     Examples:
@@ -181,7 +183,14 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
     rate = _checks.fraction("dropout", dropout)
     if not isinstance(causal, bool):
         raise TypeError(f"causal: expected True or False, got {causal!r}")
+    if max_length is not None:
+        max_length = _checks.positive_int("max_length", max_length)
     w_init = initializers.get(init)
+
+    def check_length(t: int) -> None:
+        if max_length is not None and t > max_length:
+            raise ValueError(f"multi_head_attention: sequences of {t} positions are longer "
+                             f"than max_length={max_length} (the model's context)")
 
     def head_dim(width: int) -> int:
         if key_dim is not None:
@@ -195,6 +204,7 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
         if len(input_shape) != 2:
             raise ValueError(f"multi_head_attention: expected (batch, T, features), got "
                              f"(batch, {', '.join(map(str, input_shape))})")
+        check_length(input_shape[0])
         width = input_shape[-1]
         inner = num_heads * head_dim(width)
         if rope and head_dim(width) % 2:
@@ -213,6 +223,7 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
             raise ValueError(f"multi_head_attention: expected (batch, T, features), got "
                              f"{tuple(x.shape)}")
         b, t, width = x.shape
+        check_length(t)
         w = theta["qkv"]["w"]
         if w.shape[0] != width:
             raise ValueError(f"multi_head_attention: expected (batch, T, {w.shape[0]}), got "
@@ -232,7 +243,8 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
         return y + theta["out"]["b"] if use_bias else y
 
     config = {"num_heads": num_heads, "key_dim": key_dim, "causal": causal, "dropout": rate,
-              "use_bias": bool(use_bias), "rope": bool(rope), "init": name_or_none(init)}
+              "use_bias": bool(use_bias), "rope": bool(rope), "max_length": max_length,
+              "init": name_or_none(init)}
     return Network(init_fn, apply_fn, "multi_head_attention", config, stochastic=rate > 0,
                    masking="use")
 

@@ -188,7 +188,8 @@ def transformer_lm(vocab_size: int, *, depth: int, width: int, num_heads: int, c
     token ids (batch, T <= context) -> next-token logits (batch, T, vocab_size).
 
     ``embedding(vocab_size, width)`` and learned positions (GPT-2's N(0, 0.02^2)
-    initialisation; with ``rope=True`` rotary positions in every attention instead), ``depth``
+    initialisation; with ``rope=True`` rotary positions in every attention instead, which
+    then refuses sequences longer than ``context``), ``depth``
     causal :func:`~jaxnet.transformer.transformer_block` s (pre-LN by default, FFN ``4 *
     width`` GELU, attention projections without biases), a final layer normalization (pre-LN
     only) and a linear output layer without bias. ``fit(net, x, y)`` with ``x`` the (N, T)
@@ -211,7 +212,10 @@ def transformer_lm(vocab_size: int, *, depth: int, width: int, num_heads: int, c
     context = _checks.positive_int("context", context)
     blocks = [transformer_block(num_heads, width=width, ffn_units=ffn_units,
                                 activation=activation, norm=norm, dropout=dropout, causal=True,
-                                rope=rope, attention_bias=False, residual_scale=residual_scale)
+                                rope=rope, attention_bias=False, residual_scale=residual_scale,
+                                # with rope no positions table holds the context: the
+                                # attention refuses longer sequences itself
+                                max_length=context if rope else None)
               for _ in range(depth)]
     head = [embedding(vocab_size, width, init="gpt2_normal")]
     if not rope:

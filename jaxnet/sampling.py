@@ -66,8 +66,9 @@ def _check_causal(network: Network, theta, prompt, context: int) -> None:
     ya, yb = (np.asarray(network.apply(jnp.asarray(w), theta))[:, :p] for w in (a, b))
     if not np.allclose(ya, yb, rtol=1e-5, atol=1e-5):
         raise ValueError("generate: the network is not causal (its outputs at a position "
-                         "change with later tokens); generating needs a language model whose "
-                         "attention is causal=True")
+                         "change with later tokens): every layer must see only earlier "
+                         "positions: attention with causal=True, conv1d with padding='causal', "
+                         "no bidirectional layer")
 
 
 def generate(network: Network, theta, prompt, steps: int, *, key=None,

@@ -103,7 +103,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
                       activation="gelu", norm: str = "pre", dropout: float = 0.0,
                       causal: bool = False, rope: bool = False, attention_bias: bool = True,
                       norm_layer: str = "layer_norm", epsilon: float = 1e-5,
-                      residual_scale=None, init=None) -> Network:
+                      residual_scale=None, max_length: int | None = None,
+                      init=None) -> Network:
     """A transformer block on (batch, T, width): self-attention, then a feed-forward network,
     each inside a residual connection.
 
@@ -128,6 +129,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
         residual_scale: None; a number ``s`` multiplying each branch before it is added
             (``x + s * f(x)``, e.g. ``1 / sqrt(2 * depth)``); or ``"rezero"``: a learned
             scalar starting at 0 (Bachlechner et al. 2020).
+        max_length: the longest sequence accepted (the attention's ``max_length``); None:
+            any length.
         init: initialiser of every weight matrix (default: each layer's own).
 
     Examples:
@@ -150,7 +153,7 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
         return layer_norm(epsilon) if norm_layer == "layer_norm" else rms_norm(epsilon)
 
     attention = multi_head_attention(num_heads, causal=causal, dropout=rate,
-                                     use_bias=attention_bias, rope=rope,
+                                     use_bias=attention_bias, rope=rope, max_length=max_length,
                                      **({} if init is None else {"init": init}))
     ffn = feed_forward(width, ffn_units, activation, init=init)
     end = _branch_end(rate, residual_scale)
@@ -163,7 +166,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
     config = {"num_heads": num_heads, "width": width, "ffn_units": ffn_units,
               "activation": activation, "norm": norm, "dropout": rate, "causal": causal,
               "rope": rope, "attention_bias": attention_bias, "norm_layer": norm_layer,
-              "epsilon": epsilon, "residual_scale": residual_scale, "init": init}
+              "epsilon": epsilon, "residual_scale": residual_scale, "max_length": max_length,
+              "init": init}
     # Stacked blocks run unrolled: a lax.scan over them costs more than it saves (see
     # Network.scannable). The block is its serial composition under its own name, so that
     # from_config rebuilds it with its properties.

@@ -236,6 +236,18 @@ def test_bad_sequence_input_gets_one_clear_line():
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             jn.fit(net, epochs=1, verbose=0, **kwargs)
+    rope = jn.models.transformer_lm(10, depth=1, width=8, num_heads=2, context=6, rope=True)
+    with pytest.raises(ValueError, match=r"sequences of 7 positions are longer than "
+                                         r"max_length=6 \(the model's context\)"):
+        jn.fit(rope, np.ones((4, 7), np.int32), np.ones((4, 7), np.int32), epochs=1, verbose=0)
+    # causal=True where it cannot apply: no time axis, or a later layer that sees the future
+    with pytest.raises(ValueError, match=r"expected \(batch, T, features\), got \(batch, 8\)"):
+        jn.multi_head_attention(2, causal=True).init(jax.random.key(0), (8,))
+    leaky = jn.serial(jn.embedding(5, 8), jn.multi_head_attention(2, causal=True),
+                      jn.conv1d(8, 3, padding="same"), jn.dense(5))
+    with pytest.raises(ValueError, match="not causal .* conv1d with padding='causal'"):
+        jn.generate(leaky, leaky.init(jax.random.key(0), (6,)), np.array([1, 2]), 4,
+                    temperature=0)
     with pytest.raises(ValueError, match="num_heads=3 does not divide the width 8"):
         jn.multi_head_attention(3).init(jax.random.key(0), (4, 8))
     with pytest.raises(ValueError, match="does not divide the width"):
