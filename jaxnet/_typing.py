@@ -75,6 +75,16 @@ class State:
         return cls(dict(zip(keys, children, strict=True)))
 
 
+class Decoder(NamedTuple):
+    """How a causal layer runs one position at a time (:mod:`jaxnet._decoding`):
+    ``init_cache(theta, batch, length) -> cache`` for sequences up to ``length`` positions,
+    and ``step(x, theta, cache, position) -> (y, cache)`` with ``x`` the input at
+    ``position`` (batch, 1, ...), every earlier position having been stepped through."""
+
+    init_cache: Callable[..., Any]
+    step: Callable[..., Any]
+
+
 class Network(NamedTuple):
     """A network as two pure functions, in the seed's notation f[x, theta].
 
@@ -131,6 +141,8 @@ class Network(NamedTuple):
         make_mask: for a layer that starts a mask (``embedding(mask_zero=True)``), its
             input ids -> the mask (batch, T), True at valid positions; a composition has its
             first layer's.
+        decoder: a :class:`Decoder` when the layer can run causally one position at a time
+            with a cache (what :func:`jaxnet.generate` uses); None otherwise.
     """
 
     init: Callable[..., Params]
@@ -147,6 +159,7 @@ class Network(NamedTuple):
     scannable: bool = True
     masking: str | None = None
     make_mask: Callable | None = None
+    decoder: Decoder | None = None
 
     def run(self, x, theta, *, key=None, train=False, mask=None):
         """``(y, theta')``: the forward pass and theta with its state as the pass left it.

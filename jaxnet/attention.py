@@ -32,7 +32,7 @@ import numpy as np
 from jaxnet import _checks
 from jaxnet import init as initializers
 from jaxnet._layer_parts import name_or_none, require_key
-from jaxnet._typing import Network, Shape
+from jaxnet._typing import Decoder, Network, Shape
 from jaxnet.network import register_layer
 
 #: Causal attention over at least this many positions runs as two query blocks on a CPU.
@@ -69,14 +69,23 @@ def rotary(x):
         >>> [round(float(v), 4) for v in rotary(x)[0, 1, 0]]  # cos 1 - sin 1, cos 1 + sin 1
         [-0.3012, 1.3818]
     """
-    t, d = x.shape[1], x.shape[-1]
+    cos, sin = _rotary_tables(x.shape[1], x.shape[-1])
+    return _rotate(x, jnp.asarray(cos, x.dtype), jnp.asarray(sin, x.dtype))
+
+
+def _rotary_tables(length: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of :func:`rotary`'s angles at positions ``0 .. length - 1``, (length, 1,
+    head_dim / 2), computed in float64."""
     if d % 2:
         raise ValueError(f"multi_head_attention: rope=True needs an even head size, got {d}")
     half = d // 2
     freq = np.exp(-math.log(10000.0) * np.arange(half) / half)
-    angles = np.arange(t)[:, None] * freq[None, :]                 # (T, half)
-    cos = jnp.asarray(np.cos(angles)[:, None, :], x.dtype)          # (T, 1, half)
-    sin = jnp.asarray(np.sin(angles)[:, None, :], x.dtype)
+    angles = np.arange(length)[:, None] * freq[None, :]
+    return np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+
+
+def _rotate(x, cos, sin):
+    half = x.shape[-1] // 2
     a, b = x[..., :half], x[..., half:]
     return jnp.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
 
@@ -96,7 +105,9 @@ def _weights_dropout(p, rate: float, key):
 def explicit_attention(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None,
                        mask=None):
     """Attention as matrix multiplies and a softmax: ``softmax(q k^T / sqrt(d)) v`` per head,
-    for (batch, T, heads, head_dim) queries, keys and values. ``causal`` lets position ``t``
+    for (batch, T, heads, head_dim) queries, keys and values (without ``causal``, the keys
+    and values may have another length than the queries: a decoding step's one query
+    against its cache). ``causal`` lets position ``t``
     attend to keys ``<= t`` only (causal attention over long sequences runs as query blocks
     that skip the masked keys); ``dropout_rate`` > 0 drops attention weights with ``key``
     (inverted dropout: the kept ones are scaled by 1 / (1 - rate)). ``mask`` (batch, T):
@@ -108,7 +119,7 @@ def explicit_attention(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=
     q = q * jnp.asarray(scale, q.dtype)
     outs = []
     for (start, stop), block_key in zip(bounds, keys, strict=True):
-        seen = stop if causal else t  # keys this block's queries may see
+        seen = stop if causal else k.shape[1]  # keys this block's queries may see
         s = jnp.einsum("bqhd,bkhd->bhqk", q[:, start:stop], k[:, :seen])
         allowed = (np.arange(seen)[None, :] <= np.arange(start, stop)[:, None] if causal
                    else np.ones((stop - start, seen), bool))
@@ -218,35 +229,63 @@ def multi_head_attention(num_heads: int, *, key_dim: int | None = None, causal: 
             theta["out"]["b"] = jnp.zeros((width,), jnp.float32)
         return theta
 
-    def apply_fn(x, theta, *, key=None, train=False, mask=None):
+    def project(x, theta):
+        """The queries, keys and values (batch, T, heads, head_dim) of ``x``."""
         if x.ndim != 3:
             raise ValueError(f"multi_head_attention: expected (batch, T, features), got "
                              f"{tuple(x.shape)}")
         b, t, width = x.shape
-        check_length(t)
         w = theta["qkv"]["w"]
         if w.shape[0] != width:
             raise ValueError(f"multi_head_attention: expected (batch, T, {w.shape[0]}), got "
                              f"{tuple(x.shape)}")
-        d = w.shape[1] // (3 * num_heads)
         qkv = x.astype(w.dtype) @ w
         if use_bias:
             qkv = qkv + theta["qkv"]["b"]
-        q, k, v = jnp.split(qkv.reshape(b, t, 3 * num_heads, d), 3, axis=2)
+        return jnp.split(qkv.reshape(b, t, 3 * num_heads, -1), 3, axis=2)
+
+    def output(o, theta):
+        b, t, heads, d = o.shape
+        y = o.reshape(b, t, heads * d) @ theta["out"]["w"]
+        return y + theta["out"]["b"] if use_bias else y
+
+    def apply_fn(x, theta, *, key=None, train=False, mask=None):
+        q, k, v = project(x, theta)
+        check_length(x.shape[1])
         if rope:
             q, k = rotary(q), rotary(k)
         drop = rate if train else 0.0
         if drop > 0:
             require_key("multi_head_attention", key)
-        o = attend(q, k, v, causal=causal, dropout_rate=drop, key=key, mask=mask)
-        y = o.reshape(b, t, num_heads * d) @ theta["out"]["w"]
-        return y + theta["out"]["b"] if use_bias else y
+        return output(attend(q, k, v, causal=causal, dropout_rate=drop, key=key, mask=mask),
+                      theta)
+
+    def init_cache(theta, batch: int, length: int):
+        check_length(length)
+        w = theta["qkv"]["w"]
+        zeros = jnp.zeros((batch, length, num_heads, w.shape[1] // (3 * num_heads)), w.dtype)
+        return {"k": zeros, "v": zeros}
+
+    def step(x, theta, cache, position):
+        """One position of a causal decoding: its key and value join the cache, and its
+        query attends to every cached position up to it."""
+        q, k, v = project(x, theta)
+        length = cache["k"].shape[1]
+        if rope:
+            cos, sin = (jax.lax.dynamic_slice_in_dim(jnp.asarray(table, q.dtype), position, 1)
+                        for table in _rotary_tables(length, q.shape[-1]))
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new.astype(
+                     cache[name].dtype), position, axis=1) for name, new in (("k", k), ("v", v))}
+        seen = jnp.broadcast_to(jnp.arange(length) <= position, (x.shape[0], length))
+        o = explicit_attention(q, cache["k"], cache["v"], causal=False, mask=seen)
+        return output(o, theta), cache
 
     config = {"num_heads": num_heads, "key_dim": key_dim, "causal": causal, "dropout": rate,
               "use_bias": bool(use_bias), "rope": bool(rope), "max_length": max_length,
               "init": name_or_none(init)}
     return Network(init_fn, apply_fn, "multi_head_attention", config, stochastic=rate > 0,
-                   masking="use")
+                   masking="use", decoder=Decoder(init_cache, step) if causal else None)
 
 
 register_layer("multi_head_attention", multi_head_attention)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnet import _alike, _checks
+from jaxnet._decoding import chain, positionwise, summed
 from jaxnet._layer_parts import no_params
 from jaxnet._typing import Network, Shape
 from jaxnet.network import call_child, from_config, output_shape, register_layer, to_config
@@ -44,7 +45,7 @@ def _check_theta(combinator: str, theta, n: int) -> None:
 
 
 def _composition(name, init_fn, with_state, config, children, output_activation=None,
-                 vocab_size=None, masking=None, make_mask=None) -> Network:
+                 vocab_size=None, masking=None, make_mask=None, decoder=None) -> Network:
     def apply_fn(x, theta, *, key=None, train=False, **mask):
         return with_state(x, theta, key=key, train=train, **mask)[0]
 
@@ -53,7 +54,8 @@ def _composition(name, init_fn, with_state, config, children, output_activation=
                    stateful=any(child.stateful for child in children), with_state=with_state,
                    output_activation=output_activation,
                    scales_input=any(child.scales_input for child in children),
-                   vocab_size=vocab_size, masking=masking, make_mask=make_mask)
+                   vocab_size=vocab_size, masking=masking, make_mask=make_mask,
+                   decoder=decoder)
 
 
 def serial(*layers: Network) -> Network:
@@ -80,7 +82,7 @@ def serial(*layers: Network) -> Network:
                         {"layers": [to_config(layer) for layer in layers]}, layers,
                         output_activation=layers[-1].output_activation,
                         vocab_size=layers[0].vocab_size, masking="end" if ends else "use",
-                        make_mask=layers[0].make_mask)
+                        make_mask=layers[0].make_mask, decoder=chain(layers))
 
 
 def identity() -> Network:
@@ -89,7 +91,8 @@ def identity() -> Network:
     def apply_fn(x, theta, *, key=None, train=False):
         return x
 
-    return Network(no_params, apply_fn, "identity", {}, stochastic=False, masking="keep")
+    return Network(no_params, apply_fn, "identity", {}, stochastic=False, masking="keep",
+                   decoder=positionwise(apply_fn))
 
 
 def residual(*layers: Network, shortcut: Network | None = None) -> Network:
@@ -133,7 +136,8 @@ def residual(*layers: Network, shortcut: Network | None = None) -> Network:
         return y + s, [block_theta, shortcut_theta]
 
     config = {"layers": [to_config(layer) for layer in layers], "shortcut": to_config(shortcut)}
-    return _composition("residual", init_fn, with_state, config, children, masking="use")
+    return _composition("residual", init_fn, with_state, config, children, masking="use",
+                        decoder=summed(block, shortcut))
 
 
 def fanout(n: int) -> Network:

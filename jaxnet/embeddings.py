@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxnet import _checks
 from jaxnet import init as initializers
+from jaxnet._decoding import no_cache, positionwise
 from jaxnet._layer_parts import name_or_none, no_params
-from jaxnet._typing import Network, Shape
+from jaxnet._typing import Decoder, Network, Shape
 from jaxnet.network import register_layer
 
 
@@ -67,7 +69,8 @@ def embedding(vocab_size: int, dim: int, *, mask_zero: bool = False,
               "init": name_or_none(init)}
     return Network(init_fn, apply_fn, "embedding", config, stochastic=False,
                    scales_input=True, vocab_size=vocab_size, masking="keep",
-                   make_mask=padding_mask if mask_zero else None)
+                   make_mask=padding_mask if mask_zero else None,
+                   decoder=positionwise(apply_fn))
 
 
 def padding_mask(ids):
@@ -121,9 +124,20 @@ def positional_embedding(max_length: int, *, init="gpt2_normal") -> Network:
         t, _ = _positions_input("positional_embedding", x, max_length)
         return x + theta["table"][:t].astype(x.dtype)
 
+    def step(x, theta, cache, position):  # one position of a decoded sequence
+        _positions_input("positional_embedding", x, max_length)
+        row = jax.lax.dynamic_slice_in_dim(theta["table"], position, 1, axis=0)
+        return x + row.astype(x.dtype), cache
+
+    def init_cache(theta, batch: int, length: int):
+        if length > max_length:
+            raise ValueError(f"positional_embedding: sequences of {length} positions are "
+                             f"longer than its table of max_length={max_length}")
+        return ()
+
     config = {"max_length": max_length, "init": name_or_none(init)}
     return Network(init_fn, apply_fn, "positional_embedding", config, stochastic=False,
-                   masking="keep")
+                   masking="keep", decoder=Decoder(init_cache, step))
 
 
 def sinusoids(length: int, dim: int) -> np.ndarray:
@@ -134,13 +148,18 @@ def sinusoids(length: int, dim: int) -> np.ndarray:
         >>> [[round(float(v), 4) for v in row] for row in sinusoids(2, 4)]
         [[0.0, 1.0, 0.0, 1.0], [0.8415, 0.5403, 0.01, 0.9999]]
     """
+    return np.asarray(_sinusoid_rows(np.arange(length, dtype=np.float64), dim, np),
+                      np.float32)
+
+
+def _sinusoid_rows(positions, dim: int, xp):
+    """:func:`sinusoids`' rows at ``positions`` (numpy's, or jax.numpy's for a traced
+    position); columns interleaved sin, cos."""
     if dim % 2:
         raise ValueError(f"sinusoidal_positions: expected an even width, got {dim}")
-    t = np.arange(length, dtype=np.float64)[:, None]
     freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2, dtype=np.float64) / dim)
-    table = np.zeros((length, dim))
-    table[:, 0::2], table[:, 1::2] = np.sin(t * freq), np.cos(t * freq)
-    return table.astype(np.float32)
+    angles = positions[:, None] * xp.asarray(freq, positions.dtype)[None, :]
+    return xp.stack([xp.sin(angles), xp.cos(angles)], axis=-1).reshape(len(positions), dim)
 
 
 def sinusoidal_positions() -> Network:
@@ -151,8 +170,13 @@ def sinusoidal_positions() -> Network:
         t, dim = _positions_input("sinusoidal_positions", x, None)
         return x + jnp.asarray(sinusoids(t, dim), x.dtype)
 
+    def step(x, theta, cache, position):  # one position of a decoded sequence
+        _, dim = _positions_input("sinusoidal_positions", x, None)
+        at = jnp.asarray(position, jnp.float32)[None]
+        return x + _sinusoid_rows(at, dim, jnp).astype(x.dtype), cache
+
     return Network(no_params, apply_fn, "sinusoidal_positions", {}, stochastic=False,
-                   masking="keep")
+                   masking="keep", decoder=Decoder(no_cache, step))
 
 
 register_layer("embedding", embedding)

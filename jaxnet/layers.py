@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxnet import _checks, activations
 from jaxnet import init as initializers
 from jaxnet._arrays import float_input, weights_input
+from jaxnet._decoding import positionwise
 from jaxnet._layer_parts import name_or_none as _name_or_none
 from jaxnet._layer_parts import no_params as _no_params
 from jaxnet._layer_parts import require_key
@@ -116,7 +117,8 @@ def dense(units: int, activation=None, *, init=None, bias_init="zeros",
               "init": _name_or_none(init), "bias_init": _name_or_none(bias_init),
               "use_bias": bool(use_bias)}
     return Network(init_fn, apply_fn, "dense", config, stochastic=False, masking="keep",
-                   output_activation=activations.probability_output(activation))
+                   output_activation=activations.probability_output(activation),
+                   decoder=positionwise(apply_fn))
 
 
 def activation(name) -> Network:
@@ -129,7 +131,7 @@ def activation(name) -> Network:
 
     return Network(_no_params, apply_fn, "activation", {"activation": _name_or_none(name)},
                    stochastic=False, output_activation=activations.probability_output(name),
-                   masking="keep")
+                   masking="keep", decoder=positionwise(apply_fn))
 
 
 def flatten() -> Network:
@@ -175,7 +177,7 @@ def rescale(scale: float, offset: float = 0.0) -> Network:
 
     config = {"scale": float(scale), "offset": float(offset)}
     return Network(_no_params, apply_fn, "rescale", config, stochastic=False, scales_input=True,
-                   masking="keep")
+                   masking="keep", decoder=positionwise(apply_fn))
 
 
 def dropout(rate: float) -> Network:
@@ -194,7 +196,7 @@ def dropout(rate: float) -> Network:
         return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
     return Network(_no_params, apply_fn, "dropout", {"rate": rate}, stochastic=rate > 0,
-                   masking="keep")
+                   masking="keep", decoder=positionwise(apply_fn))
 
 
 def learnable_scale(initial: float = 1.0) -> Network:
@@ -222,7 +224,7 @@ def learnable_scale(initial: float = 1.0) -> Network:
         return float_input(x) * theta["g"]
 
     return Network(init_fn, apply_fn, "learnable_scale", {"initial": float(initial)},
-                   stochastic=False, masking="keep")
+                   stochastic=False, masking="keep", decoder=positionwise(apply_fn))
 
 
 def mlp(sizes, activation="relu", *, init=None, bias_init="zeros", output_activation=None,

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from jaxnet import _checks
 from jaxnet._arrays import statistics_input
+from jaxnet._decoding import positionwise
 from jaxnet._typing import Network, State
 from jaxnet.network import register_layer
 
@@ -177,7 +178,7 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
 
     config = {"epsilon": epsilon, "center": bool(center), "scale": bool(scale)}
     return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True,
-                   masking="keep")
+                   masking="keep", decoder=positionwise(apply_fn))
 
 
 def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
@@ -207,7 +208,7 @@ def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
 
     config = {"epsilon": float(epsilon), "scale": bool(scale)}
     return Network(init_fn, apply_fn, "rms_norm", config, stochastic=False, scales_input=True,
-                   masking="keep")
+                   masking="keep", decoder=positionwise(apply_fn))
 
 
 register_layer("batch_norm", batch_norm)

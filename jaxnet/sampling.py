@@ -1,12 +1,20 @@
 """Sampling text from a causal language model: ``generate``, the decoding loop compiled as one
 ``lax.scan``.
 
-Every step runs the network on a window of fixed length and samples the token after the last
-known one, so the loop is one program with no retracing. The window holds the known tokens
-followed by placeholders; in a causal network (each position sees only itself and earlier
-ones) the placeholders cannot change the logits of a known position. ``generate`` checks that
-the network is causal before it samples (a non-causal network would let the placeholders
-change every sample, silently).
+Two ways to compute each new token's logits, the same numbers either way:
+
+- **with a key-value cache**, when every layer of the network can decode one position at a
+  time (``Network.decoder``: the transformer language model's layers can): each step runs
+  the network on one position, its attention reading the keys and values of the earlier
+  positions from a cache, until the text fills ``context``;
+- **by recomputing a window**, otherwise (a bidirectional layer, batch normalization) and
+  once the text is longer than ``context`` (the window then slides, and every position's
+  keys change with it): each step runs the network on a window of fixed length holding the
+  known tokens followed by placeholders. In a causal network (each position sees only
+  itself and earlier ones) the placeholders cannot change the logits of a known position.
+
+``generate`` checks that the network is causal before it samples (a non-causal network would
+let the placeholders change every sample, silently).
 """
 
 from __future__ import annotations
@@ -18,38 +26,72 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnet import _checks, _inputs
-from jaxnet._typing import Network
+from jaxnet._typing import Decoder, Network
 
 __all__ = ["generate"]
 
 
 @functools.lru_cache(maxsize=16)
-def _sampler(apply, steps: int, context: int, greedy: bool):
-    """The compiled loop for one network, length and mode: ``(theta, tokens, start, key,
-    temperature) -> tokens`` with the first ``start`` of ``tokens`` (batch, start + steps)
-    known and the rest filled."""
-    return jax.jit(functools.partial(_sample, apply, steps=steps, context=context,
-                                     greedy=greedy))
+def _sampler(apply, decoder: Decoder | None, prompt_length: int, steps: int, context: int,
+             greedy: bool):
+    """The compiled loop for one network, lengths and mode: ``(theta, tokens, key,
+    temperature) -> tokens`` with the first ``prompt_length`` of ``tokens`` (batch,
+    prompt_length + steps) known and the rest filled; with a ``decoder``, the first
+    ``context`` positions through its cache."""
+
+    def sample(theta, tokens, key, temperature):
+        def pick(logits, known):
+            """The token at position ``known``, from the logits of the one before it."""
+            if greedy:
+                return jnp.argmax(logits, axis=-1).astype(tokens.dtype)
+            sample_key = jax.random.fold_in(key, known - prompt_length)
+            return jax.random.categorical(sample_key, logits.astype(jnp.float32) /
+                                          temperature).astype(tokens.dtype)
+
+        known = prompt_length
+        if decoder is not None:  # the first `context` positions, one at a time, cached
+            tokens = _decode(decoder, theta, tokens, pick, prompt_length, context)
+            known = context
+        if known < prompt_length + steps:  # the rest, recomputing a sliding window
+            tokens = _recompute(apply, theta, tokens, pick, known,
+                                prompt_length + steps - known, context)
+        return tokens
+
+    return jax.jit(sample)
 
 
-def _sample(apply, theta, tokens, start, key, temperature, *, steps: int, context: int,
-            greedy: bool):
-    def step(tokens, i):
-        known = start + i                                      # tokens known so far
+def _decode(decoder: Decoder, theta, tokens, pick, prompt_length: int, length: int):
+    """Fill ``tokens[:, prompt_length:length]``, feeding position ``p`` to the network's
+    decoder at step ``p`` (the prompt's tokens are fed, not replaced)."""
+    cache = decoder.init_cache(theta, tokens.shape[0], length)
+
+    def step(carry, position):
+        tokens, cache = carry
+        current = jax.lax.dynamic_slice_in_dim(tokens, position, 1, axis=1)
+        logits, cache = decoder.step(current, theta, cache, position)
+        chosen = pick(logits[:, 0], position + 1)
+        keep = jax.lax.dynamic_index_in_dim(tokens, position + 1, axis=1, keepdims=False)
+        tokens = jax.lax.dynamic_update_index_in_dim(
+            tokens, jnp.where(position + 1 >= prompt_length, chosen, keep), position + 1, axis=1)
+        return (tokens, cache), None
+
+    (tokens, _), _ = jax.lax.scan(step, (tokens, cache), jnp.arange(length - 1))
+    return tokens
+
+
+def _recompute(apply, theta, tokens, pick, start: int, steps: int, context: int):
+    """Fill ``tokens[:, start:start + steps]``, each from the network run on the window of
+    the ``context`` tokens before it."""
+
+    def step(tokens, known):
         begin = jnp.maximum(known - context, 0)                # the window's first token
         window = jax.lax.dynamic_slice_in_dim(tokens, begin, context, axis=1)
         logits = jax.lax.dynamic_index_in_dim(apply(window, theta), known - 1 - begin, axis=1,
                                               keepdims=False)
-        if greedy:
-            nxt = jnp.argmax(logits, axis=-1)
-        else:
-            nxt = jax.random.categorical(jax.random.fold_in(key, i),
-                                         logits.astype(jnp.float32) / temperature)
-        tokens = jax.lax.dynamic_update_index_in_dim(tokens, nxt.astype(tokens.dtype), known,
-                                                     axis=1)
-        return tokens, None
+        return jax.lax.dynamic_update_index_in_dim(tokens, pick(logits, known), known,
+                                                   axis=1), None
 
-    tokens, _ = jax.lax.scan(step, tokens, jnp.arange(steps))
+    tokens, _ = jax.lax.scan(step, tokens, start + jnp.arange(steps))
     return tokens
 
 
@@ -72,7 +114,7 @@ def _check_causal(network: Network, theta, prompt, context: int) -> None:
 
 
 def generate(network: Network, theta, prompt, steps: int, *, key=None,
-             temperature: float = 1.0, context: int | None = None):
+             temperature: float = 1.0, context: int | None = None, cache: bool = True):
     """Continue ``prompt`` by ``steps`` tokens sampled from a causal language model.
 
     Args:
@@ -87,6 +129,11 @@ def generate(network: Network, theta, prompt, steps: int, *, key=None,
         context: the longest window the network takes (its positions table, e.g. the
             ``context`` of :func:`~jaxnet.models.transformer_lm`): each step then sees the
             last ``context`` tokens. Default: ``P + steps`` (the whole text in one window).
+        cache: compute the first ``context`` positions with a key-value cache when every
+            layer can decode one position at a time (``Network.decoder``; the transformer
+            language model's layers can): each new token then costs one position instead of
+            a whole window (see BENCHMARKS.md, "Sequences"). False recomputes the window for
+            every token. The tokens are the same either way (up to float rounding).
 
     Returns:
         The prompt followed by the new tokens: (P + steps,), or (batch, P + steps) for a batch.
@@ -116,8 +163,10 @@ def generate(network: Network, theta, prompt, steps: int, *, key=None,
     _check_causal(network, theta, prompt, context)
     tokens = np.zeros((prompt.shape[0], total), np.int32)
     tokens[:, :prompt.shape[1]] = prompt
-    sample = _sampler(network.apply, steps, context, temperature == 0)
-    out = sample(theta, jnp.asarray(tokens), prompt.shape[1],
-                 key if key is not None else jax.random.key(0),
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache: expected True or False, got {cache!r}")
+    decoder = network.decoder if cache and prompt.shape[1] < context else None
+    sample = _sampler(network.apply, decoder, prompt.shape[1], steps, context, temperature == 0)
+    out = sample(theta, jnp.asarray(tokens), key if key is not None else jax.random.key(0),
                  jnp.float32(max(temperature, 1e-6)))
     return out[0] if single else out

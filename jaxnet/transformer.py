@@ -14,6 +14,7 @@ import numbers
 import jax.numpy as jnp
 
 from jaxnet import _checks, activations
+from jaxnet._decoding import positionwise
 from jaxnet._layer_parts import no_params
 from jaxnet._typing import Network
 from jaxnet.attention import multi_head_attention
@@ -47,7 +48,7 @@ def glu(activation="sigmoid") -> Network:
         return act(a) * b
 
     return Network(no_params, apply_fn, "glu", {"activation": activation}, stochastic=False,
-                   masking="keep")
+                   masking="keep", decoder=positionwise(apply_fn))
 
 
 def gated_units(width: int) -> int:

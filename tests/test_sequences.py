@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxnet as jn
-from jaxnet import attention, data
+from jaxnet import attention, data, sampling
 
 torch = pytest.importorskip("torch")
 RTOL, ATOL = 1e-4, 1e-5
@@ -203,6 +203,76 @@ def test_a_language_model_trains_and_generates():
                         context=12) for k in (0, 0))
     np.testing.assert_array_equal(a, b)  # the same key, the same text
     assert a.shape == (2, 21)
+
+
+def _lm(**options):
+    return jn.transformer_lm(17, depth=2, width=16, num_heads=2, context=12, **options)
+
+
+DECODING_MODELS = {
+    "gpt2": _lm(),
+    "rope-swiglu": _lm(rope=True, activation="swiglu"),
+    "post-ln-scaled": _lm(norm="post", residual_scale=0.5),
+    "rezero": _lm(residual_scale="rezero"),
+    "sinusoids-dropout-glu": jn.serial(
+        jn.embedding(17, 16), jn.sinusoidal_positions(), jn.dropout(0.3),
+        jn.residual(jn.multi_head_attention(4, causal=True, rope=True)), jn.rms_norm(),
+        jn.dense(32), jn.glu("gelu"), jn.rescale(0.5), jn.activation("tanh"), jn.dense(17)),
+}
+
+
+@pytest.mark.parametrize("net", DECODING_MODELS.values(), ids=DECODING_MODELS.keys())
+def test_decoding_one_position_at_a_time_equals_the_whole_sequence(net):
+    """The key-value cache against the full forward pass (a reference with no cache): every
+    position's logits, float32, atol 1e-5."""
+    theta = net.init(jax.random.key(1), (12,))
+    # rezero's branches start switched off: turn them on
+    theta = jax.tree.map(lambda a: a + 0.3 if a.shape == () else a, theta)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 17, (3, 12)), jnp.int32)
+    full = net.apply(x, theta)
+    cache = net.decoder.init_cache(theta, 3, 12)
+    for position in range(12):
+        y, cache = net.decoder.step(x[:, position:position + 1], theta, cache, position)
+        np.testing.assert_allclose(y[:, 0], full[:, position], rtol=1e-5, atol=1e-5)
+
+
+def test_generate_gives_the_same_tokens_with_and_without_the_cache(monkeypatch):
+    """Greedy and sampled, a prompt shorter than the context, text longer than the context
+    (the cache fills the context, then the window slides), and a batch of prompts."""
+    net = jn.transformer_lm(17, depth=2, width=16, num_heads=2, context=10)
+    theta = net.init(jax.random.key(2), (10,))
+    decoded = []  # the cached loop is traced (once per compiled sampler) only with cache=True
+    real_decode = sampling._decode
+    monkeypatch.setattr(sampling, "_decode", lambda *a: decoded.append(1) or real_decode(*a))
+    jn.generate(net, theta, np.array([1]), 3, temperature=0, context=10, cache=False)
+    assert not decoded
+    jn.generate(net, theta, np.array([1]), 3, temperature=0, context=10)
+    assert decoded
+    prompt = np.array([[3, 5, 7], [1, 2, 9]])
+    for steps in (5, 20):
+        for key, temperature in ((None, 0), (jax.random.key(4), 1.5)):
+            cached, recomputed = (jn.generate(net, theta, prompt, steps, key=key,
+                                              temperature=temperature, context=10, cache=c)
+                                  for c in (True, False))
+            np.testing.assert_array_equal(cached, recomputed)
+            np.testing.assert_array_equal(cached[:, :3], prompt)
+    assert net.decoder is not None
+    with pytest.raises(TypeError, match="cache: expected True or False"):
+        jn.generate(net, theta, prompt, 2, temperature=0, cache="yes")
+
+
+def test_layers_that_cannot_decode_one_position_at_a_time_have_no_decoder():
+    assert jn.multi_head_attention(2).decoder is None  # not causal
+    assert jn.multi_head_attention(2, causal=True).decoder is not None
+    lstm_lm = jn.serial(jn.embedding(7, 8), jn.lstm(8, return_sequences=True), jn.dense(7))
+    assert lstm_lm.decoder is None  # generate recomputes the window instead
+    theta = lstm_lm.init(jax.random.key(0), (6,))
+    ids = jn.generate(lstm_lm, theta, np.array([1, 2]), 4, temperature=0, context=6)
+    full = lstm_lm.apply(jnp.asarray(ids[None, :5]), theta)  # greedy: each next id is argmax
+    np.testing.assert_array_equal(ids[2:], np.argmax(full[0, 1:5], axis=-1))
+    short = jn.transformer_lm(7, depth=1, width=8, num_heads=2, context=4)
+    with pytest.raises(ValueError, match="longer than its table of max_length=4"):
+        short.decoder.init_cache(short.init(jax.random.key(0), (4,)), 1, 5)
 
 
 def test_generate_refuses_a_network_that_is_not_causal():
