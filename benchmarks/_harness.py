@@ -49,10 +49,25 @@ def rss_wrapper(cmd: list[str]) -> list[str]:
     return [sys.executable, "-c", code, *cmd]
 
 
+def run_worker(script: str, worker: str, *args: str) -> dict:
+    """Run ``script --worker WORKER ARGS`` in a fresh process: the JSON its last stdout line
+    holds, with the process's wall time (``e2e_s``) and peak RSS (``rss_mb``)."""
+    import json
+
+    wall, rss, out = run_process(rss_wrapper([sys.executable, script, "--worker", worker,
+                                              *args]))
+    return {**json.loads(out.strip().splitlines()[-1]), "e2e_s": wall, "rss_mb": rss}
+
+
+def stats(values) -> dict:
+    """``{"min": ..., "median": ...}`` of repeated measurements."""
+    values = list(values)
+    return {"min": min(values), "median": statistics.median(values)}
+
+
 def summarise(runs: list[dict]) -> dict:
     steady = [t for r in runs for t in r["epoch_times"][1:]]
     pick = lambda key: [r[key] for r in runs]  # noqa: E731
-    stats = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
     compile_s = pick("compile_s")
     return {"compile_s": None if None in compile_s else stats(compile_s), "epoch_s": stats(steady),
             "e2e_s": stats(pick("e2e_s")), "rss_mb": stats(pick("rss_mb")),

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 
-from _harness import REPO, machine, rss_wrapper, run_process, summarise, write_report
+from _harness import REPO, machine, run_worker, summarise, write_report
 
 N_TRAIN = 54_000  # of Fashion-MNIST's 60,000; the rest validate
 FRAMEWORKS = ("jaxnet", "flax", "torch")
@@ -163,10 +163,8 @@ WORKERS = {"jaxnet": worker_jaxnet, "flax": worker_flax, "torch": worker_torch}
 
 
 def measure(framework: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", framework, "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
-    wall, rss, out = run_process(rss_wrapper(cmd))
-    return {**json.loads(out.strip().splitlines()[-1]), "e2e_s": wall, "rss_mb": rss}
+    return run_worker(__file__, framework, "--epochs", str(args.epochs),
+                      "--batch-size", str(args.batch_size), "--seed", str(args.seed))
 
 
 def markdown(report: dict) -> str:

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
-from _harness import REPO, machine, rss_wrapper, run_process, write_report
+from _harness import REPO, machine, run_worker, stats, write_report
 
 FRAMEWORKS = ("jaxnet_cache", "jaxnet_window", "torch_cache", "torch_window")
 D, HEADS, LAYERS, CONTEXT, VOCAB, PROMPT = 128, 4, 4, 128, 81, 8
@@ -143,13 +142,10 @@ WORKERS = {"jaxnet_cache": lambda a: worker_jaxnet(a, True),
 
 
 def measure(framework: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", framework, "--seed", str(args.seed)]
-    wall, rss, out = run_process(rss_wrapper(cmd))
-    return {**json.loads(out.strip().splitlines()[-1]), "e2e_s": wall, "rss_mb": rss}
+    return run_worker(__file__, framework, "--seed", str(args.seed))
 
 
 def summary(runs: list[dict]) -> dict:
-    stats = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
     return {**{str(n): {key: stats([r[str(n)][key] for r in runs])
                         for key in ("ms_per_token", "first_call_s")} for n in LENGTHS},
             "e2e_s": stats([r["e2e_s"] for r in runs])}

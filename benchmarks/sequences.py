@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 
-from _harness import REPO, machine, rss_wrapper, run_process, write_report
+from _harness import REPO, machine, run_worker, stats, write_report
 
 FRAMEWORKS = ("jaxnet", "jax", "flax_nnx", "torch", "torch_compile")
 LSTM_FRAMEWORKS = ("jaxnet_lstm", "jax_lstm", "torch_lstm")
@@ -351,14 +351,10 @@ WORKERS = {"jaxnet": worker_jaxnet, "jax": worker_jax, "flax_nnx": worker_flax_n
 
 
 def measure(framework: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", framework, "--steps", str(args.steps),
-           "--seed", str(args.seed)]
-    wall, rss, out = run_process(rss_wrapper(cmd))
-    return {**json.loads(out.strip().splitlines()[-1]), "e2e_s": wall, "rss_mb": rss}
+    return run_worker(__file__, framework, "--steps", str(args.steps), "--seed", str(args.seed))
 
 
 def summary(runs: list[dict]) -> dict:
-    stats = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
     return {"step_ms": stats([statistics.median(r["step_ms"]) for r in runs]),
             "step_ms_best": min(min(r["step_ms"]) for r in runs),
             "compile_s": stats([r["compile_s"] for r in runs]),
