@@ -102,7 +102,8 @@ def load_reviews(name: str = "rotten_tomatoes", *, max_length: int | None = None
         max_words: the vocabulary's size, padding and ``<unk>`` included; built from the
             training split only.
         data_dir: a tensorflow-datasets data directory (IMDB).
-        cache_dir, cache: as :func:`jaxnet.data.load`.
+        cache_dir: where the tokenised arrays are cached, as :func:`jaxnet.data.load`.
+        cache: read and write the cache.
 
     Raises:
         DatasetUnavailableError: the source is not installed or prepared (the message says
