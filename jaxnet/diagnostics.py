@@ -69,6 +69,44 @@ def grad_norms(network: Network, theta, x, y, loss="softmax_cross_entropy", *,
     return jnp.stack(norms)
 
 
+def block_grad_norms(network: Network, theta, x, y, blocks, loss="softmax_cross_entropy", *,
+                     train: bool = True) -> jax.Array:
+    """For each top-level layer index in ``blocks`` (a stack's blocks), ||dL/dW|| over the
+    weight matrices of its *last* weight layer in forward order (a transformer block's
+    second FFN matrix, Xiong et al. 2020's W^2; an attention-only block's attention);
+    shape (len(blocks),)."""
+    L = losses.make_loss(network, loss)
+    grads, _ = jax.grad(L, has_aux=True)(theta, (x, y), **_mode(train))
+    layers = _weight_layers(network, theta, x, train)
+    norms = []
+    for b in blocks:
+        inside = [path for path, _, _ in layers if path[:1] == (b,)]
+        if not inside:
+            raise ValueError(f"blocks: layer {b} has no weight layer")
+        norms.append(jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                                  for g in _weights(params_at(grads, inside[-1])))))
+    return jnp.stack(norms)
+
+
+def token_cosine(network: Network, theta, x, blocks, *, train: bool = False) -> jax.Array:
+    """For each top-level layer index in ``blocks``, the mean cosine similarity between the
+    token representations (batch, T, features) at its output, over every pair of distinct
+    positions of a sequence, averaged over the batch: 1 when every token is the same vector
+    (the rank collapse of Dong et al. 2021); shape (len(blocks),)."""
+    _, records = layer_outputs(network, theta, x, **_mode(train))
+    outputs = {path: out for path, _, out in records}
+    cosines = []
+    for b in blocks:
+        h = outputs[(b,)].astype(jnp.float32)
+        if h.ndim != 3:
+            raise ValueError(f"blocks: layer {b}'s output {h.shape} is not (batch, T, features)")
+        u = h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+        gram = jnp.einsum("btf,bsf->bts", u, u)
+        t = h.shape[1]
+        cosines.append(jnp.mean((jnp.sum(gram, axis=(1, 2)) - t) / (t * (t - 1))))
+    return jnp.stack(cosines)
+
+
 def activation_stats(network: Network, theta, x, *, train: bool = True) -> dict[str, jax.Array]:
     """Mean, std and saturated fraction of each weight layer's outputs (hidden layers and
     output); ``saturated`` is NaN for activations that do not saturate."""

@@ -104,8 +104,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
                       activation="gelu", norm: str = "pre", dropout: float = 0.0,
                       causal: bool = False, rope: bool = False, attention_bias: bool = True,
                       norm_layer: str = "layer_norm", epsilon: float = 1e-5,
-                      residual_scale=None, max_length: int | None = None,
-                      init=None) -> Network:
+                      residual_scale=None, shortcut_scale: float = 1.0,
+                      max_length: int | None = None, init=None) -> Network:
     """A transformer block on (batch, T, width): self-attention, then a feed-forward network,
     each inside a residual connection.
 
@@ -113,6 +113,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
       ``x + ffn(norm(x))``; a model of pre-LN blocks ends with one more normalization.
     - ``norm="post"`` (Vaswani et al. 2017, BERT): ``norm(x + attn(x))``, then
       ``norm(x + ffn(x))``.
+    - ``norm="none"``: ``x + attn(x)``, then ``x + ffn(x)`` (with ``residual_scale="rezero"``,
+      Bachlechner et al. 2020's ReZero, which drops the normalization).
 
     Args:
         num_heads: attention heads (they must divide ``width``).
@@ -130,6 +132,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
         residual_scale: None; a number ``s`` multiplying each branch before it is added
             (``x + s * f(x)``, e.g. ``1 / sqrt(2 * depth)``); or ``"rezero"``: a learned
             scalar starting at 0 (Bachlechner et al. 2020).
+        shortcut_scale: ``a`` multiplying the shortcut, ``a x + f(x)`` (DeepNorm's alpha,
+            Wang et al. 2022, with ``norm="post"``).
         max_length: the longest sequence accepted (the attention's ``max_length``); None:
             any length.
         init: initialiser of every weight matrix (default: each layer's own).
@@ -142,7 +146,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
         (2, 10, 32)
     """
     width = _checks.positive_int("width", width)
-    _checks.one_of("norm", norm, ("pre", "post"))
+    _checks.one_of("norm", norm, ("pre", "post", "none"))
+    shortcut_scale = _checks.positive_float("shortcut_scale", shortcut_scale)
     _checks.one_of("norm_layer", norm_layer, ("layer_norm", "rms_norm"))
     rate = _checks.fraction("dropout", dropout)
     residual_scale = _check_residual_scale(residual_scale)
@@ -158,17 +163,24 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
                                      **({} if init is None else {"init": init}))
     ffn = feed_forward(width, ffn_units, activation, init=init)
     end = _branch_end(rate, residual_scale)
+
+    def shortcut():
+        return None if shortcut_scale == 1.0 else rescale(shortcut_scale)
+
     if norm == "pre":
-        block = serial(residual(normalization(), attention, *end),
-                       residual(normalization(), ffn, *end))
+        block = serial(residual(normalization(), attention, *end, shortcut=shortcut()),
+                       residual(normalization(), ffn, *end, shortcut=shortcut()))
+    elif norm == "post":
+        block = serial(residual(attention, *end, shortcut=shortcut()), normalization(),
+                       residual(ffn, *end, shortcut=shortcut()), normalization())
     else:
-        block = serial(residual(attention, *end), normalization(),
-                       residual(ffn, *end), normalization())
+        block = serial(residual(attention, *end, shortcut=shortcut()),
+                       residual(ffn, *end, shortcut=shortcut()))
     config = {"num_heads": num_heads, "width": width, "ffn_units": ffn_units,
               "activation": activation, "norm": norm, "dropout": rate, "causal": causal,
               "rope": rope, "attention_bias": attention_bias, "norm_layer": norm_layer,
-              "epsilon": epsilon, "residual_scale": residual_scale, "max_length": max_length,
-              "init": init}
+              "epsilon": epsilon, "residual_scale": residual_scale,
+              "shortcut_scale": shortcut_scale, "max_length": max_length, "init": init}
     # Stacked blocks run unrolled: a lax.scan over them costs more than it saves (see
     # Network.scannable). The block is its serial composition under its own name, so that
     # from_config rebuilds it with its properties.
