@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("prepare", _data_prepare, "convert once into the local cache")):
         p = dsub.add_parser(name, help=helptext)
         p.add_argument("name", help="dataset name")
-        p.add_argument("--data-dir", help="directory of MNIST-format IDX files")
+        p.add_argument("--data-dir", help="directory of MNIST-format IDX files, or a "
+                       "tensorflow-datasets data directory")
         p.set_defaults(func=func)
     dsub.choices["info"].add_argument("--verify", action="store_true",
                                       help="recompute the cache's checksums")
@@ -333,10 +334,20 @@ def _data_info(args) -> int:
     ds = data.load(args.name, data_dir=args.data_dir)
     print(f"dataset: {ds.name}")
     print(f"source: {ds.source}")
+    if isinstance(ds, data.TextDataset):  # a corpus: characters, read from its source
+        for split in ("train", "test"):
+            s = getattr(ds, split)
+            print(f"{split}: {len(s):,} characters in {len(s.documents)} document(s)")
+        print(f"vocabulary: {ds.vocab_size} characters")
+        if args.verify:
+            print("cache checksums: none (a corpus is read from its source, not cached)")
+        return 0
     for split in ("train", "test"):
         s = getattr(ds, split)
         print(f"{split}: {len(s)} examples, x {s.x.dtype}{list(s.x.shape)}, y {s.y.dtype}")
     print(f"classes ({ds.num_classes}): {', '.join(ds.class_names)}")
+    if ds.vocab:
+        print(f"vocabulary: {len(ds.vocab)} words (id 0 {ds.vocab[0]}, id 1 {ds.vocab[1]})")
     if args.verify:
         data.verify_cache(args.name)
         print("cache checksums: ok")
@@ -347,6 +358,10 @@ def _data_prepare(args) -> int:
     from jaxnet import data
 
     ds = data.load(args.name, data_dir=args.data_dir)
+    if isinstance(ds, data.TextDataset):
+        print(f"{ds.name}: {len(ds.train):,} train, {len(ds.test):,} test characters, read "
+              f"from {ds.source} (a corpus is not cached)")
+        return 0
     print(f"{ds.name}: {len(ds.train)} train, {len(ds.test)} test examples cached; {ds.source}")
     return 0
 

@@ -28,6 +28,8 @@ def test_words_vocabulary_and_ids_by_hand():
         data.word_vocabulary(["a"], max_words=2)
     with pytest.raises(ValueError, match="max_length"):
         data.encode_words(["a"], vocab, 0)
+    with pytest.raises(ValueError, match="max_length"):
+        data.load_reviews("rotten_tomatoes", max_length=0)
 
 
 def _snippets_by_hand():
@@ -116,3 +118,20 @@ def test_tensorflow_datasets_text_without_the_extra_names_the_offline_corpus(mon
                        match=r"'tiny_shakespeare'.*jaxnet\[tfds\].*'shakespeare'"):
         data.load("tiny_shakespeare")
     assert text.TEXT_DATASETS == ("shakespeare", "tiny_shakespeare")
+
+
+def test_cli_data_info_and_prepare_know_the_text_datasets(tmp_path):
+    from helpers import run_cli
+
+    env = {"JAXNET_DATA_DIR": str(tmp_path)}
+    out = run_cli("data", "info", "shakespeare", "--verify", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "test: " in out.stdout and "4 document(s)" in out.stdout
+    assert "vocabulary: 81 characters" in out.stdout and "not cached" in out.stdout
+    out = run_cli("data", "prepare", "rotten_tomatoes", env=env)
+    assert out.returncode == 0 and "10109 train, 2699 test examples cached" in out.stdout
+    out = run_cli("data", "info", "rotten_tomatoes", "--verify", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "train: 10109 examples, x int32[10109, 64]" in out.stdout
+    assert "vocabulary: 9850 words (id 0 <pad>, id 1 <unk>)" in out.stdout
+    assert "checksums: ok" in out.stdout

@@ -111,7 +111,8 @@ def load_reviews(name: str = "rotten_tomatoes", *, max_length: int | None = None
     """
     _checks.one_of("dataset", name, REVIEW_DATASETS)
     spec = REVIEW_DATASETS[name]
-    max_length = _checks.positive_int("max_length", max_length or spec.image_shape[0])
+    max_length = _checks.positive_int(
+        "max_length", spec.image_shape[0] if max_length is None else max_length)
     max_words = _checks.positive_int("max_words", max_words)
     spec = DatasetSpec(spec.name, (max_length,), spec.class_names, spec.tfds_name)
     entry = Path(cache_dir or default_cache_dir()) / spec.name
