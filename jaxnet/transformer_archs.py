@@ -37,6 +37,8 @@ from jaxnet.transformer import transformer_block
 
 TRANSFORMER_ARCHS = ("pre-ln", "post-ln", "rezero", "deepnorm", "pure-attention",
                      "attention-skip")
+"""The architectures :func:`deep_transformer` builds (the module docstring has each one's
+formula)."""
 #: Top-level layers before the first block: the embedding and the learned positions.
 FIRST_BLOCK = 2
 

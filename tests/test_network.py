@@ -72,7 +72,9 @@ def test_summary_wraps_a_long_configuration_under_its_layer():
     assert "(None, 16, 32)" in lines[block]
     # the configuration continues on lines of its own, indented, with no shape or count
     assert lines[block + 1].startswith("     ") and len(lines[block + 1]) <= shape_column
-    assert "epsilon=1e-05)" in " ".join(lines[block:block + 4])
+    end = next(i for i in range(block + 1, len(lines)) if lines[i].startswith("  2.0: "))
+    configuration = " ".join(line.strip() for line in lines[block:end])
+    assert "epsilon=1e-05" in configuration and lines[end - 1].endswith(")")
     assert all(ln == ln.rstrip() for ln in lines)
     assert f"Total params: {jn.count_params(net.init(jax.random.key(0), (16,))):,}" in text
 
