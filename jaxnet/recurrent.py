@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxnet import _checks
 from jaxnet import init as initializers
 from jaxnet._layer_parts import name_or_none
-from jaxnet._typing import Network, Shape
+from jaxnet._typing import Decoder, Network, Shape
 from jaxnet.network import call_child, from_config, register_layer, to_config
 
 #: Time steps per iteration of the compiled loop (``lax.scan``'s ``unroll``). On XLA:CPU one
@@ -63,10 +63,21 @@ def _recurrent(name: str, gates: int, run, masked_cell, units: int, return_seque
         hs = jnp.swapaxes(hs, 0, 1)  # (batch, T, units)
         return hs if return_sequences else hs[:, -1]
 
+    def init_cache(theta, batch: int, length: int):  # decoding: the state is the cache
+        zeros = jnp.zeros((batch, units), theta["w"].dtype)
+        return zeros, zeros
+
+    def step(x, theta, cache, position):
+        _check_sequences(name, x, theta["w"].shape[0])
+        cache = masked_cell(cache, x[:, 0].astype(theta["w"].dtype) @ theta["w"] + theta["b"],
+                            theta, units)
+        return cache[0][:, None], cache
+
     config = {"units": units, "return_sequences": bool(return_sequences),
               "init": name_or_none(init), "recurrent_init": name_or_none(recurrent_init)}
     return Network(init_fn, apply_fn, name, config, stochastic=False,
-                   masking="use" if return_sequences else "end")
+                   masking="use" if return_sequences else "end",
+                   decoder=Decoder(init_cache, step) if return_sequences else None)
 
 
 def _masked_run(cell, xw, theta, mask, units: int):
@@ -186,7 +197,9 @@ def lstm(units: int, *, return_sequences: bool = False, init="glorot_uniform",
     Args:
         units: the state's width.
         return_sequences: return every step's ``h_t``, (batch, T, units); default the last,
-            (batch, units).
+            (batch, units). Returning sequences, the layer is causal, and
+            :func:`jaxnet.generate` steps it one position at a time with its state as the
+            cache.
         init: initialiser of ``w``; ``recurrent_init`` of ``u`` (orthogonal per gate, Keras's
             default).
 

@@ -218,6 +218,8 @@ DECODING_MODELS = {
         jn.embedding(17, 16), jn.sinusoidal_positions(), jn.dropout(0.3),
         jn.residual(jn.multi_head_attention(4, causal=True, rope=True)), jn.rms_norm(),
         jn.dense(32), jn.glu("gelu"), jn.rescale(0.5), jn.activation("tanh"), jn.dense(17)),
+    "lstm-gru": jn.serial(jn.embedding(17, 16), jn.lstm(16, return_sequences=True),
+                          jn.gru(12, return_sequences=True), jn.dense(17)),
 }
 
 
@@ -264,11 +266,16 @@ def test_generate_gives_the_same_tokens_with_and_without_the_cache(monkeypatch):
 def test_layers_that_cannot_decode_one_position_at_a_time_have_no_decoder():
     assert jn.multi_head_attention(2).decoder is None  # not causal
     assert jn.multi_head_attention(2, causal=True).decoder is not None
-    lstm_lm = jn.serial(jn.embedding(7, 8), jn.lstm(8, return_sequences=True), jn.dense(7))
-    assert lstm_lm.decoder is None  # generate recomputes the window instead
-    theta = lstm_lm.init(jax.random.key(0), (6,))
-    ids = jn.generate(lstm_lm, theta, np.array([1, 2]), 4, temperature=0, context=6)
-    full = lstm_lm.apply(jnp.asarray(ids[None, :5]), theta)  # greedy: each next id is argmax
+    assert jn.lstm(8).decoder is None  # its last state only: no output per position
+    assert jn.batch_norm().decoder is None
+    causal_lstm = jn.serial(jn.embedding(7, 8), jn.lstm(8, return_sequences=True), jn.dense(7))
+    assert causal_lstm.decoder is not None  # its state is its cache
+    # a later layer without a decoder (a 'causal' convolution has none yet): the window
+    conv_lm = jn.serial(jn.embedding(7, 8), jn.conv1d(8, 3, padding="causal"), jn.dense(7))
+    assert conv_lm.decoder is None
+    theta = conv_lm.init(jax.random.key(0), (6,))
+    ids = jn.generate(conv_lm, theta, np.array([1, 2]), 4, temperature=0, context=6)
+    full = conv_lm.apply(jnp.asarray(ids[None, :5]), theta)  # greedy: each next id is argmax
     np.testing.assert_array_equal(ids[2:], np.argmax(full[0, 1:5], axis=-1))
     short = jn.transformer_lm(7, depth=1, width=8, num_heads=2, context=4)
     with pytest.raises(ValueError, match="longer than its table of max_length=4"):
