@@ -16,7 +16,7 @@ from jaxnet import _checks, activations
 from jaxnet import init as initializers
 from jaxnet._arrays import weights_input
 from jaxnet._layer_parts import name_or_none
-from jaxnet._typing import Network, Shape
+from jaxnet._typing import Decoder, Network, Shape
 from jaxnet.network import register_layer
 
 PADDINGS = ("valid", "same", "causal")
@@ -64,6 +64,9 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
     for ``"same"``: padding after the sequence). Other settings change the number of steps
     and refuse a mask.
 
+    With ``"causal"`` padding and stride 1 the layer decodes one position at a time in
+    :func:`jaxnet.generate`, its cache the last inputs the kernel spans.
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> layer = conv1d(4, 3, padding="causal", dilation=2)
@@ -80,6 +83,7 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
     act = activations.get(activation)
     w_init = initializers.get(init if init is not None else initializers.default_for(activation))
     b_init = initializers.get(bias_init)
+    span = (k - 1) * rate + 1  # the steps one output sees
 
     def init_fn(key, input_shape: Shape):
         if len(input_shape) != 2:
@@ -99,7 +103,6 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
             x = jnp.where(mask[..., None], x, 0).astype(x.dtype)
         before, after = time_pads(x.shape[1], k, stride, rate, padding)
         xp = jnp.pad(weights_input(x, w.dtype), ((0, 0), (before, after), (0, 0)))
-        span = (k - 1) * rate + 1
         steps = (xp.shape[1] - span) // stride + 1
         if steps < 1:
             raise ValueError(f"conv1d: sequences of {x.shape[1]} steps are shorter than the "
@@ -108,13 +111,29 @@ def conv1d(filters: int, kernel_size: int, strides: int = 1, padding: str = "val
         y = jnp.concatenate(taps, axis=-1) @ w.reshape(k * w.shape[1], filters)
         return act(y + theta["b"] if use_bias else y)
 
+    def init_cache(theta, batch: int, length: int):  # decoding: the last `span` inputs
+        return jnp.zeros((batch, span, theta["w"].shape[1]), theta["w"].dtype)
+
+    def step(x, theta, cache, position):
+        """One position of a causal decoding: the input joins the window of the last
+        ``span`` inputs (zeros before the sequence, as the causal padding's), whose taps
+        give the output at this position."""
+        w = theta["w"]
+        if x.ndim != 3 or x.shape[-1] != w.shape[1]:
+            raise ValueError(f"conv1d: expected (batch, T, {w.shape[1]}), got {tuple(x.shape)}")
+        cache = jnp.concatenate([cache[:, 1:], weights_input(x, w.dtype)], axis=1)
+        y = cache[:, ::rate].reshape(x.shape[0], 1, k * w.shape[1]) @ w.reshape(-1, filters)
+        return act(y + theta["b"] if use_bias else y), cache
+
+    causal = padding == "causal" and stride == 1
     config = {"filters": filters, "kernel_size": k, "strides": stride, "padding": padding,
               "dilation": rate, "activation": name_or_none(activation),
               "init": name_or_none(init), "bias_init": name_or_none(bias_init),
               "use_bias": bool(use_bias)}
     return Network(init_fn, apply_fn, "conv1d", config, stochastic=False,
                    output_activation=activations.probability_output(activation),
-                   masking="use" if stride == 1 and padding != "valid" else None)
+                   masking="use" if stride == 1 and padding != "valid" else None,
+                   decoder=Decoder(init_cache, step) if causal else None)
 
 
 register_layer("conv1d", conv1d)

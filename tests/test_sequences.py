@@ -220,6 +220,9 @@ DECODING_MODELS = {
         jn.dense(32), jn.glu("gelu"), jn.rescale(0.5), jn.activation("tanh"), jn.dense(17)),
     "lstm-gru": jn.serial(jn.embedding(17, 16), jn.lstm(16, return_sequences=True),
                           jn.gru(12, return_sequences=True), jn.dense(17)),
+    "causal-conv1d": jn.serial(jn.embedding(17, 16), jn.conv1d(16, 3, padding="causal",
+                                                               dilation=2, activation="relu"),
+                               jn.conv1d(8, 2, padding="causal"), jn.dense(17)),
 }
 
 
@@ -270,8 +273,10 @@ def test_layers_that_cannot_decode_one_position_at_a_time_have_no_decoder():
     assert jn.batch_norm().decoder is None
     causal_lstm = jn.serial(jn.embedding(7, 8), jn.lstm(8, return_sequences=True), jn.dense(7))
     assert causal_lstm.decoder is not None  # its state is its cache
-    # a later layer without a decoder (a 'causal' convolution has none yet): the window
-    conv_lm = jn.serial(jn.embedding(7, 8), jn.conv1d(8, 3, padding="causal"), jn.dense(7))
+    assert jn.conv1d(8, 3, padding="same").decoder is None  # sees later steps
+    # a causal network with a layer that has no decoder (batch norm): the window
+    conv_lm = jn.serial(jn.embedding(7, 8), jn.conv1d(8, 3, padding="causal"),
+                        jn.batch_norm(), jn.dense(7))
     assert conv_lm.decoder is None
     theta = conv_lm.init(jax.random.key(0), (6,))
     ids = jn.generate(conv_lm, theta, np.array([1, 2]), 4, temperature=0, context=6)
