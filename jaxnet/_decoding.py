@@ -7,8 +7,9 @@ A layer that can decode has ``Network.decoder``, a :class:`~jaxnet._typing.Decod
 with ``x`` the inputs at ``position`` (batch, 1, ...). Position-wise layers (dense,
 normalizations, activations, the embedding) get :func:`positionwise`; causal attention caches
 keys and values, LSTM/GRU layers their state, a causal ``conv1d`` its last inputs; a
-composition decodes when all its children do; a layer without a decoder (a bidirectional layer, a non-causal
-attention, batch normalization) makes the whole network decode by recomputing the window.
+composition decodes when all its children do; a layer without a decoder (a bidirectional
+layer, a non-causal attention, batch normalization) makes the whole network decode by
+recomputing the window.
 """
 
 from __future__ import annotations
