@@ -203,7 +203,6 @@ def transformer_lm(vocab_size: int, *, depth: int, width: int, num_heads: int, c
         >>> count_params(net.init(jax.random.key(0), (128,)))  # the benchmark's model
         828416
     """
-    from jaxnet.embeddings import embedding, positional_embedding
     from jaxnet.transformer import transformer_block
 
     vocab_size = _checks.positive_int("vocab_size", vocab_size)
@@ -217,12 +216,26 @@ def transformer_lm(vocab_size: int, *, depth: int, width: int, num_heads: int, c
                                 # attention refuses longer sequences itself
                                 max_length=context if rope else None)
               for _ in range(depth)]
+    return language_model(blocks, vocab_size, width=width, context=context, positions=not rope,
+                          final_norm=norm == "pre", dropout=dropout)
+
+
+def language_model(blocks, vocab_size: int, *, width: int, context: int,
+                   positions: bool = True, final_norm: bool = True, dropout: float = 0.0):
+    """GPT-2's language model around a stack of ``blocks`` on (batch, T, width): token
+    embeddings and learned positions (both N(0, 0.02^2); ``positions=False`` for rotary
+    positions inside the attention), dropout if ``dropout``, the blocks, a final layer norm
+    if ``final_norm`` (pre-LN stacks) and a linear read-out without bias to ``vocab_size``
+    logits. :func:`transformer_lm` and :func:`jaxnet.transformer_archs.deep_transformer`
+    build theirs with it."""
+    from jaxnet.embeddings import embedding, positional_embedding
+
     head = [embedding(vocab_size, width, init="gpt2_normal")]
-    if not rope:
+    if positions:
         head.append(positional_embedding(context))
     if dropout:
         head.append(dropout_layer(dropout))
-    tail = [layer_norm(1e-5)] if norm == "pre" else []
+    tail = [layer_norm(1e-5)] if final_norm else []
     return serial(*head, *blocks, *tail, dense(vocab_size, use_bias=False, init="gpt2_normal"))
 
 

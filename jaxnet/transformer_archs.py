@@ -17,7 +17,8 @@ and then its feed-forward network, each in its own residual branch (``LN`` a lay
   whose token representations collapse toward one vector (rank one) doubly exponentially
   with depth; ``attention-skip``: ``x <- x + Attn(x)``, the skip that prevents it.
 
-Every model is ``serial(embedding, positional_embedding, *blocks, [LN], dense)``: the blocks
+Every model is :func:`jaxnet.models.language_model` around its blocks, ``serial(embedding,
+positional_embedding, *blocks, [LN], dense)``: the blocks
 are the top-level layers :func:`block_indices` names, which
 :func:`jaxnet.diagnostics.block_grad_norms` and :func:`jaxnet.diagnostics.token_cosine` take.
 """
@@ -29,10 +30,8 @@ import jax.numpy as jnp
 from jaxnet import _checks
 from jaxnet._typing import Network
 from jaxnet.attention import multi_head_attention
-from jaxnet.combinators import residual, serial
-from jaxnet.embeddings import embedding, positional_embedding
-from jaxnet.layers import dense
-from jaxnet.norm import layer_norm
+from jaxnet.combinators import residual
+from jaxnet.models import language_model
 from jaxnet.transformer import transformer_block
 
 TRANSFORMER_ARCHS = ("pre-ln", "post-ln", "rezero", "deepnorm", "pure-attention",
@@ -98,10 +97,9 @@ def deep_transformer(arch: str, depth: int, vocab_size: int, *, width: int = 128
                                         use_bias=False)
         blocks = [attention() if arch == "pure-attention" else residual(attention())
                   for _ in range(depth)]
-    head = [embedding(vocab_size, width, init="gpt2_normal"), positional_embedding(context)]
-    tail = [layer_norm(1e-5)] if arch == "pre-ln" else []
-    net = serial(*head, *blocks, *tail,
-                 dense(vocab_size, use_bias=False, init="gpt2_normal"))
+    # dropout acts inside the blocks only, so the blocks stay at block_indices(depth)
+    net = language_model(blocks, vocab_size, width=width, context=context,
+                         final_norm=arch == "pre-ln")
     if arch != "deepnorm":
         return net
     _, beta = deepnorm_constants(depth)
