@@ -182,7 +182,8 @@ def transformer_block(num_heads: int, *, width: int, ffn_units: int | None = Non
               "epsilon": epsilon, "residual_scale": residual_scale,
               "shortcut_scale": shortcut_scale, "max_length": max_length, "init": init}
     # Stacked blocks run unrolled: a lax.scan over them costs more than it saves (see
-    # Network.scannable). The block is its serial composition under its own name, so that
+    # Network.scannable), until their residuals outgrow jaxnet._alike.REMAT_RUN_BYTES. The
+    # block is its serial composition under its own name, so that
     # from_config rebuilds it with its properties.
     return block._replace(name="transformer_block", config=config, scannable=False)
 

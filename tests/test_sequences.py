@@ -360,6 +360,53 @@ def test_transformer_blocks_run_unrolled_and_keep_it_through_their_config():
     assert "scan" in jaxpr(mlp, (8,), jnp.zeros((1, 8)))
 
 
+def test_residual_bytes_count_what_the_backward_pass_keeps():
+    """By hand: a linear dense layer's backward pass keeps its input and its kernel (5 x 4
+    and 4 x 3 float32: 128 bytes), not its bias; ReLU adds its output's sign, one byte per
+    unit, and its output (5 x 3: 15 + 60)."""
+    from jaxnet import _alike
+
+    x = jnp.ones((5, 4))
+    theta = jn.dense(3).init(jax.random.key(0), (4,))
+    assert _alike.residual_bytes(jn.dense(3), x, theta) == (5 * 4 + 4 * 3) * 4
+    assert _alike.residual_bytes(jn.dense(3, "relu"), x, theta) == (5 * 4 + 4 * 3) * 4 + 15 + 60
+
+
+def test_transformer_blocks_whose_residuals_outgrow_the_budget_scan_rematerialised(monkeypatch):
+    """Past REMAT_RUN_BYTES the blocks run as one lax.scan whose body is rematerialised
+    (jax.checkpoint: remat2 in the program) and the loss, its gradients and dropout's draws
+    are the unrolled blocks' (float32, rtol 1e-5); under the budget nothing changes. (A
+    network plans its runs once per input signature: each budget gets a new one.)"""
+    from jaxnet import _alike
+
+    def build():
+        return jn.models.transformer_lm(9, depth=5, width=8, num_heads=2, context=6,
+                                        dropout=0.2)
+
+    theta = build().init(jax.random.key(0), (6,))
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 9, (3, 6)), jnp.int32)
+
+    def loss(lm):
+        return lambda t: jnp.mean(jnp.square(lm.apply(ids, t, key=jax.random.key(1),
+                                                      train=True)))
+
+    def program():
+        return str(jax.make_jaxpr(jax.grad(loss(build())))(theta))
+
+    unrolled = jax.value_and_grad(loss(build()))(theta)
+    assert "scan" not in program() and "remat" not in program()
+    block = build().children[3]  # after the embedding, the positions and dropout
+    assert block.name == "transformer_block"
+    one_block = _alike.residual_bytes(block, jnp.zeros((3, 6, 8)), theta[3], jax.random.key(0))
+    monkeypatch.setattr(_alike, "REMAT_RUN_BYTES", 5 * one_block - 1)
+    assert "scan" in program() and "remat2" in program()
+    scanned = jax.value_and_grad(loss(build()))(theta)
+    for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(unrolled), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(_alike, "REMAT_RUN_BYTES", 5 * one_block)  # exactly at it: unrolled
+    assert "scan" not in program()
+
+
 def test_language_models_sweep_as_one_program_and_match_fit_alone():
     """fit_many trains sequence networks (per-token labels) as any network: one program for
     the group, each member as fit trains it alone (to float32 rounding; BENCHMARKS.md
