@@ -222,21 +222,19 @@ def init_program(inits: dict, kind_of: list, seeds: list, hyper: dict, lay: Layo
     take = np.array([rows[j] for j in lay.slots], np.int32)
     by_kind = {name: np.array([s for s, k in zip(seeds, kind_of, strict=True) if k == name],
                               np.int32) for name in names}
-    slot_hyper = [np.array([hyper[k][j] for j in lay.slots], np.float32)
-                  for k in ("learning_rate", "weight_decay")]
+    slot_hyper = {k: np.array([v[j] for j in lay.slots], np.float32) for k, v in hyper.items()}
 
-    def init(by_kind, lr, wd, data_seed):
+    def init(by_kind, hyper, data_seed):
         stacks = [jax.vmap(lambda s, n=n: inits[n].init(train.split_seed(s)[0],
                                                         input_shape))(by_kind[n])
                   for n in names]
         theta = jax.tree.map(lambda *xs: jnp.concatenate(xs)[take], *stacks)
-        opt_state = jax.vmap(lambda t, lr, wd: tx(learning_rate=lr, weight_decay=wd).init(
-            _state.split(t)[0]))(theta, lr, wd)
+        opt_state = jax.vmap(lambda t, h: tx(**h).init(_state.split(t)[0]))(theta, hyper)
         return theta, opt_state, train.split_seed(data_seed)[1]
 
     by_member = NamedSharding(lay.mesh, MEMBERS)
     out_shardings = (by_member, by_member, NamedSharding(lay.mesh, SHARED))
-    args = (by_kind, *slot_hyper, np.int32(data_seed))
+    args = (by_kind, slot_hyper, np.int32(data_seed))
     lowered = jax.jit(init, out_shardings=out_shardings).lower(*args)
     per_model = compiling.num_params(lowered.out_info[0]) // len(lay.slots)
     return lowered.compile(compiling.init_compiler_options(per_model))(*args)  # as fit

@@ -14,8 +14,6 @@ import statistics
 import time
 from pathlib import Path
 
-import optax
-
 from jaxnet import _checks, _io, diagnostics, models, sweep, train
 from jaxnet import data as data_lib
 from jaxnet import init as initializers
@@ -65,8 +63,8 @@ def _sequential(members, x, y, x_test, y_test, *, optimizer, epochs, batch_size,
             per_epoch.append(run(diagnostics.stack([theta]))[0])
             untimed[0] += time.perf_counter() - t
 
-        tx = optax.chain(optax.add_decayed_weights(m.weight_decay),
-                         train.OPTIMIZERS[optimizer](m.learning_rate))
+        tx = sweep.optimizer_factory(train.OPTIMIZERS[optimizer], warmup=m.warmup_steps > 0)(
+            m.learning_rate, m.weight_decay, m.warmup_steps)
         theta, history = train.fit(net, x, y, optimizer=tx, epochs=epochs, seed=m.seed,
                                    shuffle_seed=data_seed, data_parallel=False,
                                    batch_size=batch_size, validation_split=validation_split,

@@ -5,8 +5,8 @@ hyperparameters) at once: members whose theta has the same structure form a grou
 group is one compiled, scan-fused epoch over a stacked member axis. Within a group,
 
 - seeds and initialisers differ only in the initial theta (stacked along the member axis);
-- learning rates and weight decay live in the optimizer state (``optax.inject_hyperparams``,
-  the update ``vmap``-ed over members);
+- learning rates, weight decay and warm-up live in the optimizer state
+  (``optax.inject_hyperparams``, the update ``vmap``-ed over members);
 - every member sees the same batches (``data_seed``) and dropout draws the same masks as
   ``fit(shuffle_seed=data_seed)`` would: comparisons between members are paired (common
   random numbers);
@@ -52,7 +52,12 @@ from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._typing import Network
 from jaxnet.callbacks import EarlyStopping, Stopper
-from jaxnet.sweep_members import Member, MemberResult  # noqa: F401 - public here too
+from jaxnet.sweep_members import (  # noqa: F401 - Member, MemberResult public here too
+    HYPERPARAMETERS,
+    Member,
+    MemberResult,
+    optimizer_factory,
+)
 
 
 @dataclass(frozen=True)
@@ -251,14 +256,9 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
     time."""
     lay = programs.layout(kinds, settings.devices)
     by_member = NamedSharding(lay.mesh, programs.MEMBERS)
-    base = train.OPTIMIZERS[settings.optimizer]
-    decay = any(m.weight_decay for m in group)
-
-    def make(learning_rate, weight_decay):  # no decay term (two reads of theta) if all are 0
-        opt = base(learning_rate)
-        return optax.chain(optax.add_decayed_weights(weight_decay), opt) if decay else opt
-
-    tx = optax.inject_hyperparams(make)
+    tx = optax.inject_hyperparams(optimizer_factory(
+        train.OPTIMIZERS[settings.optimizer], decay=any(m.weight_decay for m in group),
+        warmup=any(m.warmup_steps for m in group)))
     networks = dict(zip(kinds, nets, strict=True))  # kind -> its network
     if _on_mlp_fast_path(group):  # members of one initialiser start from one init
         init_kinds = [m.init_name for m in group]
@@ -268,7 +268,7 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
         init_kinds = [_network_key(n) for n in nets]
         objective_for = functools.partial(programs.network_objective, networks)
     inits = {k: nets[init_kinds.index(k)] for k in init_kinds}
-    hyper = {k: [getattr(m, k) for m in group] for k in ("learning_rate", "weight_decay")}
+    hyper = {k: [getattr(m, k) for m in group] for k in HYPERPARAMETERS}
     theta, opt_state, key = programs.init_program(
         inits, init_kinds, [m.seed for m in group], hyper, lay, tuple(data[0].shape[1:]), tx,
         settings.data_seed)
@@ -277,7 +277,7 @@ def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directo
         np.repeat(np.array(lay.branch_of_device, np.int32), lay.per_device), by_member)
     data = jax.device_put(data, NamedSharding(lay.mesh, programs.SHARED))
     metric_fns = {"accuracy": metrics_lib.accuracy}
-    per_member = jax.vmap(tx(learning_rate=0.0, weight_decay=0.0).update)  # rates: in the state
+    per_member = jax.vmap(tx(**dict.fromkeys(HYPERPARAMETERS, 0.0)).update)  # in the state
     stochastic = any(n.is_stochastic for n in nets)
 
     def epoch_for(runs):
@@ -363,8 +363,8 @@ def _checkpointing(directory, settings: _Settings, group, kinds, lay, data):
         return None
     from jaxnet import checkpoint as ckpt
 
-    run = {"members": [{"seed": m.seed, "learning_rate": m.learning_rate,
-                        "weight_decay": m.weight_decay} for m in group],
+    run = {"members": [{"seed": m.seed, **{k: getattr(m, k) for k in HYPERPARAMETERS}}
+                       for m in group],
            "kinds": list(kinds), "slots": list(lay.slots), "optimizer": settings.optimizer,
            "batch_size": settings.batch_size, "data_seed": settings.data_seed,
            "n_train": len(data[1]), "n_val": len(data[3])}

@@ -13,6 +13,10 @@ and then its feed-forward network, each in its own residual branch (``LN`` a lay
 - ``deepnorm`` (Wang et al. 2022, DeepNet): ``x <- LN(alpha x + F(x))`` with ``alpha =
   (2N)^(1/4)``, and at initialisation the value and output projections and both FFN matrices
   (Glorot-initialised) scaled by ``beta = (8N)^(-1/4)`` (the decoder-only constants);
+- ``admin`` (Liu et al. 2020, Admin): ``x <- LN(omega x + F(x))``, post-LN with the shortcut
+  scaled by ``omega = sqrt((n + 1) / ln(n + 1) - 1)`` for ``n = 2N`` residual branches, the
+  closed form of its authors' ``admin_torch`` for an output change of O(log n)
+  (:func:`admin_omega`), in place of the profiled ``omega_i = sqrt(sum_{j<i} Var f_j)``;
 - ``pure-attention`` (Dong et al. 2021): ``x <- Attn(x)``: no skip, no FFN, no normalization,
   whose token representations collapse toward one vector (rank one) doubly exponentially
   with depth; ``attention-skip``: ``x <- x + Attn(x)``, the skip that prevents it.
@@ -25,6 +29,8 @@ are the top-level layers :func:`block_indices` names, which
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 from jaxnet import _checks
@@ -34,7 +40,7 @@ from jaxnet.combinators import residual
 from jaxnet.models import language_model
 from jaxnet.transformer import transformer_block
 
-TRANSFORMER_ARCHS = ("pre-ln", "post-ln", "rezero", "deepnorm", "pure-attention",
+TRANSFORMER_ARCHS = ("pre-ln", "post-ln", "rezero", "deepnorm", "admin", "pure-attention",
                      "attention-skip")
 """The architectures :func:`deep_transformer` builds (the module docstring has each one's
 formula)."""
@@ -53,6 +59,19 @@ def deepnorm_constants(depth: int) -> tuple[float, float]:
     """
     depth = _checks.positive_int("depth", depth)
     return (2 * depth) ** 0.25, (8 * depth) ** -0.25
+
+
+def admin_omega(depth: int) -> float:
+    """Admin's shortcut scale for a stack of ``depth`` blocks, ``n = 2 depth`` residual
+    branches (attention and FFN): ``sqrt((n + 1) / ln(n + 1) - 1)`` (Liu et al. 2020; the
+    default, O(log n) output change, of ``admin_torch.calculate_init``).
+
+    Examples:
+        >>> round(admin_omega(6), 4)  # n = 12: sqrt(13 / ln 13 - 1)
+        2.017
+    """
+    n = 2 * _checks.positive_int("depth", depth)
+    return ((n + 1) / math.log(n + 1) - 1) ** 0.5
 
 
 def block_indices(depth: int) -> range:
@@ -91,6 +110,9 @@ def deep_transformer(arch: str, depth: int, vocab_size: int, *, width: int = 128
         alpha, _ = deepnorm_constants(depth)
         blocks = [transformer_block(num_heads, norm="post", shortcut_scale=alpha,
                                     init="glorot_uniform", **common) for _ in range(depth)]
+    elif arch == "admin":
+        blocks = [transformer_block(num_heads, norm="post", shortcut_scale=admin_omega(depth),
+                                    **common) for _ in range(depth)]
     else:
         def attention():
             return multi_head_attention(num_heads, causal=True, dropout=dropout,

@@ -4,6 +4,7 @@ diagnostics; the depth x activation study's files."""
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -110,7 +111,29 @@ def test_diagnostics_follow_every_epoch_each_member_trained():
                                    rtol=1e-3, atol=1e-6)
 
 
+def test_members_warm_up_over_their_own_steps_as_adam_with_a_scheduled_rate():
+    """A member with warmup_steps=W trains as optax.adam whose learning rate is the
+    schedule lr * min(1, (step + 1) / W) (Adam's update is linear in its rate), in one
+    program with members of other warm-ups; W=0 is no warm-up."""
+    members = [sweep.Member((16,), "relu", seed=0, learning_rate=3e-3, warmup_steps=w)
+               for w in (0, 3, 10)]
+    results = sweep.fit_many(members, X, Y, epochs=2, batch_size=64, **RAW)
+    assert len({r.group for r in results}) == 1
+    for r in results:
+        w, lr = r.member.warmup_steps, r.member.learning_rate
+        schedule = (lambda s, w=w, lr=lr: lr * jnp.minimum(1.0, (s + 1) / w)) if w else lr
+        net = r.member.build(3, flatten_input=False, input_scale=None)
+        theta, _ = jn.fit(net, X, Y, optimizer=optax.adam(schedule), epochs=2, batch_size=64,
+                          seed=r.member.seed, verbose=0)
+        for a, b in zip(jax.tree.leaves(r.theta), jax.tree.leaves(theta), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # and the warm-up made a difference: W=10 of 8 steps is not W=0
+    assert not np.allclose(results[0].theta[0]["w"], results[2].theta[0]["w"], atol=1e-4)
+
+
 def test_member_validation():
+    with pytest.raises(ValueError, match="warmup_steps: expected an integer >= 0"):
+        sweep.Member(warmup_steps=-1)
     with pytest.raises(ValueError, match="activation: unknown name 'rleu'"):
         sweep.Member(activation="rleu")
     with pytest.raises(ValueError, match="learning_rate: expected a finite number > 0"):

@@ -11,6 +11,7 @@ import jaxnet as jn
 from jaxnet import diagnostics
 from jaxnet.transformer_archs import (
     TRANSFORMER_ARCHS,
+    admin_omega,
     block_indices,
     deep_transformer,
     deepnorm_constants,
@@ -63,6 +64,28 @@ def test_deepnorm_scales_the_shortcut_by_alpha_and_the_initial_weights_by_beta()
     h = norm1.apply(alpha * x + attention.apply(x, tb[0][0]), tb[1])
     expected = norm2.apply(alpha * h + ffn_layer.apply(h, tb[2][0]), tb[3])
     np.testing.assert_allclose(block.apply(x, tb), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_admin_is_post_ln_with_the_shortcut_scaled_by_its_closed_form_omega():
+    """Admin's omega for N blocks (2N residual branches) is admin_torch's O(log n) closed
+    form, sqrt((2N + 1) / ln(2N + 1) - 1) (by hand for N = 3: sqrt(7 / ln 7 - 1)); each block
+    computes LN(omega x + attn(x)), then LN(omega h + ffn(h)), with default initialisers."""
+    depth = 3
+    omega = admin_omega(depth)
+    assert omega == pytest.approx((7 / np.log(7) - 1) ** 0.5, rel=1e-12)
+    net = _net("admin", depth)
+    theta = net.init(jax.random.key(0), (T,))
+    block = net.children[2]
+    attention, norm1, ffn_layer, norm2 = (block.children[0].children[0], block.children[1],
+                                          block.children[2].children[0], block.children[3])
+    x = jax.random.normal(jax.random.key(1), (2, T, WIDTH))
+    tb = theta[2]
+    h = norm1.apply(omega * x + attention.apply(x, tb[0][0]), tb[1])
+    expected = norm2.apply(omega * h + ffn_layer.apply(h, tb[2][0]), tb[3])
+    np.testing.assert_allclose(block.apply(x, tb), expected, rtol=1e-5, atol=1e-6)
+    post = _net("post-ln", depth).init(jax.random.key(0), (T,))  # the same initial theta
+    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(post), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_rezero_starts_as_the_identity_and_pure_attention_has_no_skip():
