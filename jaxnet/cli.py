@@ -5,6 +5,7 @@
     jaxnet predict model.jaxnet --input x.npy --output y.npy --probabilities
     jaxnet data info fashion_mnist
     jaxnet data prepare kmnist --data-dir ~/kmnist
+    jaxnet bench depth-activation --family transformer --depths 2 8 32
 
 Bad options exit with code 2 and one line naming the option; a dataset that no source has exits
 with code 1 and one line saying what to do. Never a traceback for either.
@@ -21,7 +22,7 @@ import warnings
 
 _T_START = time.perf_counter()
 
-from jaxnet import _cli_saved  # noqa: E402 - after the start time
+from jaxnet import _cli_bench, _cli_saved  # noqa: E402 - after the start time
 from jaxnet._cli_common import UsageError  # noqa: E402
 from jaxnet._cli_common import check_data_dir as _check_data_dir  # noqa: E402
 from jaxnet._cli_common import option as _option  # noqa: E402
@@ -115,37 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="examples per forward pass (default: 1024)")
     p.set_defaults(func=_cli_saved.predict)
 
-    b = sub.add_parser("bench", help="studies: depth-activation")
-    bsub = b.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
-    s = bsub.add_parser("depth-activation", help="train a depth x activation grid of MLPs")
-    s.add_argument("--archs", nargs="+", default=["plain"], metavar="ARCH",
-                   help="architectures: plain, residual, each with -bn or -ln (batch or layer "
-                        "normalization), and rezero (default: plain)")
-    s.add_argument("--dataset", default=DEFAULT_DATASET,
-                   help=f"the dataset (default: {DEFAULT_DATASET})")
-    s.add_argument("--data-dir", help="directory of MNIST-format IDX files")
-    s.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5, 8], metavar="D",
-                   help="hidden layers (default: 1 2 3 5 8)")
-    s.add_argument("--width", type=int, default=64, help="units per layer (default: 64)")
-    s.add_argument("--activations", nargs="+", default=["sigmoid", "tanh", "relu"],
-                   metavar="NAME", help="hidden activations (default: sigmoid tanh relu)")
-    s.add_argument("--seeds", type=int, default=2, help="seeds per cell (default: 2)")
-    s.add_argument("--epochs", type=int, default=5, help="epochs (default: 5)")
-    s.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    s.add_argument("--optimizer", default="adam", help="optimizer name (default: adam)")
-    s.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    s.add_argument("--init", default=None,
-                   help="glorot|he|lecun|standard|... (default: per activation)")
-    s.add_argument("--validation-split", type=float, default=0.2,
-                   help="fraction held out for validation (default: 0.2)")
-    s.add_argument("--out", default="depth_activation", metavar="DIR",
-                   help="where results and plots go (default: depth_activation)")
-    s.add_argument("--sequential", action="store_true",
-                   help="train the same grid one model at a time (for the speed comparison)")
-    s.add_argument("--no-plots", action="store_true")
-    s.add_argument("--verbose", type=int, default=1, choices=(0, 1),
-                   help="0 silent, 1 a line per group and epoch (default: 1)")
-    s.set_defaults(func=_bench_depth_activation)
+    _cli_bench.add_parser(sub, _Parser)
 
     d = sub.add_parser("data", help="inspect or prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -166,10 +137,13 @@ def main(argv=None) -> int:
     exit status: 0, 2 for an invalid option or value (one line naming it), 1 for a dataset no
     source has."""
     args = build_parser().parse_args(argv)
-    if args.command == "bench":
+    if args.command == "bench" and args.family == "mlp":
         from jaxnet._env import use_all_cpu_cores
 
-        use_all_cpu_cores()  # sweeps shard their members over the CPU cores
+        # MLP sweeps shard their many small members over the CPU cores; a transformer's
+        # matrix multiplies are large enough for XLA to spread one member over them (a
+        # group of one member on one of two devices ran its epoch 1.6x slower)
+        use_all_cpu_cores()
     from jaxnet.data import DatasetUnavailableError
 
     # Warnings (a skipped corrupt checkpoint, a non-finite loss) as one line each.
@@ -295,37 +269,6 @@ def _network(args, ds):
         return models.resnet(args.depth, ds.num_classes, ds.input_shape, augment=args.augment)
     return layers.mlp([*args.hidden, ds.num_classes], args.activation, init=args.init,
                       flatten_input=True, input_scale=1 / 255)
-
-
-def _bench_depth_activation(args) -> int:
-    _option("--depths", all(v >= 1 for v in args.depths), "integers >= 1", args.depths)
-    _option("--width", args.width >= 1, "an integer >= 1", args.width)
-    _option("--seeds", args.seeds >= 1, "an integer >= 1", args.seeds)
-    _option("--epochs", args.epochs >= 1, "an integer >= 1", args.epochs)
-    _option("--batch-size", args.batch_size >= 1, "an integer >= 1", args.batch_size)
-    _option("--lr", args.lr > 0 and args.lr != float("inf"), "a number > 0", args.lr)
-    _option("--validation-split", 0 <= args.validation_split < 1, "a number in [0, 1)",
-            args.validation_split)
-    from jaxnet import _checks, activations, data, init, models, study, train
-
-    for arch in args.archs:
-        _wrap("--archs", _checks.one_of, "arch", arch, models.ARCHS)
-    _wrap("--dataset", data.spec_for, args.dataset)
-    _wrap("--optimizer", train.get_optimizer, args.optimizer, args.lr)
-    for name in args.activations:
-        _wrap("--activations", activations.get, name)
-        _option("--activations", name != "softmax", "hidden activations", name)
-    if args.init is not None:
-        _wrap("--init", init.canonical, args.init)
-    report = study.depth_activation(
-        dataset=args.dataset, data_dir=args.data_dir, depths=args.depths, width=args.width,
-        activations=args.activations, seeds=args.seeds, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.lr,
-        init=args.init, validation_split=args.validation_split, sequential=args.sequential,
-        out=args.out, plots=not args.no_plots, verbose=args.verbose, archs=args.archs)
-    print(study.markdown(report), end="")
-    print(f"wrote {os.path.join(args.out, 'results.json')}")
-    return 0
 
 
 def _data_info(args) -> int:

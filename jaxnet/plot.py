@@ -12,16 +12,25 @@ import statistics
 import threading
 from pathlib import Path
 
+import numpy as np
+
 
 def _pyplot():
+    """What the plots draw with: ``subplots(...)`` as pyplot's, on a ``matplotlib.figure.
+    Figure`` that belongs to no pyplot backend. Saving it needs no display, and the caller's
+    pyplot (a notebook's inline backend, its open figures) is left as it was."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("plots need matplotlib: pip install 'jaxnet[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+    class _Figures:
+        @staticmethod
+        def subplots(*args, figsize=None, **kwargs):
+            fig = Figure(figsize=figsize)
+            return fig, fig.subplots(*args, **kwargs)
+
+    return _Figures
 
 
 def preload() -> threading.Thread:
@@ -105,6 +114,11 @@ def _series(report: dict) -> tuple[str, dict]:
     """The study's lines: by activation when it has one architecture, by architecture when
     it has one activation, else by both; returns (legend title, label -> members)."""
     members = report["members"]
+    if all("series" in m for m in members):  # the study named each member's line
+        groups: dict = {}
+        for m in members:
+            groups.setdefault(m["series"], []).append(m)
+        return "architecture", groups
     archs = list(dict.fromkeys(m.get("arch", "plain") for m in members))
     acts = list(dict.fromkeys(m["activation"] for m in members))
     if len(archs) == 1:
@@ -127,29 +141,35 @@ def _depth_axis(ax, depths) -> None:
     ax.minorticks_off()
 
 
-def accuracy_vs_depth(report: dict, path) -> Path:
-    """Test accuracy (mean +- std over seeds) against depth (log scale), one line per
-    activation or architecture."""
+def accuracy_vs_depth(report: dict, path, key: str = "test_accuracy",
+                      name: str = "test accuracy", depth_name: str = "hidden layers") -> Path:
+    """Test accuracy (or the members' ``key``, called ``name``; mean +- std over seeds,
+    non-finite values left out) against depth (log scale), one line per activation or
+    architecture."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     legend, series = _series(report)
     for act, members in series.items():
         depths = sorted({m["depth"] for m in members})
-        accs = [[m["test_accuracy"] for m in members if m["depth"] == d] for d in depths]
-        means = [statistics.mean(a) for a in accs]
-        stds = [statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs]
-        ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, label=act)
-    ax.set_xlabel("hidden layers (depth)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Test accuracy against depth")
+        kept = [(d, v) for d in depths
+                if (v := [m[key] for m in members if m["depth"] == d
+                          and m[key] is not None and math.isfinite(m[key])])]
+        means = [statistics.mean(v) for _, v in kept]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in kept]
+        ax.errorbar([d for d, _ in kept], means, yerr=stds, marker="o", capsize=3, label=act)
+    ax.set_xlabel(f"{depth_name} (depth)")
+    ax.set_ylabel(name)
+    ax.set_title(f"{name[0].upper()}{name[1:]} against depth")
     ax.grid(alpha=0.3)
     ax.legend(title=legend)
     _depth_axis(ax, sorted({m["depth"] for m in report["members"]}))
     return _save(fig, path)
 
 
-def study_learning_curves(report: dict, path) -> Path:
-    """Validation (or training) accuracy per epoch, mean over seeds, one panel per depth."""
+def study_learning_curves(report: dict, path, key: str = "accuracy", name: str = "accuracy",
+                          scale: float = 1.0) -> Path:
+    """Validation (or training) accuracy per epoch (or the history's ``key`` times ``scale``,
+    called ``name``), mean over seeds, one panel per depth."""
     plt = _pyplot()
     depths = sorted({m["depth"] for m in report["members"]})
     fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4), squeeze=False)
@@ -157,17 +177,18 @@ def study_learning_curves(report: dict, path) -> Path:
     for ax, d in zip(axes[0], depths, strict=True):
         for act, members in series.items():
             runs = [m["history"] for m in members if m["depth"] == d]
-            key = "val_accuracy" if runs and runs[0].get("val_accuracy") else "accuracy"
-            curves = [r.get(key, []) for r in runs if r.get(key)]
+            column = f"val_{key}" if runs and runs[0].get(f"val_{key}") else key
+            curves = [r.get(column, []) for r in runs if r.get(column)]
             if not curves:
                 continue
             n = min(len(c) for c in curves)
-            ax.plot(range(1, n + 1), [statistics.mean(c[i] for c in curves) for i in range(n)],
+            ax.plot(range(1, n + 1),
+                    [scale * statistics.mean(c[i] for c in curves) for i in range(n)],
                     marker="o", label=act)
         ax.set_title(f"depth {d}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("validation accuracy (mean over seeds)")
+    axes[0][0].set_ylabel(f"validation {name} (mean over seeds)")
     axes[0][-1].legend(title=legend)
     _whole_number_ticks(*axes[0])
     return _save(fig, path)
@@ -221,12 +242,63 @@ def grad_norms(report: dict, path) -> Path:
     return _save(fig, path)
 
 
+def transformer_study_plots(report: dict, out) -> list[Path]:
+    """The transformer depth study's PNGs in ``out``: held-out bits per character against
+    depth, learning curves, and per block at initialisation the gradient norms (with the
+    last block's against depth) and the token cosine."""
+    out = Path(out)
+    return [accuracy_vs_depth(report, out / "bits_per_char_vs_depth.png",
+                              key="test_bits_per_char", name="held-out bits per character",
+                              depth_name="blocks"),
+            study_learning_curves(report, out / "learning_curves.png", key="loss",
+                                  name="bits per character", scale=1 / math.log(2)),
+            init_by_block(report, out / "grad_norms_init.png"),
+            init_by_block(report, out / "token_cosine_init.png", key="token_cosine_init")]
+
+
+def init_by_block(report: dict, path, key: str = "grad_norms_init") -> Path:
+    """Per block at initialisation (the deepest depth of each series), mean over seeds:
+    ``grad_norms_init`` (log scale, with a second panel of the last block's against depth,
+    log-log: Xiong et al. 2020's test) or ``token_cosine_init`` (Dong et al. 2021's rank
+    collapse)."""
+    plt = _pyplot()
+    legend, series = _series(report)
+    grads = key == "grad_norms_init"
+    fig, axes = plt.subplots(1, 2 if grads else 1, figsize=(11 if grads else 6, 4.2),
+                             squeeze=False)
+    ax = axes[0][0]
+    for label, members in series.items():
+        deepest = max(m["depth"] for m in members)
+        rows = [m[key] for m in members if m["depth"] == deepest]
+        ax.plot(range(1, deepest + 1), np.mean(rows, axis=0), marker=".",
+                label=f"{label} ({deepest} blocks)")
+    if grads:
+        _log_y(ax)
+    ax.set_xlabel("block (1 = input side)")
+    ax.set_ylabel("||dL/dW2|| of the block's last FFN weight" if grads
+                  else "mean pairwise cosine of the tokens")
+    ax.set_title("at initialisation, mean over seeds")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title=legend, fontsize=8)
+    if grads:
+        ax = axes[0][1]
+        for label, members in series.items():
+            depths = sorted({m["depth"] for m in members})
+            last = [np.mean([m[key][-1] for m in members if m["depth"] == d]) for d in depths]
+            ax.plot(depths, last, marker="o", label=label)
+        _depth_axis(ax, sorted({m["depth"] for m in report["members"]}))
+        ax.set_yscale("log")
+        ax.set_xlabel("blocks (depth)")
+        ax.set_ylabel("last block's ||dL/dW2||")
+        ax.set_title("last block against depth (log-log)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(title=legend, fontsize=8)
+    return _save(fig, path)
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return path

@@ -125,12 +125,18 @@ def test_real_fashion_mnist_run_twice_gives_the_same_params(tmp_path):
 
 
 def test_train_and_bench_default_to_the_same_dataset():
+    from jaxnet import _cli_bench
     from jaxnet.cli import DEFAULT_DATASET, build_parser
 
     parser = build_parser()
     train = parser.parse_args(["train"])
     bench = parser.parse_args(["bench", "depth-activation"])
+    _cli_bench.resolve(bench)
     assert train.dataset == bench.dataset == DEFAULT_DATASET == "fashion_mnist"
+    bench = parser.parse_args(["bench", "depth-activation", "--family", "transformer"])
+    _cli_bench.resolve(bench)
+    assert (bench.dataset, bench.archs, bench.depths) == ("shakespeare", ["pre-ln", "post-ln"],
+                                                          [2, 8, 32])
     assert parser.parse_args(["evaluate", "m.jaxnet"]).dataset == DEFAULT_DATASET
 
 

@@ -83,7 +83,7 @@ def test_every_guide_and_notebook_is_a_page(site):
     guides = sorted(p.stem for p in (REPO / "docs" / "guides").glob("*.md"))
     assert guides and all((site / "guides" / g / "index.html").is_file() for g in guides)
     notebooks = sorted(p.stem for p in (REPO / "examples" / "colab").glob("*.ipynb"))
-    assert len(notebooks) == 4
+    assert len(notebooks) == 5
     for name in notebooks:
         page = (site / "notebooks" / name / "index.html").read_text()
         assert "jp-Notebook" in page or "jupyter-wrapper" in page, name

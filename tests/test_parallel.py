@@ -120,9 +120,12 @@ def test_notebook_structure(path):
     assert any("JAXNET_SMOKE" in c.source for c in nb.cells)
 
 
+TEXT_NOTEBOOKS = ("sequences.ipynb", "transformer_depth.ipynb")  # no Fashion-MNIST needed
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [  # the sequences notebook reads text, not Fashion-MNIST
-    pytest.param(p, marks=[] if p.name == "sequences.ipynb" else [needs_fashion])
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=[] if p.name in TEXT_NOTEBOOKS else [needs_fashion])
     for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_under_smoke(path, tmp_path, monkeypatch):
     import nbformat
@@ -148,5 +151,8 @@ def test_notebook_runs_under_smoke(path, tmp_path, monkeypatch):
         assert 0 < bits < math.log2(81) and images == 1 and "ROMEO\n" in text
         assert 0 <= float(text.split("test_accuracy: ")[1].split()[0]) <= 1
         assert text.count(" fresh  a ") == 2
+    elif path.name == "transformer_depth.ipynb":  # the table, its 2 plots, the rank collapse
+        assert "| depth | post-ln | pre-ln |" in text and "Log-log slope" in text
+        assert images == 3 and text.count("cosine after the last block") == 3
     else:
         assert "| depth |" in text and images == 3

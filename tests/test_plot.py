@@ -163,3 +163,38 @@ def test_study_plots_draw_the_means_over_seeds_of_the_report(tmp_path, figures):
         xs, ys = _lines(norms.axes[2])[act]
         ratios = [[m["grad_norms_init"][0] / m["grad_norms_init"][-1]] * 4 for m in deepest]
         np.testing.assert_allclose(ys, np.mean(ratios, axis=0))
+
+
+def test_plots_leave_the_callers_pyplot_as_it_was(tmp_path, monkeypatch):
+    """A notebook's backend and its open figures are untouched: jaxnet draws on figures that
+    belong to no pyplot backend (it once switched the process to Agg, and a notebook's next
+    plt.show() drew nothing)."""
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("switched backend"))
+    mine = plt.figure()
+    plot.study_plots(_report(), tmp_path)
+    plot.transformer_study_plots(_transformer_report(), tmp_path)
+    assert plt.get_fignums() == [mine.number]
+    plt.close(mine)
+
+
+def _transformer_report():
+    members = []
+    for arch in ("post-ln", "pre-ln"):
+        for depth in (2, 4):
+            members.append({"arch": arch, "series": arch, "activation": "gelu", "depth": depth,
+                            "seed": 0, "test_bits_per_char": 3.0 + depth / 10,
+                            "history": {"loss": [2.5, 2.0], "val_loss": [2.6, 2.1]},
+                            "grad_norms_init": [1.0 / (b + 1) for b in range(depth)],
+                            "token_cosine_init": [0.5] * depth})
+    return {"members": members}
+
+
+def test_transformer_study_plots_fit_and_have_whole_ticks(tmp_path, figures):
+    paths = plot.transformer_study_plots(_transformer_report(), tmp_path)
+    assert [p.name for p in paths] == ["bits_per_char_vs_depth.png", "learning_curves.png",
+                                       "grad_norms_init.png", "token_cosine_init.png"]
+    assert len(figures) == 4
+    for fig in figures:
+        _check(fig)

