@@ -196,7 +196,10 @@ def deepnet(out: Path) -> tuple[dict, str]:
 # --- Shazeer 2020 (GLU variants) --------------------------------------------------------------
 
 def shazeer(out: Path) -> tuple[dict, str]:
+    import jax
+
     from jaxnet import transformer_study as ts
+    from jaxnet.transformer_archs import deep_transformer
 
     acts = ("relu", "gelu", "swiglu", "geglu")
     report = ts.depth_study(archs=("pre-ln",), depths=(4,), activations=acts, seeds=3,
@@ -206,9 +209,6 @@ def shazeer(out: Path) -> tuple[dict, str]:
     bits = {a: [m["test_bits_per_char"] for m in report["members"] if m["activation"] == a]
             for a in acts}
     params = {}
-    from jaxnet.transformer_archs import deep_transformer
-    import jax
-
     for a in acts:
         net = deep_transformer("pre-ln", 4, report["config"]["vocab_size"], width=128,
                                context=128, activation=a)

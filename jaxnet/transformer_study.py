@@ -29,8 +29,8 @@ from jaxnet import _checks, _io, diagnostics, sweep, train
 from jaxnet import data as data_lib
 from jaxnet.transformer_archs import TRANSFORMER_ARCHS, block_indices, deep_transformer
 
-#: Architectures without a feed-forward network: their members ignore the activations.
 ATTENTION_ONLY = ("pure-attention", "attention-skip")
+"""Architectures without a feed-forward network: their members ignore the activations."""
 
 
 def corpus(dataset: str, context: int, train_chars: int, test_chars: int):
