@@ -133,22 +133,36 @@ def depth_activation(*, dataset="fashion_mnist", data_dir=None, depths=(1, 2, 3,
                    "learning_rate": learning_rate, "init": init or "default",
                    "validation_split": validation_split,
                    "mode": "sequential" if sequential else "one program"},
-        "wall_s": sum(r.wall_s for r in results),
-        "compile_s": sum(r.compile_s for r in results),
-        "epoch_s": [sum(r.epoch_s[i] for r in results if i < len(r.epoch_s))
-                    for i in range(max(len(r.epoch_s) for r in results))],
+        **grid_times(results),
         "total_s": total,
         "members": [_member_json(cell, r, width, init)
                     for (cell, _), r in zip(cells, results, strict=True)],
     }
+    write(report, out, markdown(report), plotting.join if plots else None,
+          plot.study_plots if plots else None)
+    return report
+
+
+def grid_times(results: list[sweep.MemberResult]) -> dict:
+    """A grid's ``wall_s`` and ``compile_s`` (summed over its members) and ``epoch_s`` (the
+    seconds of each epoch of the whole grid: its members' shares summed)."""
+    return {"wall_s": sum(r.wall_s for r in results),
+            "compile_s": sum(r.compile_s for r in results),
+            "epoch_s": [sum(r.epoch_s[i] for r in results if i < len(r.epoch_s))
+                        for i in range(max(len(r.epoch_s) for r in results))]}
+
+
+def write(report: dict, out, table: str, ready=None, draw=None) -> None:
+    """``OUT/results.json`` (the report) and ``OUT/results.md`` (``table``), each written
+    atomically; then, once ``ready()`` returns (matplotlib's import, :func:`jaxnet.plot.
+    preload`), ``draw(report, out)`` (the plots)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _io.atomic_write(out / "results.json", json.dumps(report, indent=1).encode())
-    _io.atomic_write(out / "results.md", markdown(report).encode())
-    if plots:
-        plotting.join()
-        plot.study_plots(report, out)
-    return report
+    _io.atomic_write(out / "results.md", table.encode())
+    if draw is not None:
+        ready()
+        draw(report, out)
 
 
 def _member_json(cell: dict, r: sweep.MemberResult, width: int, init) -> dict:

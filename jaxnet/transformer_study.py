@@ -16,16 +16,14 @@ test split (plays none of the training text comes from).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from jaxnet import _checks, _io, diagnostics, sweep, train
+from jaxnet import _checks, diagnostics, study, sweep, train
 from jaxnet import data as data_lib
 from jaxnet.transformer_archs import TRANSFORMER_ARCHS, block_indices, deep_transformer
 
@@ -152,20 +150,12 @@ def depth_study(*, archs=("pre-ln", "post-ln"), depths=(2, 8, 32), activations=(
                    "diagnostics_batch": min(diagnostics_batch, len(x)),
                    "vocab_size": vocab, "mode": "one program"},
         "init_slopes": init_slopes(members),
-        "wall_s": sum(r.wall_s for r in results),
-        "compile_s": sum(r.compile_s for r in results),
-        "epoch_s": [sum(r.epoch_s[i] for r in results if i < len(r.epoch_s))
-                    for i in range(max(len(r.epoch_s) for r in results))],
+        **study.grid_times(results),
         "members": members,
     }
     report["total_s"] = time.perf_counter() - t_start
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _io.atomic_write(out / "results.json", json.dumps(report, indent=1).encode())
-    _io.atomic_write(out / "results.md", markdown(report).encode())
-    if plots:
-        plotting.join()
-        plot.transformer_study_plots(report, out)
+    study.write(report, out, markdown(report), plotting.join if plots else None,
+                plot.transformer_study_plots if plots else None)
     return report
 
 

@@ -39,6 +39,19 @@ def test_every_arch_is_a_causal_language_model(arch):
     np.testing.assert_allclose(jn.network.from_config(config).apply(IDS, theta), y, rtol=1e-6)
 
 
+def _assert_scaled_post_ln(net, theta, scale):
+    """The first block computes LN(scale x + attn(x)), then LN(scale h + ffn(h)): by hand,
+    from its layers."""
+    block = net.children[2]
+    attention, norm1, ffn_layer, norm2 = (block.children[0].children[0], block.children[1],
+                                          block.children[2].children[0], block.children[3])
+    x = jax.random.normal(jax.random.key(1), (2, T, WIDTH))
+    tb = theta[2]
+    h = norm1.apply(scale * x + attention.apply(x, tb[0][0]), tb[1])
+    expected = norm2.apply(scale * h + ffn_layer.apply(h, tb[2][0]), tb[3])
+    np.testing.assert_allclose(block.apply(x, tb), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_deepnorm_scales_the_shortcut_by_alpha_and_the_initial_weights_by_beta():
     depth = 3
     alpha, beta = deepnorm_constants(depth)
@@ -55,15 +68,7 @@ def test_deepnorm_scales_the_shortcut_by_alpha_and_the_initial_weights_by_beta()
                                    rtol=1e-6)
         for layer, layer0 in zip(ffn, plain[b][2][0], strict=True):
             np.testing.assert_allclose(layer["w"], beta * layer0["w"], rtol=1e-6)
-    # the block computes LN(alpha x + attn(x)), then LN(alpha h + ffn(h)), by hand:
-    block = net.children[2]
-    attention, norm1, ffn_layer, norm2 = (block.children[0].children[0], block.children[1],
-                                          block.children[2].children[0], block.children[3])
-    x = jax.random.normal(jax.random.key(1), (2, T, WIDTH))
-    tb = theta[2]
-    h = norm1.apply(alpha * x + attention.apply(x, tb[0][0]), tb[1])
-    expected = norm2.apply(alpha * h + ffn_layer.apply(h, tb[2][0]), tb[3])
-    np.testing.assert_allclose(block.apply(x, tb), expected, rtol=1e-5, atol=1e-6)
+    _assert_scaled_post_ln(net, theta, alpha)
 
 
 def test_admin_is_post_ln_with_the_shortcut_scaled_by_its_closed_form_omega():
@@ -75,14 +80,7 @@ def test_admin_is_post_ln_with_the_shortcut_scaled_by_its_closed_form_omega():
     assert omega == pytest.approx((7 / np.log(7) - 1) ** 0.5, rel=1e-12)
     net = _net("admin", depth)
     theta = net.init(jax.random.key(0), (T,))
-    block = net.children[2]
-    attention, norm1, ffn_layer, norm2 = (block.children[0].children[0], block.children[1],
-                                          block.children[2].children[0], block.children[3])
-    x = jax.random.normal(jax.random.key(1), (2, T, WIDTH))
-    tb = theta[2]
-    h = norm1.apply(omega * x + attention.apply(x, tb[0][0]), tb[1])
-    expected = norm2.apply(omega * h + ffn_layer.apply(h, tb[2][0]), tb[3])
-    np.testing.assert_allclose(block.apply(x, tb), expected, rtol=1e-5, atol=1e-6)
+    _assert_scaled_post_ln(net, theta, omega)
     post = _net("post-ln", depth).init(jax.random.key(0), (T,))  # the same initial theta
     for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(post), strict=True):
         np.testing.assert_array_equal(a, b)
