@@ -13,8 +13,8 @@ study's own files in OUT/<part>/; ``--parts`` picks some). Every model is
   last FFN weight W^2 does not depend on the depth L for Post-LN and shrinks as 1/sqrt(L)
   for Pre-LN; and Post-LN needs a learning-rate warm-up where Pre-LN does not. Ours: the
   log-log slope of the last block's gradient norm over L = 2..64 (width 128, batch 64 x 128
-  characters, 3 seeds); then 6 blocks of width 128 trained with Adam at lr 1e-3: Post-LN
-  without warm-up, Post-LN with 100 warm-up steps, Pre-LN without.
+  characters, 3 seeds); then 6 blocks of width 128 trained with Adam at lr 1e-3 and 3e-3,
+  Post-LN and Pre-LN, each without warm-up and with 100 warm-up steps.
 - ``deepnet``: Wang et al. (2022), DeepNet Table 1 / Fig. 1: DeepNorm trains at depths
   where Post-LN diverges. Ours: Post-LN, DeepNorm, Admin and Pre-LN at 6, 18 and 50 blocks
   of width 64, Adam at lr 2e-3 with 50 warm-up steps.
@@ -46,9 +46,11 @@ from jaxnet._io import atomic_write
 PARTS = ("xiong", "deepnet", "shazeer", "dong")
 #: Published figures quoted beside ours.
 XIONG_THEOREM = {"post-ln": 0.0, "pre-ln": -0.5}  # log-log slope of ||dL/dW2|| against L
+XIONG_RATES = (1e-3, 3e-3)  # Adam's learning rates of the warm-up comparison
 DEEPNET_BLEU = {"post-ln": {6: "trains", 18: "trains", 50: "diverged", 100: "diverged"},
                 "deepnet": {6: 27.8, 18: 28.8, 50: 29.0, 100: 28.9}}  # WMT-17 En-De, Table 1
 SHAZEER_LOG_PPL = {"relu": 1.997, "gelu": 1.983, "geglu": 1.942, "swiglu": 1.944}  # 65,536 steps
+SHAZEER_FFNS = ("relu", "gelu", "swiglu", "geglu")
 
 
 def _pyplot():
@@ -96,38 +98,20 @@ def xiong(out: Path) -> tuple[dict, str]:
         logs_l = np.log(np.repeat(depths, seeds))
         logs_g = np.log(np.concatenate([init[f"{arch} {d}"] for d in depths]))
         slopes[arch] = float(np.polyfit(logs_l, logs_g, 1)[0])
-    training = ts.depth_study(archs=("post-ln", "pre-ln"), depths=(6,), warmups=(0, 100),
-                              seeds=2, epochs=4, width=width, context=128, batch_size=32,
-                              learning_rate=1e-3, train_chars=262144, out=out / "xiong",
-                              verbose=1)
-    bits = _bits(training)
-    curves = {m["series"] + f" seed {m['seed']}": m["history"] for m in training["members"]}
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arch, marker in (("post-ln", "o"), ("pre-ln", "s")):
-        means = [statistics.mean(init[f"{arch} {d}"]) for d in depths]
-        axes[0].plot(depths, means, marker=marker, label=f"{arch} (slope {slopes[arch]:+.2f})")
-    reference = statistics.mean(init[f"pre-ln {depths[0]}"])
-    axes[0].plot(depths, [reference * (d / depths[0]) ** -0.5 for d in depths], "k:",
-                 label="1/sqrt(L)")
-    axes[0].set_xscale("log")
-    axes[0].set_yscale("log")
-    axes[0].set_xticks(depths, [str(d) for d in depths])
-    axes[0].set_xlabel("blocks L")
-    axes[0].set_ylabel("||dL/dW2|| of the last block at init")
-    axes[0].set_title("Theorem 1: gradient at initialisation")
-    axes[0].legend()
-    for label, history in curves.items():
-        axes[1].plot(range(1, len(history["val_loss"]) + 1),
-                     np.array(history["val_loss"]) / math.log(2), marker=".", label=label)
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("validation bits per character")
-    axes[1].set_title("6 blocks, Adam lr 1e-3: warm-up")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "xiong.png", dpi=110)
-    plt.close(fig)
-    steps = training["members"][0]["history"]
+    runs = {}
+    for lr in XIONG_RATES:
+        training = ts.depth_study(archs=("post-ln", "pre-ln"), depths=(6,), warmups=(0, 100),
+                                  seeds=2, epochs=4, width=width, context=128, batch_size=32,
+                                  learning_rate=lr, train_chars=262144,
+                                  out=out / f"xiong_lr{lr:g}", verbose=1)
+        runs[f"{lr:g}"] = {
+            "bits": {series: values for (series, _), values in _bits(training).items()},
+            "diverged": {m["series"] + f" seed {m['seed']}": m["diverged"]
+                         for m in training["members"]},
+            "val_loss": {m["series"] + f" seed {m['seed']}": m["history"]["val_loss"]
+                         for m in training["members"]},
+            "config": training["config"]}
+    config = runs[f"{XIONG_RATES[0]:g}"]["config"]
     lines = ["Log-log slope of the last block's ||dL/dW2|| at initialisation against the "
              f"number of blocks L = {', '.join(map(str, depths))} (width {width}, batch 64 x "
              f"128 characters, {seeds} seeds each):", "",
@@ -135,17 +119,67 @@ def xiong(out: Path) -> tuple[dict, str]:
     for arch in ("post-ln", "pre-ln"):
         lines.append(f"| {arch} | {slopes[arch]:+.2f} | {XIONG_THEOREM[arch]:+.1f} "
                      f"({'independent of L' if arch == 'post-ln' else '1/sqrt(L)'}) |")
-    lines += ["", f"6 blocks of width {width}, Adam lr 1e-3, batch 32, "
-              f"{training['config']['train_chars']:,} training characters, "
-              f"{len(steps['loss'])} epochs, 2 seeds: held-out bits per character", "",
-              "| run | bits per character | diverged |", "| --- | --- | --- |"]
-    for (series, _), values in bits.items():
-        diverged = sum(m["diverged"] for m in training["members"] if m["series"] == series)
-        lines.append(f"| {series} | {_mean_std(values)} | {diverged} of {len(values)} |")
+    lines += ["", f"6 blocks of width {width}, Adam, batch 32, "
+              f"{config['train_chars']:,} training characters, {config['epochs']} epochs "
+              f"({_steps(config)} steps), 2 seeds: held-out bits per character (d: members "
+              "that diverged)", "",
+              "| run | " + " | ".join(f"lr {lr:g}" for lr in XIONG_RATES) + " |",
+              "| --- |" + " --- |" * len(XIONG_RATES)]
+    for series in runs[f"{XIONG_RATES[0]:g}"]["bits"]:
+        row = []
+        for lr in XIONG_RATES:
+            run = runs[f"{lr:g}"]
+            diverged = sum(v for k, v in run["diverged"].items() if k.startswith(series + " "))
+            row.append(_mean_std(run["bits"][series]) + (f" ({diverged}d)" if diverged else ""))
+        lines.append(f"| {series} | " + " | ".join(row) + " |")
     return {"init_grad_norm_last_block": init, "slopes": slopes, "depths": list(depths),
-            "training": {"bits": {f"{k[0]}": v for k, v in bits.items()},
-                         "config": training["config"]},
-            "paper": XIONG_THEOREM}, "\n".join(lines)
+            "training": runs, "paper": XIONG_THEOREM}, "\n".join(lines)
+
+
+def _steps(config: dict) -> int:
+    """Optimizer steps of a study's training run."""
+    windows = config["train_chars"] // config["context"]
+    train = math.ceil(windows * (1 - config["validation_split"]))  # data.validation_split
+    return config["epochs"] * -(-train // config["batch_size"])
+
+
+def _log_depth_axis(ax, depths) -> None:
+    """Depths on a log axis, labelled at the depths only."""
+    ax.set_xscale("log")
+    ax.set_xticks(depths, [str(d) for d in depths])
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def plot_xiong(result: dict, out: Path) -> None:
+    plt = _pyplot()
+    depths, init, slopes = result["depths"], result["init_grad_norm_last_block"], result["slopes"]
+    fig, axes = plt.subplots(1, 1 + len(result["training"]), figsize=(16, 4))
+    for arch, marker in (("post-ln", "o"), ("pre-ln", "s")):
+        means = [statistics.mean(init[f"{arch} {d}"]) for d in depths]
+        axes[0].plot(depths, means, marker=marker, label=f"{arch} (slope {slopes[arch]:+.2f})")
+    reference = statistics.mean(init[f"pre-ln {depths[0]}"])
+    axes[0].plot(depths, [reference * (d / depths[0]) ** -0.5 for d in depths], "k:",
+                 label="1/sqrt(L)")
+    axes[0].set_yscale("log")
+    _log_depth_axis(axes[0], depths)
+    axes[0].set_xlabel("blocks L")
+    axes[0].set_ylabel("||dL/dW2|| of the last block at init")
+    axes[0].set_title("Theorem 1: gradient at initialisation (3 seeds)")
+    axes[0].legend()
+    for ax, (lr, run) in zip(axes[1:], result["training"].items(), strict=True):
+        for label, val_loss in run["val_loss"].items():
+            ax.plot(range(1, len(val_loss) + 1), np.array(val_loss) / math.log(2), marker=".",
+                    label=label)
+        ax.set_xticks(range(1, len(val_loss) + 1))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation bits per character")
+        ax.set_title(f"6 blocks, Adam lr {lr}: with and without warm-up")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "xiong.png", dpi=110)
+    plt.close(fig)
 
 
 # --- Wang et al. 2022 (DeepNet) ---------------------------------------------------------------
@@ -160,24 +194,6 @@ def deepnet(out: Path) -> tuple[dict, str]:
                             verbose=1)
     bits = _bits(report)
     diverged = {(m["series"], m["depth"]): m["diverged"] for m in report["members"]}
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arch in archs:
-        values = [statistics.mean(bits[(arch, d)]) for d in depths]
-        ax.plot(depths, values, marker="o", label=arch)
-        for d, v in zip(depths, values, strict=True):
-            if diverged[(arch, d)]:
-                ax.annotate("diverged", (d, v), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.set_xlabel("blocks")
-    ax.set_ylabel("held-out bits per character")
-    ax.set_title("DeepNet, reduced: width 64, Adam 2e-3, 50 warm-up steps")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "deepnet.png", dpi=110)
-    plt.close(fig)
     lines = [f"Held-out bits per character (d: diverged), width 64, 4 heads, context 64, "
              f"Adam lr 2e-3 with 50 warm-up steps, batch 32, "
              f"{report['config']['train_chars']:,} training characters, 3 epochs, one seed; "
@@ -190,59 +206,96 @@ def deepnet(out: Path) -> tuple[dict, str]:
                      f"{DEEPNET_BLEU['deepnet'][d]} |")
     return {"bits": {f"{k[0]} {k[1]}": v for k, v in bits.items()},
             "diverged": {f"{k[0]} {k[1]}": v for k, v in diverged.items()},
-            "config": report["config"], "paper_bleu": DEEPNET_BLEU}, "\n".join(lines)
+            "archs": list(archs), "depths": list(depths), "config": report["config"],
+            "paper_bleu": DEEPNET_BLEU}, "\n".join(lines)
+
+
+def plot_deepnet(result: dict, out: Path) -> None:
+    plt = _pyplot()
+    depths = result["depths"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arch in result["archs"]:
+        values = [statistics.mean(result["bits"][f"{arch} {d}"]) for d in depths]
+        ax.plot(depths, values, marker="o", label=arch)
+        for d, v in zip(depths, values, strict=True):
+            if result["diverged"][f"{arch} {d}"]:
+                ax.annotate("diverged", (d, v), fontsize=7)
+    _log_depth_axis(ax, depths)
+    ax.set_xlabel("blocks")
+    ax.set_ylabel("held-out bits per character")
+    ax.set_title("DeepNet, reduced: width 64, Adam 2e-3, 50 warm-up steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "deepnet.png", dpi=110)
+    plt.close(fig)
 
 
 # --- Shazeer 2020 (GLU variants) --------------------------------------------------------------
 
 def shazeer(out: Path) -> tuple[dict, str]:
-    import jax
-
     from jaxnet import transformer_study as ts
-    from jaxnet.transformer_archs import deep_transformer
 
-    acts = ("relu", "gelu", "swiglu", "geglu")
-    report = ts.depth_study(archs=("pre-ln",), depths=(4,), activations=acts, seeds=3,
+    report = ts.depth_study(archs=("pre-ln",), depths=(4,), activations=SHAZEER_FFNS, seeds=3,
                             epochs=3, width=128, context=128, batch_size=32,
                             learning_rate=1e-3, train_chars=262144, out=out / "shazeer",
                             verbose=1)
-    bits = {a: [m["test_bits_per_char"] for m in report["members"] if m["activation"] == a]
-            for a in acts}
+    return shazeer_summary(report)
+
+
+def shazeer_summary(report: dict) -> tuple[dict, str]:
+    """The GLU comparison from the study's report: bits per FFN, and the paired differences
+    (every FFN saw the same batches and, per seed, the same initial embeddings: common random
+    numbers), ungated minus gated, per seed."""
+    import jax
+
+    from jaxnet.transformer_archs import deep_transformer
+
+    cfg = report["config"]
+    bits = {a: [m["test_bits_per_char"] for m in sorted(report["members"],
+                                                        key=lambda m: m["seed"])
+                if m["activation"] == a] for a in SHAZEER_FFNS}
     params = {}
-    for a in acts:
-        net = deep_transformer("pre-ln", 4, report["config"]["vocab_size"], width=128,
-                               context=128, activation=a)
-        theta = jax.eval_shape(lambda net=net: net.init(jax.random.key(0), (128,)))
+    for a in SHAZEER_FFNS:
+        net = deep_transformer("pre-ln", 4, cfg["vocab_size"], width=cfg["width"],
+                               context=cfg["context"], activation=a)
+        theta = jax.eval_shape(lambda net=net: net.init(jax.random.key(0), (cfg["context"],)))
         params[a] = int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(theta)))
-    best_ungated = min(statistics.mean(bits[a]) for a in ("relu", "gelu"))
-    best_gated = min(statistics.mean(bits[a]) for a in ("swiglu", "geglu"))
-    spread = max(statistics.stdev(v) for v in bits.values())
+    paired = {f"{u} - {g}": [bu - bg for bu, bg in zip(bits[u], bits[g], strict=True)]
+              for u in ("relu", "gelu") for g in ("swiglu", "geglu")}
+    lines = [f"4 pre-LN blocks of width {cfg['width']}, Adam lr {cfg['learning_rate']:g}, batch "
+             f"{cfg['batch_size']}, {cfg['train_chars']:,} training characters, "
+             f"{cfg['epochs']} epochs ({_steps(cfg)} steps), {cfg['seeds']} seeds; held-out bits "
+             "per character (mean +- std over seeds) and the paper's log-perplexity on C4 "
+             "after 65,536 steps (Table 1):", "",
+             "| FFN | parameters | ours | paper |", "| --- | --- | --- | --- |"]
+    for a in SHAZEER_FFNS:
+        lines.append(f"| {a} | {params[a]:,} | {_mean_std(bits[a])} | {SHAZEER_LOG_PPL[a]} |")
+    lines += ["", "Paired by seed (same batches, same seed), ungated minus gated bits per "
+              "character, each seed and mean +- std:", "",
+              "| pair | per seed | mean +- std |", "| --- | --- | --- |"]
+    for pair, diffs in paired.items():
+        lines.append(f"| {pair} | {', '.join(f'{d:+.3f}' for d in diffs)} | "
+                     f"{_mean_std(diffs)} |")
+    return {"bits": bits, "params": params, "paired": paired, "config": cfg,
+            "paper": SHAZEER_LOG_PPL}, "\n".join(lines)
+
+
+def plot_shazeer(result: dict, out: Path) -> None:
     plt = _pyplot()
+    bits = result["bits"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, a in enumerate(acts):
-        ax.scatter([i] * len(bits[a]), bits[a], alpha=0.6)
-        ax.errorbar([i], [statistics.mean(bits[a])], yerr=[statistics.stdev(bits[a])],
+    for i, values in enumerate(bits.values()):
+        ax.scatter([i] * len(values), values, alpha=0.6)
+        ax.errorbar([i], [statistics.mean(values)], yerr=[statistics.stdev(values)],
                     fmt="k_", capsize=6, markersize=20)
-    ax.set_xticks(range(len(acts)), acts)
+    ax.set_xticks(range(len(bits)), list(bits))
     ax.set_ylabel("held-out bits per character")
     ax.set_title("GLU variants, reduced: 4 pre-LN blocks, equal parameters")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "shazeer.png", dpi=110)
     plt.close(fig)
-    lines = [f"4 pre-LN blocks of width 128, Adam lr 1e-3, batch 32, "
-             f"{report['config']['train_chars']:,} training characters, 3 epochs, 3 seeds; "
-             "held-out bits per character (mean +- std over seeds) and the paper's "
-             "log-perplexity on C4 after 65,536 steps (Table 1):", "",
-             "| FFN | parameters | ours | paper |", "| --- | --- | --- | --- |"]
-    for a in acts:
-        lines.append(f"| {a} | {params[a]:,} | {_mean_std(bits[a])} | {SHAZEER_LOG_PPL[a]} |")
-    lines += ["", f"Best gated {best_gated:.3f} against best ungated {best_ungated:.3f} bits: "
-              f"a gap of {best_ungated - best_gated:+.3f}, against a largest seed spread "
-              f"(std) of {spread:.3f}."]
-    return {"bits": bits, "params": params, "gap": best_ungated - best_gated,
-            "largest_std": spread, "config": report["config"], "paper": SHAZEER_LOG_PPL}, \
-        "\n".join(lines)
 
 
 # --- Dong et al. 2021 -------------------------------------------------------------------------
@@ -260,19 +313,6 @@ def dong(out: Path) -> tuple[dict, str]:
         curves[arch] = np.mean([per_seed[s]["token_cosine_init"] for s in range(seeds)],
                                axis=0).tolist()
         print(arch, [round(c, 3) for c in curves[arch][:8]], flush=True)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arch, curve in curves.items():
-        ax.plot(range(1, depth + 1), 1 - np.array(curve), marker=".", label=arch)
-    ax.set_yscale("log")
-    ax.set_xlabel("block")
-    ax.set_ylabel("1 - mean pairwise token cosine")
-    ax.set_title("Rank collapse at initialisation (width 128, 3 seeds)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "dong.png", dpi=110)
-    plt.close(fig)
     shown = (1, 2, 4, 8, 16, 32)
     lines = ["Mean pairwise cosine of the 128 token representations after block k at "
              "initialisation (width 128, 4 heads, batch 64, mean of 3 seeds; 1 = every token "
@@ -284,19 +324,43 @@ def dong(out: Path) -> tuple[dict, str]:
     return {"token_cosine_init": curves, "depth": depth, "seeds": seeds}, "\n".join(lines)
 
 
+def plot_dong(result: dict, out: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arch, curve in result["token_cosine_init"].items():
+        gap = 1 - np.array(curve)  # at float32's resolution pure attention reaches exactly 1
+        ax.plot(range(1, len(curve) + 1), np.where(gap > 0, gap, np.nan), marker=".",
+                label=arch)
+    ax.set_yscale("log")
+    ax.set_xlabel("block")
+    ax.set_ylabel("1 - mean pairwise token cosine")
+    ax.set_title("Rank collapse at initialisation (width 128, 3 seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "dong.png", dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/results/transformer_depth")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw the plots from OUT/<part>.json, training nothing")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
+        if args.replot:
+            globals()[f"plot_{part}"](json.loads((out / f"{part}.json").read_text()), out)
+            continue
         t0 = time.perf_counter()
         result, md = globals()[part](out)
         result["wall_s"] = time.perf_counter() - t0
         atomic_write(out / f"{part}.json", json.dumps(result, indent=1).encode())
         atomic_write(out / f"{part}.md", (md + "\n").encode())
+        globals()[f"plot_{part}"](result, out)
         print(md, f"\n({part}: {result['wall_s']:.0f} s)", flush=True, file=sys.stdout)
     return 0
 

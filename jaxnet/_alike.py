@@ -14,12 +14,15 @@ and its compile time grows faster than linearly with the depth (a 128-layer resi
   layout (a list with one entry per layer) and the scan stacks it inside the program.
 
 A layer that is not ``Network.scannable`` (a transformer block: unrolled, its step is faster)
-is scanned anyway when the run's *residuals* (what the backward pass keeps of its forward
-pass, :func:`residual_bytes`) exceed :data:`REMAT_RUN_BYTES`, and then each layer is
-rematerialised (``jax.checkpoint``): the backward pass recomputes one layer's activations from
-its input instead of keeping every layer's. Memory then stops growing with the depth, for
-about a sixth more time per step (64 pre-LN blocks of width 128, batch 32 x 128 tokens: peak
-memory 2.4 GB against 6.9, BENCHMARKS.md "Deep transformers").
+runs unrolled in runs of up to :data:`MAX_UNROLLED_LAYERS`; a longer run is scanned, because
+XLA:CPU's unrolled program stops scaling with the depth (pre-LN blocks of width 64: 135 ms a
+step at 12 blocks, 559 ms at 18, where the scan takes about 130). When the run's *residuals*
+(what the backward pass keeps of its forward pass, :func:`residual_bytes`) exceed
+:data:`REMAT_RUN_BYTES`, each scanned layer is also rematerialised (``jax.checkpoint``): the
+backward pass recomputes one layer's activations from its input instead of keeping every
+layer's. Memory then stops growing with the depth, for about a sixth more time per step (64
+pre-LN blocks of width 128, batch 32 x 128 tokens: peak memory 2.5 GB against 6.9,
+BENCHMARKS.md "Transformer depth").
 
 Recording introspection (:func:`jaxnet.network.recording`: ``summary``, the diagnostics)
 runs every layer as itself, so it still sees each one.
@@ -39,6 +42,8 @@ from jaxnet.network import call_child, is_recording, output_shape
 #: shorter ones stay unrolled (where XLA's compile time is still small and fusing across
 #: layers can win).
 MIN_SCAN_LAYERS = 4
+#: The longest run of alike layers that are not ``Network.scannable`` applied unrolled.
+MAX_UNROLLED_LAYERS = 12
 #: A run of alike layers that are not ``Network.scannable`` is scanned with each layer
 #: rematerialised once its residuals (:func:`residual_bytes`, summed over the run) exceed this
 #: many bytes (2 GiB: at batch 32 x 128 tokens, 27 transformer blocks of width 128).
@@ -81,8 +86,8 @@ def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int, bool]]:
     """``(start, stop, remat)`` ranges covering the layers: consecutive alike layers (one
     program for the input each receives, whose output has that input's shape and dtype) form
     one range. A range of layers that are not ``Network.scannable`` is split back into single
-    layers unless its residuals exceed :data:`REMAT_RUN_BYTES`; it is then scanned with
-    ``remat`` True."""
+    layers unless it is longer than :data:`MAX_UNROLLED_LAYERS` or its residuals exceed
+    :data:`REMAT_RUN_BYTES` (then ``remat`` is True)."""
     runs, previous = [], None
     for i, (layer, params, key) in enumerate(zip(layers, theta, keys, strict=True)):
         digest, (y, _) = compiling.program_digest(
@@ -100,9 +105,11 @@ def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int, bool]]:
         layer = layers[start]
         if layer.scannable or stop - start < MIN_SCAN_LAYERS:
             plan.append((start, stop, False))
-        elif (stop - start) * residual_bytes(layer, x_in, theta[start], keys[start],
-                                             train) > REMAT_RUN_BYTES:
-            plan.append((start, stop, True))
+            continue
+        remat = (stop - start) * residual_bytes(layer, x_in, theta[start], keys[start],
+                                                train) > REMAT_RUN_BYTES
+        if remat or stop - start > MAX_UNROLLED_LAYERS:
+            plan.append((start, stop, remat))
         else:
             plan += [(i, i + 1, False) for i in range(start, stop)]
     return plan

@@ -131,8 +131,10 @@ class Network(NamedTuple):
             are large, and the scan's stacked residuals made a 4-block char-LM's training
             step 175 ms where the unrolled blocks take 130 ms (16 blocks: 700 and 500 ms, the
             unrolled program compiling no slower) on this project's 2-core CPU. Such a run
-            is still scanned, each layer rematerialised, once its residuals exceed
-            :data:`jaxnet._alike.REMAT_RUN_BYTES` (memory then stays flat with the depth).
+            is still scanned when it is longer than :data:`jaxnet._alike.MAX_UNROLLED_LAYERS`
+            (past it XLA:CPU's unrolled step stops scaling), and each layer rematerialised
+            once its residuals exceed :data:`jaxnet._alike.REMAT_RUN_BYTES` (memory then
+            stays flat with the depth).
         masking: how the layer treats a padding mask over time (:mod:`jaxnet.masking`):
             ``"keep"`` it acts on each position alone and passes the mask on; ``"use"`` its
             ``apply``/``with_state`` take ``mask=`` (batch, T) and its output keeps the

@@ -375,8 +375,9 @@ def test_residual_bytes_count_what_the_backward_pass_keeps():
 def test_transformer_blocks_whose_residuals_outgrow_the_budget_scan_rematerialised(monkeypatch):
     """Past REMAT_RUN_BYTES the blocks run as one lax.scan whose body is rematerialised
     (jax.checkpoint: remat2 in the program) and the loss, its gradients and dropout's draws
-    are the unrolled blocks' (float32, rtol 1e-5); under the budget nothing changes. (A
-    network plans its runs once per input signature: each budget gets a new one.)"""
+    are the unrolled blocks' (float32, rtol 1e-5); under the budget nothing changes, unless
+    the run is longer than MAX_UNROLLED_LAYERS: then it is scanned without rematerialising.
+    (A network plans its runs once per input signature: each setting gets a new one.)"""
     from jaxnet import _alike
 
     def build():
@@ -405,6 +406,12 @@ def test_transformer_blocks_whose_residuals_outgrow_the_budget_scan_rematerialis
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     monkeypatch.setattr(_alike, "REMAT_RUN_BYTES", 5 * one_block)  # exactly at it: unrolled
     assert "scan" not in program()
+    # a run longer than MAX_UNROLLED_LAYERS is scanned, rematerialised only past the budget
+    monkeypatch.setattr(_alike, "MAX_UNROLLED_LAYERS", 4)
+    assert "scan" in program() and "remat" not in program()
+    scanned = jax.value_and_grad(loss(build()))(theta)
+    for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(unrolled), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_language_models_sweep_as_one_program_and_match_fit_alone():
