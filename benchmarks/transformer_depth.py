@@ -51,6 +51,7 @@ DEEPNET_BLEU = {"post-ln": {6: "trains", 18: "trains", 50: "diverged", 100: "div
                 "deepnet": {6: 27.8, 18: 28.8, 50: 29.0, 100: 28.9}}  # WMT-17 En-De, Table 1
 SHAZEER_LOG_PPL = {"relu": 1.997, "gelu": 1.983, "geglu": 1.942, "swiglu": 1.944}  # 65,536 steps
 SHAZEER_FFNS = ("relu", "gelu", "swiglu", "geglu")
+DEEPNET_ARCHS = ("post-ln", "deepnorm", "admin", "pre-ln")
 
 
 def _pyplot():
@@ -187,26 +188,39 @@ def plot_xiong(result: dict, out: Path) -> None:
 def deepnet(out: Path) -> tuple[dict, str]:
     from jaxnet import transformer_study as ts
 
-    depths, archs = (6, 18, 50), ("post-ln", "deepnorm", "admin", "pre-ln")
-    report = ts.depth_study(archs=archs, depths=depths, warmups=(50,), seeds=1, epochs=3,
-                            width=64, num_heads=4, context=64, batch_size=32,
+    report = ts.depth_study(archs=DEEPNET_ARCHS, depths=(6, 18, 50), warmups=(50,), seeds=1,
+                            epochs=3, width=64, num_heads=4, context=64, batch_size=32,
                             learning_rate=2e-3, train_chars=131072, out=out / "deepnet",
                             verbose=1)
+    return deepnet_summary(report)
+
+
+def deepnet_summary(report: dict) -> tuple[dict, str]:
+    """The DeepNet comparison from the study's report: held-out bits per arch and depth,
+    with the members that diverged (d) or learned nothing from the context (u)."""
+    cfg = report["config"]
+    depths, archs = cfg["depths"], cfg["archs"]
     bits = _bits(report)
-    diverged = {(m["series"], m["depth"]): m["diverged"] for m in report["members"]}
-    lines = [f"Held-out bits per character (d: diverged), width 64, 4 heads, context 64, "
-             f"Adam lr 2e-3 with 50 warm-up steps, batch 32, "
-             f"{report['config']['train_chars']:,} training characters, 3 epochs, one seed; "
-             "the paper's WMT-17 En-De BLEU (Table 1) beside:", "",
+    flags = {(m["series"], m["depth"]): "d" if m["diverged"] else "u" if m["context_free"]
+             else "" for m in report["members"]}
+    lines = [f"Held-out bits per character, width {cfg['width']}, {cfg['num_heads']} heads, "
+             f"context {cfg['context']}, Adam lr {cfg['learning_rate']:g} with "
+             f"{cfg['warmups'][0]} warm-up steps, batch {cfg['batch_size']}, "
+             f"{cfg['train_chars']:,} training characters, {cfg['epochs']} epochs "
+             f"({_steps(cfg)} steps), one seed (d: diverged; u: no better than the training "
+             f"text's character frequencies, {cfg['unigram_bits']:.3f} bits); the paper's "
+             "WMT-17 En-De BLEU (Table 1) beside:", "",
              "| blocks | " + " | ".join(archs) + " | paper: Post-LN | paper: DeepNet |",
              "| --- |" + " --- |" * (len(archs) + 2)]
     for d in depths:
-        row = [_mean_std(bits[(a, d)]) + (" (d)" if diverged[(a, d)] else "") for a in archs]
+        row = [f"{statistics.mean(bits[(a, d)]):.3f}" + (f" ({flags[(a, d)]})"
+                                                       if flags[(a, d)] else "")
+               for a in archs]
         lines.append(f"| {d} | " + " | ".join(row) + f" | {DEEPNET_BLEU['post-ln'][d]} | "
                      f"{DEEPNET_BLEU['deepnet'][d]} |")
     return {"bits": {f"{k[0]} {k[1]}": v for k, v in bits.items()},
-            "diverged": {f"{k[0]} {k[1]}": v for k, v in diverged.items()},
-            "archs": list(archs), "depths": list(depths), "config": report["config"],
+            "flags": {f"{k[0]} {k[1]}": v for k, v in flags.items()},
+            "archs": archs, "depths": depths, "config": cfg,
             "paper_bleu": DEEPNET_BLEU}, "\n".join(lines)
 
 
@@ -218,11 +232,14 @@ def plot_deepnet(result: dict, out: Path) -> None:
         values = [statistics.mean(result["bits"][f"{arch} {d}"]) for d in depths]
         ax.plot(depths, values, marker="o", label=arch)
         for d, v in zip(depths, values, strict=True):
-            if result["diverged"][f"{arch} {d}"]:
-                ax.annotate("diverged", (d, v), fontsize=7)
+            flag = result["flags"][f"{arch} {d}"]
+            if flag:
+                ax.annotate({"d": "diverged", "u": "no context"}[flag], (d, v), fontsize=7)
     _log_depth_axis(ax, depths)
     ax.set_xlabel("blocks")
     ax.set_ylabel("held-out bits per character")
+    ax.axhline(result["config"]["unigram_bits"], color="grey", ls=":",
+               label="character frequencies")
     ax.set_title("DeepNet, reduced: width 64, Adam 2e-3, 50 warm-up steps")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -105,7 +105,10 @@ def depth_study(*, archs=("pre-ln", "post-ln"), depths=(2, 8, 32), activations=(
         ``depth``, ``activation``, ``warmup``, ``seed``, ``series`` (its line in the tables
         and plots, :func:`series_label`), ``test_bits_per_char``, ``diverged``
         (its loss turned non-finite, or its held-out loss is above a uniform guess's
-        ``log2(vocab)`` bits), ``grad_norms_init`` and ``token_cosine_init`` (one entry per
+        ``log2(vocab)`` bits), ``context_free`` (it did not diverge, but predicts the held-out
+        text no better than ``config["unigram_bits"]``, the character frequencies of the
+        training text, :func:`unigram_bits`: it learned nothing from the context),
+        ``grad_norms_init`` and ``token_cosine_init`` (one entry per
         block), ``history`` (per epoch) and its times. ``init_slopes["arch activation"]`` is
         the log-log slope of the last block's ``grad_norms_init`` against depth (Xiong et al. 2020:
         about 0 for post-LN, -1/2 for pre-LN), fitted over every seed.
@@ -134,7 +137,8 @@ def depth_study(*, archs=("pre-ln", "post-ln"), depths=(2, 8, 32), activations=(
                              test_data=(x_test, y_test), flatten_input=False,
                              input_scale=None, diagnostics_examples=0, data_seed=data_seed,
                              verbose=verbose)
-    members = [_member_json(cell, r, at_init, vocab, width)
+    unigram = unigram_bits(y, y_test, vocab)
+    members = [_member_json(cell, r, at_init, vocab, width, unigram)
                for (cell, _), r in zip(cells, results, strict=True)]
     config = {"activations": list(activations), "warmups": warmups}
     for m in members:
@@ -148,7 +152,7 @@ def depth_study(*, archs=("pre-ln", "post-ln"), depths=(2, 8, 32), activations=(
                    "train_chars": len(x) * context, "test_chars": len(x_test) * context,
                    "validation_split": validation_split,
                    "diagnostics_batch": min(diagnostics_batch, len(x)),
-                   "vocab_size": vocab, "mode": "one program"},
+                   "vocab_size": vocab, "unigram_bits": unigram, "mode": "one program"},
         "init_slopes": init_slopes(members),
         **study.grid_times(results),
         "members": members,
@@ -170,15 +174,30 @@ def series_label(member: dict, config: dict) -> str:
     return label
 
 
+def unigram_bits(y, y_test, vocab: int) -> float:
+    """Held-out bits per character of the best model that ignores the context: every test
+    character coded with its frequency among the training targets ``y`` (add-one smoothed,
+    so that a character the training text lacks costs finite bits).
+
+    Examples:
+        >>> round(unigram_bits(np.array([0, 0, 1, 1]), np.array([0, 1]), 2), 6)
+        1.0
+    """
+    counts = np.bincount(np.ravel(y), minlength=vocab) + 1.0
+    code = -np.log2(counts / counts.sum())
+    return float(np.mean(code[np.ravel(y_test)]))
+
+
 def _member_json(cell: dict, r: sweep.MemberResult, at_init: dict, vocab: int,
-                 width: int) -> dict:
+                 width: int, unigram: float) -> dict:
     test_loss = r.test["loss"] if r.test else math.nan
     bits = test_loss / math.log(2)
     non_finite = any(not math.isfinite(v) for v in r.history.get("loss", []))
+    diverged = bool(non_finite or not bits <= math.log2(vocab))
     return {**cell, "width": width, "learning_rate": r.member.learning_rate,
             "history": r.history, "stop_reason": r.stop_reason,
             "test_bits_per_char": bits, "test_accuracy": r.test["accuracy"] if r.test else None,
-            "diverged": bool(non_finite or not bits <= math.log2(vocab)),
+            "diverged": diverged, "context_free": not diverged and bits >= unigram,
             **at_init[(cell["arch"], cell["depth"], cell["activation"])][cell["seed"]],
             "wall_s": r.wall_s, "epoch_s": r.epoch_s}
 
@@ -201,8 +220,9 @@ def init_slopes(members: list[dict]) -> dict[str, float]:
 
 
 def markdown(report: dict) -> str:
-    """Held-out bits per character (mean +- std over seeds; diverged members counted) as a
-    depth x series table, the slopes of the gradient norm at initialisation, and the times."""
+    """Held-out bits per character (mean +- std over seeds; diverged and context-free members
+    counted) as a depth x series table, the slopes of the gradient norm at initialisation, and
+    the times."""
     cfg = report["config"]
     cells: dict = {}
     for m in report["members"]:
@@ -214,7 +234,8 @@ def markdown(report: dict) -> str:
              f"{cfg['epochs']} epoch(s), {cfg['optimizer']} lr {cfg['learning_rate']}, "
              f"batch {cfg['batch_size']}.", "",
              "Held-out bits per character, mean +- std over seeds (d: members that "
-             "diverged):", "",
+             "diverged; u: no better than the training text's character frequencies, "
+             f"{cfg['unigram_bits']:.3f} bits):", "",
              f"| depth | {' | '.join(labels)} |", "| --- |" + " --- |" * len(labels)]
     for depth in cfg["depths"]:
         row = []
@@ -223,8 +244,10 @@ def markdown(report: dict) -> str:
             bits = [m["test_bits_per_char"] for m in ms if math.isfinite(m["test_bits_per_char"])]
             text = (f"{statistics.mean(bits):.3f} +- "
                     f"{statistics.stdev(bits) if len(bits) > 1 else 0.0:.3f}" if bits else "nan")
-            diverged = sum(m["diverged"] for m in ms)
-            row.append(text + (f" ({diverged}d)" if diverged else "") if ms else "-")
+            flags = "".join(f"{n}{flag}" for flag, n in (
+                ("d", sum(m["diverged"] for m in ms)), ("u", sum(m["context_free"] for m in ms)))
+                if n)
+            row.append(text + (f" ({flags})" if flags else "") if ms else "-")
         lines.append(f"| {depth} | " + " | ".join(row) + " |")
     slopes = report["init_slopes"]
     if slopes:

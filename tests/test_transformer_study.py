@@ -38,6 +38,7 @@ def test_the_cli_writes_every_field_and_measures_each_member_at_its_initial_thet
         assert len(m["history"]["loss"]) == 2 and not m["diverged"]
         assert 0 < m["test_bits_per_char"] < math.log2(report["config"]["vocab_size"])
         assert all(-1 <= c <= 1 + 1e-6 for c in m["token_cosine_init"])
+        assert m["context_free"] == (m["test_bits_per_char"] >= report["config"]["unigram_bits"])
     # warm-ups share the initialisation, not the training
     by = {(m["arch"], m["depth"], m["activation"], m["warmup"], m["seed"]): m for m in members}
     a, b = by[("post-ln", 3, "gelu", 0, 0)], by[("post-ln", 3, "gelu", 5, 0)]
@@ -46,7 +47,11 @@ def test_the_cli_writes_every_field_and_measures_each_member_at_its_initial_thet
     assert set(report["init_slopes"]) == {"post-ln gelu", "post-ln swiglu", "pre-ln gelu",
                                           "pre-ln swiglu", "pure-attention none"}
     # the measurements at initialisation are the diagnostics of the theta fit_many starts from
-    x, y, *_ = ts.corpus("shakespeare", 16, 2048, 512)
+    x, y, _, y_test, vocab = ts.corpus("shakespeare", 16, 2048, 512)
+    # the context-free baseline by hand: test characters coded by training frequencies + 1
+    counts = np.bincount(y.ravel(), minlength=vocab) + 1
+    by_hand = np.mean(-np.log2(counts / counts.sum())[y_test.ravel()])
+    assert report["config"]["unigram_bits"] == pytest.approx(by_hand, rel=1e-12)
     cells = ts.grid(["pre-ln"], [3], ["swiglu"], [0], 2, vocab_size=report["config"]["vocab_size"],
                     width=16, num_heads=2, context=16, learning_rate=1e-3)
     for cell, member in cells:
@@ -75,6 +80,7 @@ def test_a_member_that_blows_up_is_marked_diverged(tmp_path):
                                      batch_size=16, learning_rate=lr, plots=False, verbose=0,
                                      out=tmp_path / str(lr))
     assert reports[1e3]["members"][0]["diverged"] is True
+    assert reports[1e3]["members"][0]["context_free"] is False  # diverged, not that
     assert reports[1e-3]["members"][0]["diverged"] is False
     assert "(1d)" in ts.markdown(reports[1e3])
 
