@@ -99,42 +99,50 @@ def xiong(out: Path) -> tuple[dict, str]:
         logs_l = np.log(np.repeat(depths, seeds))
         logs_g = np.log(np.concatenate([init[f"{arch} {d}"] for d in depths]))
         slopes[arch] = float(np.polyfit(logs_l, logs_g, 1)[0])
-    runs = {}
-    for lr in XIONG_RATES:
-        training = ts.depth_study(archs=("post-ln", "pre-ln"), depths=(6,), warmups=(0, 100),
-                                  seeds=2, epochs=4, width=width, context=128, batch_size=32,
-                                  learning_rate=lr, train_chars=262144,
-                                  out=out / f"xiong_lr{lr:g}", verbose=1)
-        runs[f"{lr:g}"] = {
-            "bits": {series: values for (series, _), values in _bits(training).items()},
-            "diverged": {m["series"] + f" seed {m['seed']}": m["diverged"]
-                         for m in training["members"]},
-            "val_loss": {m["series"] + f" seed {m['seed']}": m["history"]["val_loss"]
-                         for m in training["members"]},
-            "config": training["config"]}
-    config = runs[f"{XIONG_RATES[0]:g}"]["config"]
+    reports = {f"{lr:g}": ts.depth_study(
+        archs=("post-ln", "pre-ln"), depths=(6,), warmups=(0, 100), seeds=2, epochs=4,
+        width=width, context=128, batch_size=32, learning_rate=lr, train_chars=262144,
+        out=out / f"xiong_lr{lr:g}", verbose=1) for lr in XIONG_RATES}
+    init_result = {"init_grad_norm_last_block": init, "slopes": slopes, "depths": list(depths),
+                   "seeds": seeds, "width": width}
+    return xiong_summary(init_result, reports)
+
+
+def xiong_summary(init_result: dict, reports: dict) -> tuple[dict, str]:
+    """Xiong et al.'s two claims from the measurements at initialisation and the study's
+    report at each learning rate (``{"0.001": report, ...}``)."""
+    runs = {lr: {"bits": {series: values for (series, _), values in _bits(report).items()},
+                 "flags": {m["series"] + f" seed {m['seed']}":
+                           "d" if m["diverged"] else "u" if m["context_free"] else ""
+                           for m in report["members"]},
+                 "val_loss": {m["series"] + f" seed {m['seed']}": m["history"]["val_loss"]
+                              for m in report["members"]},
+                 "config": report["config"]} for lr, report in reports.items()}
+    config = next(iter(runs.values()))["config"]
+    slopes = init_result["slopes"]
     lines = ["Log-log slope of the last block's ||dL/dW2|| at initialisation against the "
-             f"number of blocks L = {', '.join(map(str, depths))} (width {width}, batch 64 x "
-             f"128 characters, {seeds} seeds each):", "",
+             f"number of blocks L = {', '.join(map(str, init_result['depths']))} (width "
+             f"{init_result['width']}, batch 64 x 128 characters, {init_result['seeds']} seeds "
+             "each):", "",
              "| arch | ours | Xiong et al. Theorem 1 |", "| --- | --- | --- |"]
     for arch in ("post-ln", "pre-ln"):
         lines.append(f"| {arch} | {slopes[arch]:+.2f} | {XIONG_THEOREM[arch]:+.1f} "
                      f"({'independent of L' if arch == 'post-ln' else '1/sqrt(L)'}) |")
-    lines += ["", f"6 blocks of width {width}, Adam, batch 32, "
+    lines += ["", f"6 blocks of width {config['width']}, Adam, batch {config['batch_size']}, "
               f"{config['train_chars']:,} training characters, {config['epochs']} epochs "
-              f"({_steps(config)} steps), 2 seeds: held-out bits per character (d: members "
-              "that diverged)", "",
-              "| run | " + " | ".join(f"lr {lr:g}" for lr in XIONG_RATES) + " |",
-              "| --- |" + " --- |" * len(XIONG_RATES)]
-    for series in runs[f"{XIONG_RATES[0]:g}"]["bits"]:
+              f"({_steps(config)} steps), {config['seeds']} seeds: held-out bits per character "
+              "(d: members that diverged; u: no better than the training text's character "
+              f"frequencies, {config['unigram_bits']:.3f} bits)", "",
+              "| run | " + " | ".join(f"lr {lr}" for lr in runs) + " |",
+              "| --- |" + " --- |" * len(runs)]
+    for series in next(iter(runs.values()))["bits"]:
         row = []
-        for lr in XIONG_RATES:
-            run = runs[f"{lr:g}"]
-            diverged = sum(v for k, v in run["diverged"].items() if k.startswith(series + " "))
-            row.append(_mean_std(run["bits"][series]) + (f" ({diverged}d)" if diverged else ""))
+        for run in runs.values():
+            flags = [f for k, f in run["flags"].items() if k.startswith(series + " ") and f]
+            counted = "".join(f"{flags.count(f)}{f}" for f in ("d", "u") if f in flags)
+            row.append(_mean_std(run["bits"][series]) + (f" ({counted})" if counted else ""))
         lines.append(f"| {series} | " + " | ".join(row) + " |")
-    return {"init_grad_norm_last_block": init, "slopes": slopes, "depths": list(depths),
-            "training": runs, "paper": XIONG_THEOREM}, "\n".join(lines)
+    return {**init_result, "training": runs, "paper": XIONG_THEOREM}, "\n".join(lines)
 
 
 def _steps(config: dict) -> int:

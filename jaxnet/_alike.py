@@ -15,14 +15,14 @@ and its compile time grows faster than linearly with the depth (a 128-layer resi
 
 A layer that is not ``Network.scannable`` (a transformer block: unrolled, its step is faster)
 runs unrolled in runs of up to :data:`MAX_UNROLLED_LAYERS`; a longer run is scanned, because
-XLA:CPU's unrolled program stops scaling with the depth (pre-LN blocks of width 64: 135 ms a
-step at 12 blocks, 559 ms at 18, where the scan takes about 130). When the run's *residuals*
+XLA:CPU's unrolled program stops scaling with the depth (pre-LN blocks of width 64: 141 ms a
+step at 12 blocks, 554 ms at 18, where the scan takes 153). When the run's *residuals*
 (what the backward pass keeps of its forward pass, :func:`residual_bytes`) exceed
 :data:`REMAT_RUN_BYTES`, each scanned layer is also rematerialised (``jax.checkpoint``): the
 backward pass recomputes one layer's activations from its input instead of keeping every
-layer's. Memory then stops growing with the depth, for about a sixth more time per step (64
-pre-LN blocks of width 128, batch 32 x 128 tokens: peak memory 2.5 GB against 6.9,
-BENCHMARKS.md "Transformer depth").
+layer's. Memory then stops growing with the depth; the scan and the rematerialisation cost
+about a fifth more time per step (64 pre-LN blocks of width 128, batch 32 x 128 tokens: 2.49 s
+and 2.2 GB against 2.07 s and 6.5 GB unrolled, BENCHMARKS.md "Transformer depth").
 
 Recording introspection (:func:`jaxnet.network.recording`: ``summary``, the diagnostics)
 runs every layer as itself, so it still sees each one.
