@@ -19,17 +19,16 @@ SMALL = ["--width", "16", "--num-heads", "2", "--context", "16", "--train-chars"
 
 def test_the_cli_writes_every_field_and_measures_each_member_at_its_initial_theta(tmp_path):
     out = run_cli("bench", "depth-activation", "--family", "transformer", "--archs", "post-ln",
-                  "pre-ln", "pure-attention", "--depths", "1", "3", "--activations",
+                  "pre-ln", "--depths", "1", "2", "--activations",
                   "gelu", "swiglu", "--warmup", "0", "5", "--seeds", "2", "--epochs", "2",
                   "--out", str(tmp_path), *SMALL)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| depth | post-ln gelu, warm-up 0 |" in out.stdout
     report = json.loads((tmp_path / "results.json").read_text())
     members = report["members"]
-    # 2 archs x 2 depths x 2 activations x 2 warm-ups x 2 seeds, and pure attention without
-    # an FFN once per (depth, warm-up, seed)
-    assert len(members) == 2 * 2 * 2 * 2 * 2 + 2 * 2 * 2
-    assert {m["activation"] for m in members if m["arch"] == "pure-attention"} == {"none"}
+    # 2 archs x 2 depths x 2 activations x 2 warm-ups x 2 seeds (attention-only archs have
+    # one member per depth, warm-up and seed: test_attention_only_archs_ignore_the_activations)
+    assert len(members) == 2 * 2 * 2 * 2 * 2
     for m in members:
         for key in ("arch", "depth", "activation", "warmup", "seed", "test_bits_per_char",
                     "diverged", "grad_norms_init", "token_cosine_init", "history", "series"):
@@ -41,24 +40,24 @@ def test_the_cli_writes_every_field_and_measures_each_member_at_its_initial_thet
         assert m["context_free"] == (m["test_bits_per_char"] >= report["config"]["unigram_bits"])
     # warm-ups share the initialisation, not the training
     by = {(m["arch"], m["depth"], m["activation"], m["warmup"], m["seed"]): m for m in members}
-    a, b = by[("post-ln", 3, "gelu", 0, 0)], by[("post-ln", 3, "gelu", 5, 0)]
+    a, b = by[("post-ln", 2, "gelu", 0, 0)], by[("post-ln", 2, "gelu", 5, 0)]
     assert a["grad_norms_init"] == b["grad_norms_init"]
     assert a["history"]["loss"] != b["history"]["loss"]
     assert set(report["init_slopes"]) == {"post-ln gelu", "post-ln swiglu", "pre-ln gelu",
-                                          "pre-ln swiglu", "pure-attention none"}
+                                          "pre-ln swiglu"}
     # the measurements at initialisation are the diagnostics of the theta fit_many starts from
     x, y, _, y_test, vocab = ts.corpus("shakespeare", 16, 2048, 512)
     # the context-free baseline by hand: test characters coded by training frequencies + 1
     counts = np.bincount(y.ravel(), minlength=vocab) + 1
     by_hand = np.mean(-np.log2(counts / counts.sum())[y_test.ravel()])
     assert report["config"]["unigram_bits"] == pytest.approx(by_hand, rel=1e-12)
-    cells = ts.grid(["pre-ln"], [3], ["swiglu"], [0], 2, vocab_size=report["config"]["vocab_size"],
+    cells = ts.grid(["pre-ln"], [2], ["swiglu"], [0], 2, vocab_size=report["config"]["vocab_size"],
                     width=16, num_heads=2, context=16, learning_rate=1e-3)
     for cell, member in cells:
         start = sweep.fit_many([member], x, y, epochs=0, flatten_input=False, input_scale=None,
                                diagnostics_examples=0, verbose=0)[0].theta
-        net, blocks = member.network, block_indices(3)
-        m = by[("pre-ln", 3, "swiglu", 0, cell["seed"])]
+        net, blocks = member.network, block_indices(2)
+        m = by[("pre-ln", 2, "swiglu", 0, cell["seed"])]
         np.testing.assert_allclose(m["grad_norms_init"], diagnostics.block_grad_norms(
             net, start, x[:64], y[:64], blocks, train=False), rtol=1e-5)
         np.testing.assert_allclose(m["token_cosine_init"], diagnostics.token_cosine(
