@@ -106,8 +106,11 @@ def _runs(layers, x, theta, keys, train: bool) -> list[tuple[int, int, bool]]:
         if layer.scannable or stop - start < MIN_SCAN_LAYERS:
             plan.append((start, stop, False))
             continue
-        remat = (stop - start) * residual_bytes(layer, x_in, theta[start], keys[start],
-                                                train) > REMAT_RUN_BYTES
+        run_bytes = (stop - start) * residual_bytes(layer, x_in, theta[start], keys[start],
+                                                    train)
+        # a symbolic batch size (jax.export's) has no byte count: such a program is exported
+        # for inference, with no backward pass to save memory for
+        remat = not jax.export.is_symbolic_dim(run_bytes) and run_bytes > REMAT_RUN_BYTES
         if remat or stop - start > MAX_UNROLLED_LAYERS:
             plan.append((start, stop, remat))
         else:

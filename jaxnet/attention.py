@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import _checks
+from jaxnet import _checks, _lowering
 from jaxnet import init as initializers
 from jaxnet._layer_parts import name_or_none, require_key
 from jaxnet._typing import Decoder, Network, Shape
@@ -41,14 +41,15 @@ MIN_BLOCKED_LENGTH = 32
 
 def implementation_for(backend: str, dtype, head_dim: int) -> str:
     """Which attention computation a backend gets: ``"blocks"`` (explicit, query blocks) on a
-    CPU; ``"cudnn"`` (fused flash attention) on a GPU for float16/bfloat16 and head sizes that
-    are multiples of 8 up to 128, where cuDNN takes them; ``"xla"`` otherwise.
+    CPU and for an ONNX graph (:mod:`jaxnet._lowering`); ``"cudnn"`` (fused flash attention)
+    on a GPU for float16/bfloat16 and head sizes that are multiples of 8 up to 128, where
+    cuDNN takes them; ``"xla"`` otherwise.
 
     Examples:
         >>> implementation_for("cpu", "float32", 32), implementation_for("gpu", "bfloat16", 64)
         ('blocks', 'cudnn')
     """
-    if backend == "cpu":
+    if backend in ("cpu", _lowering.ONNX):  # ONNX: matrix multiplies and a softmax
         return "blocks"
     if (backend in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.float16, jnp.bfloat16)
             and head_dim % 8 == 0 and head_dim <= 128):
@@ -144,7 +145,8 @@ def attend(q, k, v, *, causal: bool, dropout_rate: float = 0.0, key=None, mask=N
     if dropout_rate > 0:
         return explicit_attention(q, k, v, causal=causal, dropout_rate=dropout_rate, key=key,
                                   mask=mask)
-    how = implementation_for(jax.default_backend(), q.dtype, q.shape[-1])
+    backend = _lowering.current().target or jax.default_backend()
+    how = implementation_for(backend, q.dtype, q.shape[-1])
     if how == "blocks":
         return explicit_attention(q, k, v, causal=causal, mask=mask)
     if mask is None:

@@ -16,7 +16,9 @@ by default, per backend:
 
 The choice is made when the program is lowered for its platform (``lax.platform_dependent``),
 not from the default backend at trace time, so an ahead-of-time or cross-platform lowering
-picks right. Both are tested equal, values and gradients, to each other and to
+picks right. A program that never differentiates the convolution (an export) gets ``"lax"``
+on every platform, and so does a converter to ONNX (:mod:`jaxnet._lowering`). Both are
+tested equal, values and gradients, to each other and to
 ``flax.linen.Conv``; ``implementation=`` forces one.
 
 Pooling is a reshape and a max (or mean) where the window tiles the image (the usual
@@ -32,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnet import _checks, activations
+from jaxnet import _checks, _lowering, activations
 from jaxnet import init as initializers
 from jaxnet._arrays import float_input, weights_input
 from jaxnet._layer_parts import check_images, name_or_none
@@ -175,7 +177,7 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
         args = (stride, pads, rate)
         if implementation == "slices":
             y = _conv_slices(x, w, *args)
-        elif implementation == "lax":
+        elif implementation == "lax" or _lowering.current() != _lowering.Lowering():
             y = _conv_lax(x, w, *args)
         else:
             y = lax.platform_dependent(x, w, cpu=lambda x, w: _conv_slices(x, w, *args),

@@ -129,9 +129,7 @@ def predict(network: Network, theta, x, *, batch_size: int = 1024,
     program).
     """
     batch_size = _checks.positive_int("batch_size", batch_size)
-    if probabilities not in (False, True, "softmax", "sigmoid"):
-        raise ValueError(f"probabilities: expected False, True, 'softmax' or 'sigmoid', got "
-                         f"{probabilities!r}")
+    check_probabilities(probabilities)
     x = _checks.array_like("x", x)
     if x.ndim < 1 or len(x) == 0:
         raise ValueError(f"x: expected at least one example, got shape {tuple(x.shape)}")
@@ -142,11 +140,25 @@ def predict(network: Network, theta, x, *, batch_size: int = 1024,
     else:
         _inputs.check_tokens(network, batch, "x")
         outputs = _compiled_predict(network.apply, batch_size)(theta, batch)
-    if probabilities and network.output_activation is None:
-        sigmoid = probabilities == "sigmoid" or (probabilities is True and
-                                                 outputs.shape[-1] == 1)
-        outputs = jax.nn.sigmoid(outputs) if sigmoid else jax.nn.softmax(outputs, axis=-1)
+    outputs = as_probabilities(network, outputs, probabilities)
     return outputs[0] if single else outputs
+
+
+def check_probabilities(probabilities) -> None:
+    """Refuse a ``probabilities`` argument other than False, True, "softmax", "sigmoid"."""
+    if probabilities not in (False, True, "softmax", "sigmoid"):
+        raise ValueError(f"probabilities: expected False, True, 'softmax' or 'sigmoid', got "
+                         f"{probabilities!r}")
+
+
+def as_probabilities(network: Network, outputs, probabilities):
+    """``outputs`` of ``network`` as :func:`predict`'s ``probabilities`` asks: as they are
+    (False, or a network that already ends in a softmax or sigmoid), else a sigmoid (asked,
+    or True with a single output) or a softmax over the last axis."""
+    if not probabilities or network.output_activation is not None:
+        return outputs
+    sigmoid = probabilities == "sigmoid" or (probabilities is True and outputs.shape[-1] == 1)
+    return jax.nn.sigmoid(outputs) if sigmoid else jax.nn.softmax(outputs, axis=-1)
 
 
 def _is_one_example(network: Network, theta, x) -> bool:

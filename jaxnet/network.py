@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnet import _checks, _state
+from jaxnet import _checks, _lowering, _state
 from jaxnet._typing import Network, Shape
 
 #: The widest a row of :func:`summary`'s layer column gets before it continues below.
@@ -181,6 +181,13 @@ def call_child(index: int, child: Network, x, theta, *, key=None, train=False, m
     and output are recorded: that is how :func:`summary` and :mod:`jaxnet.diagnostics` see the
     layers inside compositions at any depth without knowing how a composition wires its
     children (Flax's ``capture_intermediates`` does the same)."""
+    if _lowering.current().target is not None:  # a converter names a layer by its scope
+        with jax.named_scope(f"{child.name}[{index}]"):
+            return _call_child(index, child, x, theta, key=key, train=train, mask=mask)
+    return _call_child(index, child, x, theta, key=key, train=train, mask=mask)
+
+
+def _call_child(index, child, x, theta, *, key, train, mask):
     tape = _TAPE.get()
     if tape is None:
         return child.run(x, theta, key=key, train=train, mask=mask)
