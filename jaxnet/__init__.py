@@ -42,6 +42,7 @@ _EXPORTS = {
     "params_sha256": "train",
     "save_model": "saving", "load_model": "saving",
     "enable_compile_cache": "compiling",
+    "export": "exporting", "load_exported": "exported",
 }
 _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
                "models", "network", "losses", "metrics", "optimizers", "step", "epoch", "loop",
@@ -49,7 +50,7 @@ _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "
                "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",
                "cli", "embeddings", "attention", "transformer", "recurrent", "sampling",
                "sweep_members",
-               "temporal_conv", "masking")
+               "temporal_conv", "masking", "exporting", "exported", "serving")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

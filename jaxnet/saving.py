@@ -41,7 +41,8 @@ FORMAT = 1
 
 class SavedModel(NamedTuple):
     """What :func:`read_model` returns: the network, theta and the header's facts
-    (``input_shape``, ``loss``, ``class_names``, ``jaxnet_version``; None where not saved)."""
+    (``input_shape``, ``input_dtype``, ``loss``, ``class_names``, ``jaxnet_version``; None
+    where not saved)."""
 
     network: Network
     theta: object
@@ -49,7 +50,7 @@ class SavedModel(NamedTuple):
 
 
 def save_model(path: str | os.PathLike, network: Network, theta, *, input_shape=None,
-               loss: str | None = None, class_names=None) -> Path:
+               input_dtype=None, loss: str | None = None, class_names=None) -> Path:
     """Write ``network`` and ``theta`` (its State included) to one file at ``path``, atomically.
 
     Args:
@@ -59,6 +60,8 @@ def save_model(path: str | os.PathLike, network: Network, theta, *, input_shape=
         theta: the parameters, e.g. what :func:`jaxnet.fit` returned.
         input_shape: the shape of one example; when given, theta is checked against it now
             and again on loading, and ``jaxnet predict`` checks its input with it.
+        input_dtype: the dtype of the examples it was trained on (e.g. uint8 images):
+            what :func:`jaxnet.export` of the loaded model takes as input.
         loss: the loss name it was trained with (``jaxnet evaluate`` uses it).
         class_names: names of the output classes, in order.
 
@@ -84,6 +87,7 @@ def save_model(path: str | os.PathLike, network: Network, theta, *, input_shape=
         "kind": KIND, "format": FORMAT, "jaxnet_version": _version(),
         "network": config, "layout": layout(theta),
         "input_shape": _json_shape(input_shape), "loss": loss,
+        "input_dtype": None if input_dtype is None else np.dtype(input_dtype).name,
         "class_names": list(class_names) if class_names is not None else None,
     }
     return checkpoint.save(path, {"theta": theta}, header)
@@ -114,7 +118,8 @@ def read_model(path: str | os.PathLike) -> SavedModel:
     if input_shape is not None:
         input_shape = _shape_of_json(input_shape)
         network_lib.check_params(net, theta, input_shape)
-    info = {"input_shape": input_shape, "loss": header.get("loss"),
+    info = {"input_shape": input_shape, "input_dtype": header.get("input_dtype"),
+            "loss": header.get("loss"),
             "class_names": header.get("class_names"),
             "jaxnet_version": header.get("jaxnet_version")}
     return SavedModel(net, theta, info)

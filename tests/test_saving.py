@@ -25,14 +25,16 @@ def _trained_resnet():
 def test_round_trip_keeps_theta_structure_state_and_predictions(tmp_path):
     net, theta = _trained_resnet()
     path = jn.save_model(tmp_path / "m.jaxnet", net, theta, input_shape=(28, 28, 1),
-                         loss="categorical_crossentropy", class_names=list("abcdefghij"))
+                         input_dtype="float32", loss="categorical_crossentropy",
+                         class_names=list("abcdefghij"))
     net2, theta2 = jn.load_model(path)
     assert jax.tree.structure(theta2) == jax.tree.structure(theta)  # lists stay lists
     assert isinstance(theta2, list) and jn.params_sha256(theta2) == jn.params_sha256(theta)
     assert jn.to_config(net2) == jn.to_config(net)
     np.testing.assert_array_equal(jn.predict(net2, theta2, IMAGES), jn.predict(net, theta, IMAGES))
     info = saving.read_model(path).info
-    assert info == {"input_shape": (28, 28, 1), "loss": "categorical_crossentropy",
+    assert info == {"input_shape": (28, 28, 1), "input_dtype": "float32",
+                    "loss": "categorical_crossentropy",
                     "class_names": list("abcdefghij"), "jaxnet_version": jn.__version__}
     result = jn.evaluate(net2, theta2, IMAGES, np.zeros(len(IMAGES), np.int32))
     assert set(result) == {"loss", "accuracy"}

@@ -1,0 +1,94 @@
+"""An export's ONNX graph: jax2onnx converts the traced forward pass, and a layer it cannot
+convert is named by the scope :func:`jaxnet.network.call_child` gives every layer while a
+program is traced for ONNX (:mod:`jaxnet._lowering`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from importlib import metadata
+
+import jax
+
+from jaxnet import _lowering, exported
+from jaxnet._io import atomic_write
+
+_SCOPE = re.compile(r"([A-Za-z_][\w-]*)\[(\d+)\]")
+
+
+def write(path, network, forward, theta, shape, dtype, header):
+    """Convert ``forward(x, theta)`` for inputs of ``shape`` (None first: any batch) and
+    ``dtype``, put ``header`` and the graph's checksum in its metadata, write it atomically."""
+    try:
+        import jax2onnx
+    except ImportError:
+        raise ImportError('format="onnx" needs jax2onnx and onnxruntime: pip install '
+                          '"jaxnet[export]"') from None
+    x_spec = _spec(shape, dtype)
+    with (_lowering.lowering_for(_lowering.ONNX, inference=True),
+          _quiet("onnx_ir", "jax2onnx")):
+        try:
+            model = jax2onnx.to_onnx(lambda x: forward(x, theta), [x_spec],
+                                     model_name="jaxnet", input_names=["x"])
+        except Exception as err:
+            raise exported.ExportError(_diagnosis(err, network, forward, theta, shape,
+                                                  dtype)) from err
+    for key, value in ((exported.ONNX_HEADER_KEY, json.dumps(header)),
+                       (exported.ONNX_CHECKSUM_KEY, exported.onnx_graph_checksum(model))):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return atomic_write(path, model.SerializeToString())
+
+
+def _spec(shape, dtype):
+    dims = (jax.export.symbolic_shape("batch")[0], *shape[1:]) if shape[0] is None else shape
+    return jax.ShapeDtypeStruct(dims, dtype)
+
+
+def _diagnosis(err, network, forward, theta, shape, dtype) -> str:
+    """The error in one line, naming the layer whose computation jax2onnx could not convert
+    (found by the failing primitive's scope in the traced program)."""
+    version = metadata.version("jax2onnx")
+    found = re.search(r"primitive '([^']+)'", str(err))
+    if found is None:
+        return f"network: jax2onnx {version} could not convert it to ONNX: {err}"
+    primitive = found[1]
+    x = jax.ShapeDtypeStruct((shape[0] or 1, *shape[1:]), dtype)
+    with _lowering.lowering_for(_lowering.ONNX, inference=True):
+        jaxpr = jax.make_jaxpr(lambda x: forward(x, theta))(x).jaxpr
+    stack = next(_scopes_of(jaxpr, primitive), None)
+    scopes = _SCOPE.findall(stack or "")
+    if scopes:
+        name, path = scopes[-1][0], tuple(int(i) for _, i in scopes)
+        where = f"layer {name!r} at path {path} of the network"
+    else:
+        where = f"layer {network.name!r}"
+    return (f"{where} computes {primitive!r}, which jax2onnx {version} cannot convert to ONNX; "
+            f"export it with format='stablehlo'")
+
+
+def _scopes_of(jaxpr, primitive: str):
+    """The name stacks of ``primitive``'s equations in ``jaxpr`` and its inner programs."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            yield str(eqn.source_info.name_stack)
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, list | tuple) else (value,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    yield from _scopes_of(inner, primitive)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers):
+    """Only errors from these loggers (the converter's notes on every graph)."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
