@@ -3,6 +3,8 @@
     jaxnet train --dataset fashion_mnist --epochs 10 --json run.json --save model.jaxnet
     jaxnet evaluate model.jaxnet --dataset fashion_mnist
     jaxnet predict model.jaxnet --input x.npy --output y.npy --probabilities
+    jaxnet export model.jaxnet model.stablehlo --format stablehlo
+    jaxnet serve model.stablehlo --port 8000
     jaxnet data info fashion_mnist
     jaxnet data prepare kmnist --data-dir ~/kmnist
     jaxnet bench depth-activation --family transformer --depths 2 8 32
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="examples per forward pass (default: 1024)")
     p.set_defaults(func=_cli_saved.predict)
 
+    _cli_saved.add_parsers(sub)
     _cli_bench.add_parser(sub, _Parser)
 
     d = sub.add_parser("data", help="inspect or prepare datasets")
@@ -248,7 +251,8 @@ def _train(args) -> int:
         from jaxnet import saving
 
         saving.save_model(args.save, net, theta, input_shape=ds.input_shape,
-                          loss="softmax_cross_entropy", class_names=ds.class_names)
+                          input_dtype=ds.train.x.dtype, loss="softmax_cross_entropy",
+                          class_names=ds.class_names)
         print(f"saved: {args.save}")
     _print_test(test)
     return 0
