@@ -8,8 +8,10 @@ lowering time for XLA's platforms, but two facts are not visible there:
 - **inference only.** The CPU's slices formulation of a convolution exists for its backward
   pass (XLA:CPU's ``lax.conv`` gradient inside a loop is 10-30x slower than matrix
   multiplies); forward only, ``lax.conv`` is faster: a ResNet-20's exported forward pass took
-  0.36 ms per example where the slices took 1.41 (batch 64), and over 7 convolution shapes x
-  batches 1, 16, 128 the median was 2.2x (from 0.49x, a 3-channel input at 32x32, to 6.9x);
+  0.32 ms per example where ``jaxnet.predict`` (slices) took 1.33 (batch 64), and over 7
+  convolution shapes x batches 1, 16, 128 the median was 1.77x, from 0.53x (a 1x1 convolution
+  at batch 16; a 3-channel input at 32x32 lost too, 0.54-0.79x) to 5.87x
+  (``benchmarks/export_inference.py``, BENCHMARKS.md section 8);
 - **ONNX.** A converter to another format (jax2onnx) reads the traced program and knows no
   ``platform_index``: it gets the formulation that maps onto ONNX's operators
   (``lax.conv_general_dilated`` -> ``Conv``, attention as matrix multiplies and a softmax).
