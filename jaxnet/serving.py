@@ -40,10 +40,17 @@ import numpy as np
 
 from jaxnet.exported import ExportedModel
 
-__all__ = ["Batcher", "make_app", "serve", "NPY", "INLINE_CALL_SECONDS"]
+__all__ = ["Batcher", "make_app", "serve", "NPY", "INLINE_CALL_SECONDS", "MAX_BATCH",
+           "MAX_DELAY_MS", "MAX_REQUEST_BYTES"]
 
 NPY = "application/x-npy"
 """The content type of a ``.npy`` request or answer."""
+MAX_BATCH = 64
+"""Default most examples per call (``jaxnet serve --max-batch``)."""
+MAX_DELAY_MS = 1.0
+"""Default wait for more requests after a call's first (``--max-delay-ms``)."""
+MAX_REQUEST_BYTES = 64 * 2 ** 20
+"""Default largest request body; a larger one gets 413 (``--max-request-mb``)."""
 INLINE_CALL_SECONDS = 1e-3
 """A call of the program shorter than this (timed at start-up, per batch size) runs on the
 event loop; a longer one in a worker thread, while the loop reads the next requests. Handing a
@@ -63,7 +70,8 @@ class Batcher:
             queued while the previous call runs is taken without waiting.
     """
 
-    def __init__(self, model: ExportedModel, *, max_batch: int = 64, max_delay_ms: float = 1.0):
+    def __init__(self, model: ExportedModel, *, max_batch: int = MAX_BATCH,
+                 max_delay_ms: float = MAX_DELAY_MS):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch: expected an integer >= 1, got {max_batch!r}")
         if not max_delay_ms >= 0:
@@ -166,8 +174,8 @@ class Batcher:
         return np.concatenate(outputs)
 
 
-def make_app(model: ExportedModel, *, max_batch: int = 64, max_delay_ms: float = 1.0,
-             max_request_bytes: int = 64 * 2 ** 20):
+def make_app(model: ExportedModel, *, max_batch: int = MAX_BATCH,
+             max_delay_ms: float = MAX_DELAY_MS, max_request_bytes: int = MAX_REQUEST_BYTES):
     """The Starlette application serving ``model`` (module docstring); its batcher runs in
     the application's lifespan."""
     import contextlib
@@ -236,8 +244,8 @@ def make_app(model: ExportedModel, *, max_batch: int = 64, max_delay_ms: float =
     return app
 
 
-def serve(path, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64,
-          max_delay_ms: float = 1.0, max_request_bytes: int = 64 * 2 ** 20,
+def serve(path, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = MAX_BATCH,
+          max_delay_ms: float = MAX_DELAY_MS, max_request_bytes: int = MAX_REQUEST_BYTES,
           on_ready=print) -> None:
     """Serve the export at ``path`` over HTTP until interrupted (``jaxnet serve``).
 

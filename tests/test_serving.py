@@ -264,3 +264,11 @@ def test_short_calls_run_on_the_event_loop(small_model):
     assert threads[-1] == "MainThread"
     batcher.call_seconds[4] = serving.INLINE_CALL_SECONDS * 2
     assert not batcher.runs_inline(3)
+
+
+def test_the_command_lines_defaults_are_the_servers():
+    from jaxnet.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "m"])
+    assert (args.max_batch, args.max_delay_ms, args.max_request_mb * 2 ** 20) == (
+        serving.MAX_BATCH, serving.MAX_DELAY_MS, serving.MAX_REQUEST_BYTES)
