@@ -150,7 +150,7 @@ def serve(args) -> int:
             serving.serve(path, host=args.host, port=args.port, max_batch=args.max_batch,
                           max_delay_ms=args.max_delay_ms,
                           max_request_bytes=int(args.max_request_mb * 2 ** 20),
-                          on_ready=lambda line: print(line, flush=True))
+                          on_ready=lambda line: print(line, flush=True), label=args.model)
         except KeyboardInterrupt:
             pass
     return 0

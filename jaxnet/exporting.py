@@ -102,9 +102,7 @@ def export(network: Network, theta, path: str | os.PathLike, *, input_shape,
     out = jax.eval_shape(forward, jax.ShapeDtypeStruct((1, *input_shape), dtype), theta)
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise ValueError("network: networks of several outputs cannot be exported yet")
-    activation = network.output_activation or (
-        None if not probabilities else "sigmoid" if probabilities == "sigmoid"
-        or (probabilities is True and out.shape[-1] == 1) else "softmax")
+    activation = inference.probability_activation(network, probabilities, out.shape[-1])
     batch_dim = None if batch == "dynamic" else batch
     header = {
         "kind": exported.KIND, "format": exported.FORMAT, "program": format,

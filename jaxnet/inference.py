@@ -151,14 +151,24 @@ def check_probabilities(probabilities) -> None:
                          f"{probabilities!r}")
 
 
+def probability_activation(network: Network, probabilities, num_outputs: int) -> str | None:
+    """What makes the outputs probabilities under :func:`predict`'s ``probabilities``: the
+    network's own last activation ("softmax" or "sigmoid"), else None for False, else a
+    sigmoid (asked, or True with a single output) or a softmax."""
+    if network.output_activation is not None or not probabilities:
+        return network.output_activation
+    single = probabilities is True and num_outputs == 1
+    return "sigmoid" if probabilities == "sigmoid" or single else "softmax"
+
+
 def as_probabilities(network: Network, outputs, probabilities):
     """``outputs`` of ``network`` as :func:`predict`'s ``probabilities`` asks: as they are
-    (False, or a network that already ends in a softmax or sigmoid), else a sigmoid (asked,
-    or True with a single output) or a softmax over the last axis."""
+    (False, or a network that already ends in a softmax or sigmoid), else through the
+    activation :func:`probability_activation` names, over the last axis."""
     if not probabilities or network.output_activation is not None:
         return outputs
-    sigmoid = probabilities == "sigmoid" or (probabilities is True and outputs.shape[-1] == 1)
-    return jax.nn.sigmoid(outputs) if sigmoid else jax.nn.softmax(outputs, axis=-1)
+    kind = probability_activation(network, probabilities, outputs.shape[-1])
+    return jax.nn.sigmoid(outputs) if kind == "sigmoid" else jax.nn.softmax(outputs, axis=-1)
 
 
 def _is_one_example(network: Network, theta, x) -> bool:

@@ -246,12 +246,13 @@ def make_app(model: ExportedModel, *, max_batch: int = MAX_BATCH,
 
 def serve(path, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = MAX_BATCH,
           max_delay_ms: float = MAX_DELAY_MS, max_request_bytes: int = MAX_REQUEST_BYTES,
-          on_ready=print) -> None:
+          on_ready=print, label: str | None = None) -> None:
     """Serve the export at ``path`` over HTTP until interrupted (``jaxnet serve``).
 
     Compiles every batch size first, then binds ``host:port`` (port 0: any free port) and
     calls ``on_ready(line)`` with the address, e.g. ``serving m.stablehlo on
-    http://127.0.0.1:8000``. On exit, ``on_ready`` gets the statistics of ``/stats``."""
+    http://127.0.0.1:8000`` (``label`` in place of the path, if given). On exit, ``on_ready``
+    gets the statistics of ``/stats``."""
     import uvicorn
 
     from jaxnet.exported import load_exported
@@ -273,7 +274,7 @@ def serve(path, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = M
     sock.listen(2048)  # connections wait in the backlog until the server's loop accepts them
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     bound = sock.getsockname()[1]
-    on_ready(f"serving {path} on http://{host}:{bound} (max batch "
+    on_ready(f"serving {label or path} on http://{host}:{bound} (max batch "
              f"{app.state.batcher.max_batch}, compiled for {app.state.batcher.sizes})")
     try:
         server.run(sockets=[sock])

@@ -36,7 +36,7 @@ def _start(path, *args):
                              "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO)
     line = proc.stdout.readline()
-    assert line.startswith("serving "), line + proc.stderr.read()
+    assert line.startswith(f"serving {path} on http://127.0.0.1:"), line + proc.stderr.read()
     return proc, int(line.split("http://127.0.0.1:")[1].split()[0])
 
 
