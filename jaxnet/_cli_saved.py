@@ -143,6 +143,13 @@ def serve(args) -> int:
             saved_model = f.read(len(checkpoint.MAGIC)) == checkpoint.MAGIC
     except OSError as err:
         raise UsageError(f"argument model: cannot read {args.model!r} ({err.strerror})") from None
+    given = [name for name, value in (("--probabilities", args.probabilities),
+                                      ("--batch", args.batch != "dynamic"),
+                                      ("--dtype", args.dtype)) if value]
+    if given and not saved_model:  # an export's outputs, batch and dtype were fixed by export
+        raise UsageError(f"argument {given[0]}: applies to a saved model; {args.model!r} is an "
+                         f"export, whose outputs, batch size and dtype were fixed when it was "
+                         f"exported")
     with tempfile.TemporaryDirectory() as tmp:
         path = (_export(args, args.model, os.path.join(tmp, "model.stablehlo"))
                 if saved_model else args.model)

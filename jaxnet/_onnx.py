@@ -11,6 +11,7 @@ import re
 from importlib import metadata
 
 import jax
+import numpy as np
 
 from jaxnet import _lowering, exported
 from jaxnet._io import atomic_write
@@ -18,11 +19,18 @@ from jaxnet._io import atomic_write
 _SCOPE = re.compile(r"([A-Za-z_][\w-]*)\[(\d+)\]")
 
 
+#: The most an ONNX graph's outputs may differ from the network's on the probe batch, relative
+#: to the outputs' largest magnitude (at least 1).
+AGREEMENT = 1e-4
+
+
 def write(path, network, forward, theta, shape, dtype, header):
     """Convert ``forward(x, theta)`` for inputs of ``shape`` (None first: any batch) and
-    ``dtype``, put ``header`` and the graph's checksum in its metadata, write it atomically."""
+    ``dtype``, check the graph with onnxruntime against ``forward`` on a probe batch, put
+    ``header`` and the graph's checksum in its metadata, write it atomically."""
     try:
         import jax2onnx
+        import onnxruntime
     except ImportError:
         raise ImportError('format="onnx" needs jax2onnx and onnxruntime: pip install '
                           '"jaxnet[export]"') from None
@@ -35,11 +43,39 @@ def write(path, network, forward, theta, shape, dtype, header):
         except Exception as err:
             raise exported.ExportError(_diagnosis(err, network, forward, theta, shape,
                                                   dtype)) from err
+    _check(onnxruntime, model, network, forward, theta, shape, dtype)
     for key, value in ((exported.ONNX_HEADER_KEY, json.dumps(header)),
                        (exported.ONNX_CHECKSUM_KEY, exported.onnx_graph_checksum(model))):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return atomic_write(path, model.SerializeToString())
+
+
+def _check(onnxruntime, model, network, forward, theta, shape, dtype) -> None:
+    """Run the graph with onnxruntime on a probe batch (random values of the input's kind:
+    token ids below the vocabulary, bytes, or standard normals) and refuse it if its outputs
+    differ from the network's by more than :data:`AGREEMENT`: a silently wrong conversion
+    would otherwise be found only where the model is used."""
+    rng = np.random.default_rng(0)
+    dims = (shape[0] or 3, *shape[1:])
+    if np.dtype(dtype).kind in "iu":
+        high = network.vocab_size or min(int(np.iinfo(dtype).max) + 1, 256)
+        x = rng.integers(0, high, dims).astype(dtype)
+    else:
+        x = rng.standard_normal(dims).astype(dtype)
+    want = np.asarray(jax.jit(forward)(x, theta))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: not its notes on unused initializers
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    scale = max(1.0, float(np.max(np.abs(want))))
+    difference = float(np.max(np.abs(got - want))) if got.shape == want.shape else np.inf
+    if not difference <= AGREEMENT * scale:
+        raise exported.ExportError(
+            f"network: the ONNX graph jax2onnx made disagrees with the network on a probe "
+            f"batch (largest difference {difference:.3g}, outputs up to {scale:.3g}); export "
+            f"it with format='stablehlo'")
 
 
 def _spec(shape, dtype):

@@ -209,7 +209,9 @@ def _load_onnx(path, raw) -> ExportedModel:
         raise ExportError(f"{path}: the checksum of the ONNX graph does not match: the file "
                           f"was changed after it was exported; export it again")
     header = _check_header(path, json.loads(meta[ONNX_HEADER_KEY]))
-    session = onnxruntime.InferenceSession(raw, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: not its notes on unused initializers
+    session = onnxruntime.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return ExportedModel(header, lambda x, _: session.run(None, {name: x})[0])
 

@@ -7,8 +7,9 @@
   its configuration; so does plain JAX (``jax.export.deserialize`` of the program section,
   :mod:`jaxnet.exported` documents the file).
 - ``format="onnx"``: an ONNX graph made by jax2onnx (``pip install "jaxnet[export]"``),
-  for onnxruntime and every other ONNX runtime. A layer whose computation has no ONNX
-  conversion is named in the error.
+  for onnxruntime and every other ONNX runtime, checked against the network with onnxruntime
+  on a probe batch before it is written. A layer whose computation has no ONNX conversion is
+  named in the error.
 
 Inputs keep their dtype: a network that starts with ``rescale(1/255)`` exports with uint8
 images in, and the conversion stays inside the program.
@@ -75,7 +76,8 @@ def export(network: Network, theta, path: str | os.PathLike, *, input_shape,
     Raises:
         ValueError: a bad argument, named; theta that does not fit ``input_shape``.
         jaxnet.exported.ExportError: a layer that cannot be converted to ONNX, named with its
-            path in the network.
+            path in the network; an ONNX graph whose outputs differ from the network's on a
+            probe batch.
     """
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a jaxnet Network, got {type(network).__name__}")

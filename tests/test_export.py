@@ -286,6 +286,22 @@ def test_a_layer_onnx_cannot_express_is_named_with_its_path(tmp_path):
         jn.export(alone, {}, tmp_path / "a.onnx", input_shape=(3,), format="onnx")
 
 
+def test_an_onnx_graph_that_disagrees_with_the_network_is_refused(tmp_path, monkeypatch):
+    """The export runs the graph with onnxruntime against the network before writing it: a
+    converter that got a layer wrong (here: every output 1 % off) is caught there."""
+    import jax2onnx
+
+    convert = jax2onnx.to_onnx
+    monkeypatch.setattr(jax2onnx, "to_onnx",
+                        lambda fn, *args, **kw: convert(lambda x: fn(x) * 1.01, *args, **kw))
+    net = jn.mlp([8, 3])
+    theta = net.init(jax.random.key(0), (4,))
+    with pytest.raises(exported_lib.ExportError, match="the ONNX graph jax2onnx made disagrees "
+                                                       "with the network on a probe batch"):
+        jn.export(net, theta, tmp_path / "m.onnx", input_shape=(4,), format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"format": "tflite"}, "format: unknown name 'tflite'"),
     ({"batch": 0}, "batch: expected an integer >= 1"),

@@ -165,6 +165,9 @@ def test_serving_an_onnx_export_and_a_busy_port(tmp_path):
         assert status == 200
         np.testing.assert_allclose(json.loads(body)["outputs"], jn.predict(net, theta, x),
                                    rtol=1e-4, atol=1e-4)
+        fixed = run_cli("serve", str(path), "--probabilities")
+        assert fixed.returncode == 2 and fixed.stderr.strip().startswith(
+            "jaxnet serve: error: argument --probabilities: applies to a saved model;")
         busy = run_cli("serve", str(path), "--port", str(port))
         assert busy.returncode == 2
         assert busy.stderr.strip().startswith(f"jaxnet serve: error: --port: cannot listen on "
