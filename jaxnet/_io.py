@@ -1,7 +1,10 @@
-"""Crash-safe file writes: a temporary file in the same directory, fsynced, then renamed."""
+"""Crash-safe file writes (a temporary file in the same directory, fsynced, then renamed), and
+the self-checking framing jaxnet's files share: a magic line, the payload's SHA-256, the
+payload."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -44,3 +47,16 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def checksummed(magic: bytes, payload: bytes) -> bytes:
+    """``magic`` (a line), the hex SHA-256 of ``payload`` on a line of its own, ``payload``:
+    how checkpoints, saved models and exports frame what they write."""
+    return magic + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def verified_payload(raw: bytes, magic: bytes) -> bytes | None:
+    """The payload of a :func:`checksummed` file's bytes ``raw`` (which start with
+    ``magic``), or None when its checksum does not match (truncated or changed)."""
+    digest, _, payload = raw[len(magic):].partition(b"\n")
+    return payload if hashlib.sha256(payload).hexdigest().encode() == digest else None

@@ -17,7 +17,6 @@ name, so a crash leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from jaxnet._io import atomic_write
+from jaxnet._io import atomic_write, checksummed, verified_payload
 from jaxnet._typing import State
 
 # A layer's State is stored as the plain map of its arrays (and rebuilt into a State from the
@@ -63,8 +62,7 @@ def save(path: str | os.PathLike, trees: dict, header: dict | None = None) -> Pa
              for name, tree in trees.items()}
     state["header"] = json.dumps(header or {}, sort_keys=True)
     payload = serialization.msgpack_serialize(state)
-    blob = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
-    return atomic_write(path, blob)
+    return atomic_write(path, checksummed(MAGIC, payload))
 
 
 def load(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -81,8 +79,8 @@ def load(path: str | os.PathLike) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror})") from None
     if not raw.startswith(MAGIC):
         raise CheckpointError(f"{path}: not a jaxnet checkpoint (bad magic bytes)")
-    digest, _, payload = raw[len(MAGIC):].partition(b"\n")
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
+    payload = verified_payload(raw, MAGIC)
+    if payload is None:
         raise CheckpointError(f"{path}: checksum mismatch (the file is truncated or corrupt)")
     try:
         state = serialization.msgpack_restore(payload)

@@ -1,8 +1,9 @@
 """A model exported by :func:`jaxnet.export`, loaded without the code that built it.
 
 ``load_exported(path)`` returns a callable, ``model(x) -> outputs`` (NumPy arrays), that needs
-neither the network's code nor its configuration: loading imports JAX and this module, nothing
-else of jaxnet. It reads both formats :func:`jaxnet.export` writes.
+neither the network's code nor its configuration: loading imports JAX, this module and
+jaxnet's file helpers (``jaxnet._io``), nothing that builds a network. It reads both formats
+:func:`jaxnet.export` writes.
 
 A StableHLO export is one file::
 
@@ -48,6 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from jaxnet._io import verified_payload
 
 __all__ = ["load_exported", "ExportedModel", "ExportError", "MAGIC", "KIND", "FORMAT",
            "ONNX_HEADER_KEY", "ONNX_CHECKSUM_KEY"]
@@ -161,14 +164,9 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
     return _load_onnx(path, raw)
 
 
-def checksum(payload: bytes) -> bytes:
-    """The hex SHA-256 that a StableHLO export's second line holds for ``payload``."""
-    return hashlib.sha256(payload).hexdigest().encode()
-
-
 def _load_stablehlo(path, raw) -> ExportedModel:
-    digest, _, payload = raw[len(MAGIC):].partition(b"\n")
-    if checksum(payload) != digest:
+    payload = verified_payload(raw, MAGIC)
+    if payload is None:
         raise ExportError(f"{path}: the checksum does not match: the file is truncated or was "
                           f"changed after it was exported; export it again")
     header_text, _, body = payload.partition(b"\n")

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxnet import __version__, _checks, _lowering, exported, inference
 from jaxnet import network as network_lib
-from jaxnet._io import atomic_write
+from jaxnet._io import atomic_write, checksummed
 from jaxnet._typing import Network
 
 __all__ = ["export", "FORMATS", "PLATFORMS", "default_dtype"]
@@ -178,4 +178,4 @@ def _write_stablehlo(path, forward, theta, shape, dtype, platforms, params, head
     header = {**header, "param_arrays": [[str(v.dtype), list(v.shape)] for v in leaves],
               "sections": {"program": len(serialized), "params": len(blob)}}
     payload = json.dumps(header).encode() + b"\n" + serialized + blob
-    return atomic_write(path, exported.MAGIC + exported.checksum(payload) + b"\n" + payload)
+    return atomic_write(path, checksummed(exported.MAGIC, payload))
