@@ -17,6 +17,9 @@ from jaxnet.losses import BINARY_LOSSES, CLASSIFICATION_LOSSES, REGRESSION_LOSSE
 
 
 def check_xy(xname: str, yname: str, x, y, check_finite: bool):
+    if y is None:
+        raise TypeError(f"{yname}: missing; labels go with the arrays {xname} (only a "
+                        f"streamed source, jaxnet.streaming, holds its own)")
     x, y = _checks.array_like(xname, x), _checks.array_like(yname, y)
     if x.ndim < 2:
         raise ValueError(f"{xname}: expected shape (examples, features...), got {tuple(x.shape)}")
@@ -176,6 +179,18 @@ def check_labels(network, theta, input_shape, loss_name, y, arg):
         raise ValueError(f"{arg}: expected integer labels {integer} or one-hot (N, "
                          f"{', '.join(map(str, shape))}), got shape {tuple(y.shape)}"
                          f"{per_position}")
+
+
+def chunk_check(network, theta, input_shape, loss_name):
+    """``check(x, y, where)``: a streamed chunk's token ids and labels checked as ``fit``
+    checks arrays (:func:`check_tokens`, :func:`check_labels`), ``where`` naming the
+    records in the message."""
+
+    def check(x, y, where):
+        check_tokens(network, x, f"x ({where})")
+        check_labels(network, theta, input_shape, loss_name, y, f"y ({where})")
+
+    return check
 
 
 def _check_one_target_per_output(y, shape, loss_name: str, arg: str) -> None:

@@ -40,7 +40,7 @@ serialization.register_serialization_state(
     override=True)
 
 MAGIC = b"JAXNETCKPT 1\n"
-_NAME = re.compile(r"^epoch-(\d{6})\.ckpt$")
+_NAME = re.compile(r"^epoch-(\d{6})(?:-step-(\d{9}))?\.ckpt$")
 
 
 class CheckpointError(ValueError):
@@ -148,40 +148,50 @@ class CheckpointManager:
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"checkpoint_dir: {str(directory)!r} is not a directory")
 
-    def path(self, epoch: int) -> Path:
-        return self.directory / f"epoch-{epoch:06d}.ckpt"
+    def path(self, epoch: int, step: int = 0) -> Path:
+        """``epoch-000012.ckpt`` after 12 epochs; ``epoch-000012-step-000000300.ckpt`` 300
+        steps into the 13th (a streamed epoch saves mid-way)."""
+        middle = f"-step-{step:09d}" if step else ""
+        return self.directory / f"epoch-{epoch:06d}{middle}.ckpt"
 
-    def epochs(self) -> list[int]:
-        """Epochs with a checkpoint file, oldest first."""
+    def positions(self) -> list[tuple[int, int]]:
+        """``(epochs done, steps into the next)`` of every checkpoint file, oldest first."""
         if not self.directory.is_dir():
             return []
-        return sorted(int(m.group(1)) for p in self.directory.iterdir()
+        return sorted((int(m.group(1)), int(m.group(2) or 0)) for p in self.directory.iterdir()
                       if (m := _NAME.match(p.name)))
 
-    def save(self, epoch: int, trees: dict, header: dict) -> Path:
-        """Write ``epoch-NNNNNN.ckpt``, drop checkpoints beyond ``keep``, and remove temporary
-        files a killed writer left behind (only the writing process calls this)."""
+    def epochs(self) -> list[int]:
+        """Epochs with an end-of-epoch checkpoint file, oldest first."""
+        return [epoch for epoch, step in self.positions() if step == 0]
+
+    def save(self, epoch: int, trees: dict, header: dict, step: int = 0) -> Path:
+        """Write ``epoch-NNNNNN.ckpt`` (or, ``step`` steps into the next epoch, its
+        ``-step-`` form), drop checkpoints beyond ``keep``, and remove temporary files a killed
+        writer left behind (only the writing process calls this)."""
         if self.directory.is_dir():
             for stale in self.directory.glob(".epoch-*.ckpt.tmp-*"):
                 stale.unlink(missing_ok=True)
-        path = save(self.path(epoch), trees, {**header, "epoch": epoch})
-        for old in self.epochs()[:-self.keep]:
-            self.path(old).unlink(missing_ok=True)
+        path = save(self.path(epoch, step), trees, {**header, "epoch": epoch,
+                                                    "step_in_epoch": step})
+        for old in self.positions()[:-self.keep]:
+            self.path(*old).unlink(missing_ok=True)
         return path
 
-    def restore_latest(self, like: dict) -> tuple[dict, dict] | None:
-        """The newest checkpoint that restores cleanly, or None if there is none.
+    def restore_latest(self, like) -> tuple[dict, dict] | None:
+        """The newest checkpoint that restores cleanly, or None if there is none. ``like``:
+        the templates (see :func:`rebuild`), or a function of the file's header giving them.
 
         A corrupt or truncated newer file is skipped with a warning naming it; a checkpoint
         that decodes but does not match ``like`` raises CheckpointError (a different run).
         """
-        for epoch in reversed(self.epochs()):
-            path = self.path(epoch)
+        for position in reversed(self.positions()):
+            path = self.path(*position)
             try:
                 header, state = load(path)
             except CheckpointError as err:
                 warnings.warn(f"skipping unreadable checkpoint: {err}", RuntimeWarning,
                               stacklevel=2)
                 continue
-            return header, rebuild(path, state, like)
+            return header, rebuild(path, state, like(header) if callable(like) else like)
         return None

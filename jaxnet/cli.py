@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     dsub.choices["info"].add_argument("--verify", action="store_true",
                                       help="recompute the cache's checksums")
+    prep = dsub.choices["prepare"]
+    prep.add_argument("--out", metavar="DIR",
+                      help="also write the dataset to DIR for streaming (data.open_prepared, "
+                      "fit(network, ds.train)); DIR must be new or empty")
+    prep.add_argument("--format", choices=("npy", "array_record"), default="npy",
+                      help="DIR's layout with --out: npy memory maps (fastest) or "
+                      "ArrayRecord shards (default npy)")
     return parser
 
 
@@ -306,10 +313,17 @@ def _data_prepare(args) -> int:
 
     ds = data.load(args.name, data_dir=args.data_dir)
     if isinstance(ds, data.TextDataset):
+        if args.out:
+            raise ValueError(f"--out: {ds.name} is a corpus of characters; only datasets "
+                             f"of examples are written for streaming")
         print(f"{ds.name}: {len(ds.train):,} train, {len(ds.test):,} test characters, read "
               f"from {ds.source} (a corpus is not cached)")
         return 0
     print(f"{ds.name}: {len(ds.train)} train, {len(ds.test)} test examples cached; {ds.source}")
+    if args.out:
+        out = data.prepare(ds, args.out, format=args.format)
+        print(f"written to {out} ({args.format}); stream it with "
+              f"jaxnet.data.open_prepared({str(out)!r})")
     return 0
 
 

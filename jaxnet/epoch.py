@@ -75,7 +75,8 @@ def _batch_sums(metric_fns, value, out, yb, bmask, members: int | None = None) -
     return new
 
 
-def _zeros(metric_fns, members: int | None) -> dict:
+def zero_sums(metric_fns, members: int | None = None) -> dict:
+    """The loss's and metrics' sums before the first batch (one per member with ``members``)."""
     shape = () if members is None else (members,)
     return {k: jnp.zeros(shape, jnp.float32) for k in ("loss", *metric_fns)}
 
@@ -87,21 +88,82 @@ def eval_sums(L, metric_fns, theta, x, y, batch_size: int, batch_sharding=None,
     ``members``: ``L`` is a group loss returning one value per member (see
     :func:`make_epoch`); every sum then has shape ``(members,)``."""
     idx, mask = batch_plan(len(y), batch_size)
+    add = eval_step(L, metric_fns, theta, batch_sharding, members)
 
     def body(sums, plan):
         bidx, bmask = plan
-        xb, yb, bmask = constrain((rows(x, bidx), y[bidx], bmask), batch_sharding)
+        return add(sums, (rows(x, bidx), y[bidx], bmask)), None
+
+    sums, _ = jax.lax.scan(body, zero_sums(metric_fns, members), (idx, mask))
+    return sums
+
+
+def eval_step(L, metric_fns, theta, batch_sharding=None, members: int | None = None):
+    """``add(sums, (xb, yb, bmask)) -> sums``: one evaluation batch's share added to the
+    sums (:func:`eval_sums` over arrays, :mod:`jaxnet._stream_programs` over chunks)."""
+
+    def add(sums, batch):
+        xb, yb, bmask = constrain(batch, batch_sharding)
         value, out, _ = L(theta, (xb, yb, bmask))
         new = _batch_sums(metric_fns, value, out, yb, bmask, members)
-        return jax.tree.map(jnp.add, sums, new), None
+        return jax.tree.map(jnp.add, sums, new)
 
-    sums, _ = jax.lax.scan(body, _zeros(metric_fns, members), (idx, mask))
-    return sums
+    return add
 
 
 def _keep_where(ok, new, old):
     """``new`` where ``ok`` else ``old``; ``ok`` is a scalar or one flag per leading index."""
     return jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - ok.ndim)), new, old)
+
+
+def make_train_step(L, tx: optax.GradientTransformation, metric_fns: dict, *, padded: bool,
+                    batch_size: int, stochastic: bool = True, masked: bool = False,
+                    members: int | None = None, batch_sharding=None):
+    """``train_step(carry, i, (xb, yb, bmask), wb, dropout_key, active) -> (carry, loss)``:
+    step ``i`` of an epoch on one batch, ``carry = (theta, opt_state, sums, bad_step)``. The
+    one training step of :func:`make_epoch` (which gathers each batch from arrays on the
+    device) and of :mod:`jaxnet._stream_programs` (whose batches come in chunks from the
+    host), so the two train alike. ``padded``: the epoch's last batch is partial, so
+    ``bmask`` weighs the examples (otherwise it is ignored); ``wb`` the batch's example
+    weights or None. See :func:`make_epoch` for the rest."""
+
+    def train_step(carry, i, batch, wb, dropout_key, active):
+        theta, opt_state, sums, bad = carry
+        xb, yb, bmask = constrain(batch, batch_sharding)
+        if not padded:  # every batch full: no 0/1 weights to apply (or sum)
+            bmask = None
+        key = step_lib.step_key(dropout_key, i) if stochastic else None
+        batch = (xb, yb) if bmask is None else (xb, yb, bmask)
+        if wb is not None:  # Keras's sample weights: sum(w * loss) / examples
+            batch = ((xb, yb, wb, float(batch_size)) if bmask is None else
+                     (xb, yb, wb * bmask, bmask.sum()))
+        value, out, grads, new_state = step_lib.gradients(L, theta, batch, key)
+        if masked:
+            ok = active & (bad < 0) & jnp.isfinite(value)
+            grads = jax.tree.map(lambda g: _keep_where(ok, g, jnp.zeros_like(g)), grads)
+        new_theta, opt_state = step_lib.apply_gradients(tx, theta, grads, new_state,
+                                                        opt_state, value)
+        if masked:
+            new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
+                                     new_theta, theta)
+        new = _batch_sums(metric_fns, value, out, yb, bmask, members)
+        bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
+        return (new_theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), value
+
+    return train_step
+
+
+def epoch_outputs(sums, n_train: int, step_losses, opt_state, metric_fns: dict,
+                  members: int | None = None) -> dict:
+    """An epoch's outputs from its training sums: the means, every step's loss (one row per
+    member: (steps,) or (members, steps)) and the learning rate at its end, when the
+    optimizer's state holds one (traced; shared by the in-memory and the streamed epoch)."""
+    out = sums_to_means(sums, n_train, metric_fns=metric_fns)
+    out[STEP_LOSSES] = step_losses if members is None else step_losses.T
+    lr = step_lib.learning_rate(opt_state)
+    if lr is not None:
+        out[LEARNING_RATE] = lr
+    return out
 
 
 def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
@@ -153,45 +215,23 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         shuffle_key, dropout_key = step_lib.epoch_keys(key, index)
         order = jax.random.permutation(shuffle_key, n_train) if shuffle else None
         idx, mask = batch_plan(n_train, batch_size, order)
-        padded = n_train % batch_size != 0
+        train_step = make_train_step(L, tx, metric_fns, padded=n_train % batch_size != 0,
+                                     batch_size=batch_size, stochastic=stochastic,
+                                     masked=masked, members=members,
+                                     batch_sharding=batch_sharding)
 
         def step(carry, plan):
-            theta, opt_state, sums, bad = carry
             i, bidx, bmask = plan
-            xb, yb, bmask = constrain((rows(x_tr, bidx), y_tr[bidx], bmask), batch_sharding)
-            if not padded:  # every batch full: no 0/1 weights to apply (or sum)
-                bmask = None
-            key = step_lib.step_key(dropout_key, i) if stochastic else None
-            batch = (xb, yb) if bmask is None else (xb, yb, bmask)
-            if example_weights:  # Keras's sample weights: sum(w * loss) / examples
-                wb = example_weights[0][bidx]
-                batch = ((xb, yb, wb, float(batch_size)) if bmask is None else
-                         (xb, yb, wb * bmask, bmask.sum()))
-            value, out, grads, new_state = step_lib.gradients(L, theta, batch, key)
-            if masked:
-                ok = active & (bad < 0) & jnp.isfinite(value)
-                grads = jax.tree.map(lambda g: _keep_where(ok, g, jnp.zeros_like(g)), grads)
-            new_theta, opt_state = step_lib.apply_gradients(tx, theta, grads, new_state,
-                                                            opt_state, value)
-            if masked:
-                new_theta = jax.tree.map(lambda new, old: _keep_where(ok, new, old),
-                                         new_theta, theta)
-            theta = new_theta
-            new = _batch_sums(metric_fns, value, out, yb, bmask, members)
-            bad = jnp.where((bad < 0) & ~jnp.isfinite(value), i, bad)
-            return (theta, opt_state, jax.tree.map(jnp.add, sums, new), bad), value
+            wb = example_weights[0][bidx] if example_weights else None
+            return train_step(carry, i, (rows(x_tr, bidx), y_tr[bidx], bmask), wb,
+                              dropout_key, active)
 
         steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
         no_bad = jnp.full(() if members is None else (members,), -1, jnp.int32)
         (theta, opt_state, sums, bad), step_losses = jax.lax.scan(
-            step, (theta, opt_state, _zeros(metric_fns, members), no_bad), (steps, idx, mask),
+            step, (theta, opt_state, zero_sums(metric_fns, members), no_bad), (steps, idx, mask),
             unroll=unroll)
-        out = sums_to_means(sums, n_train, metric_fns=metric_fns)
-        # every step's loss, one row per member: (steps,) or (members, steps)
-        out[STEP_LOSSES] = step_losses if members is None else step_losses.T
-        lr = step_lib.learning_rate(opt_state)
-        if lr is not None:
-            out[LEARNING_RATE] = lr
+        out = epoch_outputs(sums, n_train, step_losses, opt_state, metric_fns, members)
         if n_val:
             val = eval_sums(L, metric_fns, theta, x_val, y_val,
                             validation_batch_size or batch_size, batch_sharding, members)

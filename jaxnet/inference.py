@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxnet import _checks, _inputs, _precision, compiling, layers, losses
+from jaxnet import _checks, _inputs, _precision, compiling, layers, losses, streaming
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet._ahead import CompileAhead
@@ -26,7 +27,8 @@ from jaxnet.compiling import program_compiler_options
 __all__ = ["evaluate", "predict", "prepare_evaluate", "PrepareEvaluate"]
 
 
-def evaluate(network: Network, theta, x, y, *, loss=None, metrics: Sequence | None = None,
+def evaluate(network: Network, theta, x, y=None, *, loss=None,
+             metrics: Sequence | None = None,
              batch_size: int = 1024, check_inputs: bool = True,
              precision: str = "f32") -> dict[str, float]:
     """Mean loss and metrics of theta on (x, y), e.g. ``{"loss": 0.35, "accuracy": 0.87}``.
@@ -35,13 +37,52 @@ def evaluate(network: Network, theta, x, y, *, loss=None, metrics: Sequence | No
     outputs (:func:`jaxnet.losses.infer`); ``metrics`` to those that go with the loss (the
     accuracy for the cross-entropies, none for regression). ``precision="bf16"`` runs the
     forward pass in bfloat16 as :func:`jaxnet.fit` trains with it (the loss and metrics in
-    float32)."""
+    float32). ``x`` may be a streamed source of ``(x, y)`` examples
+    (:mod:`jaxnet.streaming`), ``y`` then omitted: it is read a chunk at a time."""
+    if streaming.is_streamed(x):
+        return _evaluate_streamed(network, theta, x, y, loss, metrics, batch_size,
+                                  check_inputs, precision)
     x, y = _inputs.check_xy("x", "y", x, y, check_inputs)
     _inputs.check_tokens(network, x, "x")
     layers.check_params(network, theta, tuple(x.shape[1:]))
     fn, metric_fns = _evaluation(network, theta, x, y, loss, metrics, batch_size, precision)
     sums = fn(theta, jnp.asarray(x), jnp.asarray(y))
     means = {k: float(v) / len(y) for k, v in jax.device_get(sums).items()}
+    return metrics_lib.finalize(metric_fns, means)
+
+
+def _evaluate_streamed(network, theta, source, y, loss, metrics, batch_size, check_inputs,
+                       precision):
+    """evaluate over a streamed source: the evaluation scan a chunk at a time, every chunk's
+    token ids and labels checked as they are read."""
+    from jaxnet import _streamed_fit
+
+    if y is not None:
+        raise ValueError("y: a streamed source holds its labels; call evaluate(network, "
+                         "theta, source) without y")
+    source = streaming.as_source(source)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    probe_x, probe_y = source.read(np.arange(min(len(source), _streamed_fit.PROBE_EXAMPLES)))
+    labels = source.labels if source.labels is not None else probe_y
+    _inputs.check_tokens(network, probe_x, "x")
+    layers.check_params(network, theta, tuple(source.x_shape))
+    input_shape = tuple(source.x_shape)
+    loss_name, loss_fn, _ = _inputs.resolve_loss(network, theta, input_shape, loss, labels)
+    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
+    objective = losses.make_objective(network, loss_fn,
+                                      precision=_precision.canonical(precision))
+    batch_size = min(batch_size, len(source))
+    plan = streaming.ChunkPlan(len(source), batch_size,
+                               streaming.chunk_steps_for(source, batch_size, len(source)),
+                               shuffle=False, seed=(0,))
+    program = jax.jit(_streamed_fit.make_eval_chunk(objective, metric_fns),
+                      compiler_options=program_compiler_options())
+    sums = epoch_lib.zero_sums(metric_fns)
+    check = _inputs.chunk_check(network, theta, input_shape, loss_name)
+    for item in streaming.chunks(source, plan, epochs=1, check_finite=check_inputs,
+                                 check=check):
+        sums = program(theta, sums, item["x"], item["y"], item["mask"])
+    means = {k: float(v) / len(source) for k, v in jax.device_get(sums).items()}
     return metrics_lib.finalize(metric_fns, means)
 
 

@@ -145,33 +145,60 @@ class Checkpointing:
     steps: int
     extra: dict = field(default_factory=dict)
     fetch: Callable = jax.device_get
+    # set by resume (a mid-epoch checkpoint's reader position and partial sums) and by run
+    # before every epoch (what a save in the middle of a streamed epoch holds)
+    position: dict | None = field(default=None, init=False)
+    partial: dict | None = field(default=None, init=False)
+    resumed_epoch: int | None = field(default=None, init=False)
+    best: object = field(default=None, init=False)
+    tracks: list = field(default_factory=list, init=False)
 
     def like(self, carry, best) -> dict:
         like = {"theta": carry[0], "opt_state": carry[1]}
         return like | ({"best_theta": best} if best is not None else {})
 
-    def save(self, epoch: int, carry, best, tracks) -> None:
+    def save(self, epoch: int, carry, best, tracks, *, step: int = 0,
+             partial: dict | None = None, position: dict | None = None) -> None:
+        """Save after epoch ``epoch`` (from 0); or, with ``step``, ``step`` steps into epoch
+        ``epoch``, with the epoch's ``partial`` trees (sums so far) and the reader's
+        ``position`` (a streamed epoch: :mod:`jaxnet._streamed_fit`)."""
         from jaxnet import __version__
 
         if jax.process_index() != 0:  # every process holds the same state: one writes
             return
-        trees = self.fetch(self.like(carry, best) | self.extra)
-        self.manager.save(epoch + 1, trees, {
-            "run": self.run, "step": (epoch + 1) * self.steps, "jaxnet_version": __version__,
+        trees = self.fetch(self.like(carry, best) | self.extra
+                           | ({"partial": partial} if partial is not None else {}))
+        done = epoch if step else epoch + 1
+        self.manager.save(done, trees, {
+            "run": self.run, "step": done * self.steps + step, "jaxnet_version": __version__,
             "tracks": [{"history": t.history.to_dict(), "active": t.active,
                         "early_stopping": t.stopper.state() if t.stopper else None}
-                       for t in tracks]})
+                       for t in tracks]} | ({"position": position} if position else {}),
+            step=step)
 
-    def resume(self, carry, best, tracks):
+    def resume(self, carry, best, tracks, partial_like: Callable | None = None):
         """``(carry, best, start_epoch)`` from the newest valid checkpoint, with the tracks'
-        histories and early stopping restored; None if there is none."""
+        histories and early stopping restored; None if there is none. A checkpoint saved
+        mid-epoch also restores ``self.position`` and ``self.partial`` (rebuilt on
+        ``partial_like(position)``); otherwise both are None."""
         from jaxnet.checkpoint import CheckpointError
 
-        found = self.manager.restore_latest(self.like(carry, best))
+        def like(header):
+            position = header.get("position")
+            if position is None:
+                return self.like(carry, best)
+            if partial_like is None:
+                where = self.manager.path(header["epoch"], header.get("step_in_epoch", 0))
+                raise CheckpointError(f"{where}: saved in the middle of a streamed epoch; "
+                                      f"resume it with the same streamed source")
+            return self.like(carry, best) | {"partial": partial_like(position)}
+
+        self.position = self.partial = None
+        found = self.manager.restore_latest(like)
         if found is None:
             return None
         header, trees = found
-        path = self.manager.path(header["epoch"])
+        path = self.manager.path(header["epoch"], header.get("step_in_epoch", 0))
         _same_run(header.get("run", {}), self.run, path)
         saved = header.get("tracks")
         if not isinstance(saved, list) or len(saved) != len(tracks):
@@ -181,6 +208,8 @@ class Checkpointing:
             track.history, track.active = History(**s["history"]), bool(s["active"])
             if track.stopper is not None and s["early_stopping"] is not None:
                 track.stopper.load(s["early_stopping"])
+        self.position, self.partial = header.get("position"), trees.get("partial")
+        self.resumed_epoch = header["epoch"]
         return (trees["theta"], trees["opt_state"]), trees.get("best_theta"), header["epoch"]
 
 
@@ -239,6 +268,8 @@ def run(step: Callable, carry, *, epochs: int, start: int, tracks: list[Track], 
             break
         if before_epoch is not None:
             before_epoch(epoch, carry[0])
+        if checkpointing is not None:  # what a save in the middle of the epoch holds
+            checkpointing.best, checkpointing.tracks = best, tracks
         t0 = time.perf_counter()
         progress.begin(epoch)
         new_carry, dev_metrics, dev_bad = step(carry, epoch, population.active(tracks))

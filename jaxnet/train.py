@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import sys
-import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxnet import (
@@ -23,16 +20,15 @@ from jaxnet import (
     _inputs,
     _precision,
     _progress,
+    _streamed_fit,
     compiling,
-    layers,
     loop,
     losses,
     parallel,
+    streaming,
 )
+from jaxnet import _fit_parts as parts
 from jaxnet import callbacks as callbacks_lib
-from jaxnet import epoch as epoch_lib
-from jaxnet import metrics as metrics_lib
-from jaxnet import step as step_lib
 from jaxnet._fit_callbacks import CallbackDriver
 from jaxnet._typing import Network
 from jaxnet.callbacks import EarlyStopping
@@ -53,8 +49,8 @@ from jaxnet.optimizers import (  # noqa: F401 - re-exported: they lived here
 # (get_optimizer, evaluate, predict, History, ...) still import from here.
 __all__ = ["fit", "training_keys", "params_sha256"]
 
-def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimizer="adam",
-        learning_rate=None, epochs: int = 10, batch_size: int = 128,
+def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
+        optimizer="adam", learning_rate=None, epochs: int = 10, batch_size: int = 128,
         validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
         metrics: Sequence | None = None, l2: float = 0.0, seed: int = 0,
         shuffle_seed: int | None = None, sample_weight=None, class_weight=None,
@@ -63,7 +59,8 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         on_epoch_end: Callable | None = None, check_inputs: bool = True,
         compile_cache: bool | None = None, checkpoint_dir=None, checkpoint_every: int = 1,
         keep_checkpoints: int = 3, resume: bool = False, data_parallel: bool | None = None,
-        precision: str = "f32"):
+        precision: str = "f32", chunk_steps: int | None = None,
+        checkpoint_steps: int | None = None):
     """Train ``network`` on (x, y): theta_hat = argmin L(theta), Keras's ``model.fit``.
 
     Args:
@@ -122,6 +119,11 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         precision: ``"f32"``, or ``"bf16"``: the passes in bfloat16, theta, the optimizer's
             state, loss and metrics float32 (Keras's ``"mixed_bfloat16"``,
             :mod:`jaxnet._precision`): fast on TPUs and recent GPUs, slower on a CPU.
+        chunk_steps: a streamed ``x``: steps per chunk read and dispatched at once (default
+            about :data:`jaxnet.streaming.CHUNK_BYTES` of examples).
+        checkpoint_steps: a streamed ``x`` with ``checkpoint_dir``: also save every this many
+            steps inside an epoch (at the end of the chunk that reaches them), so that a
+            resumed run continues from the batch after it.
 
     Returns:
         ``(theta_hat, history)``. For a stateful network (batch normalization) theta_hat
@@ -135,37 +137,34 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
     epochs = _checks.positive_int("epochs", epochs, allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     precision = _precision.canonical(precision)
-    tx, optimizer = get_optimizer(optimizer, learning_rate), _recorded_optimizer(optimizer)
-    _check_reporting(verbose, on_epoch_end)
+    tx, optimizer = get_optimizer(optimizer, learning_rate), parts.recorded_optimizer(optimizer)
+    parts.check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
-    mesh = _mesh(data_parallel, batch_size)
-    y_all = y
-    x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
-                                               check_inputs)
-    weights = _inputs.example_weights(sample_weight, class_weight, y_all, len(y))
-    input_shape = tuple(x.shape[1:])
-    _inputs.check_network_inputs(network, x, x_val)
+    mesh = parts.data_mesh_for(data_parallel, batch_size)
+    if streaming.is_streamed(x):
+        data = _streamed_fit.StreamedData(
+            x, y, validation_split, validation_data, sample_weight, class_weight,
+            check_inputs, chunk_steps=chunk_steps, checkpoint_steps=checkpoint_steps)
+    else:
+        data = parts.ArrayData(x, y, validation_split, validation_data, sample_weight,
+                               class_weight, check_inputs)
+    _inputs.check_network_inputs(network, data.x_check, data.x_val_check)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
-    theta = _initial_theta(network, theta, init_key, input_shape, opt_state)
-    loss_name, loss_fn, metric_fns = _loss_and_metrics(
-        network, theta, input_shape, loss, metrics, y, y_val, early_stopping, verbose)
+    theta = parts.initial_theta(network, theta, init_key, data.input_shape, opt_state)
+    loss_name, loss_fn, metric_fns = parts.loss_and_metrics(
+        network, theta, data.input_shape, loss, metrics, data.labels, data.val_labels,
+        early_stopping, verbose)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir (where to find the checkpoints)")
     if epochs == 0:
         return theta, loop.History()
 
-    traces: list = []
     objective = losses.make_objective(network, loss_fn, l2=l2, precision=precision)
-    small = compiling.is_small_training_step(objective, theta, x, y,
+    small = compiling.is_small_training_step(objective, theta, data.x_check, data.labels,
                                              batch_size // (mesh.size if mesh else 1))
-    epoch_fn = epoch_lib.make_epoch(
-        objective, tx, metric_fns, n_train=len(y), n_val=len(y_val), batch_size=batch_size,
-        shuffle=shuffle, stochastic=network.is_stochastic, trace_counter=traces,
-        batch_sharding=parallel.batch_sharding(mesh) if mesh else None,
-        unroll=compiling.training_unroll(small, -(-len(y) // batch_size)))
-    continuing, opt_state = opt_state is not None, _initial_opt_state(tx, theta, opt_state)
-    carry, steps = (theta, opt_state), -(-len(y) // batch_size)
+    continuing, opt_state = opt_state is not None, parts.initial_opt_state(tx, theta, opt_state)
+    carry, steps = (theta, opt_state), -(-data.n_train // batch_size)
     driver = CallbackDriver(callbacks, on_epoch_end, learning_rate, opt_state,
                             continuing)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
@@ -174,23 +173,24 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
     saving, start = None, 0
     if checkpoint_dir is not None:
         run = dict(seed=int(seed), shuffle_seed=shuffle_seed, batch_size=batch_size,
-                   shuffle=bool(shuffle), n_train=len(y), n_val=len(y_val), l2=float(l2),
-                   loss=loss_name or "<function>", network=network, optimizer=optimizer,
-                   precision=precision, example_weights=weights)
-        saving = _checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
-                                train_key, steps, run)
-        carry, best, start = _resume(saving, carry, best, track, driver, resume,
-                                     learning_rate)
+                   shuffle=bool(shuffle), n_train=data.n_train, n_val=data.n_val,
+                   l2=float(l2), loss=loss_name or "<function>", network=network,
+                   optimizer=optimizer, precision=precision, example_weights=data.weights)
+        saving = parts.checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
+                                     train_key, steps, run)
+        carry, best, start = parts.resume(saving, carry, best, track, driver, resume,
+                                          learning_rate, data.partial_like)
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
-    data = (x, y, x_val, y_val) + (() if weights is None else (weights,))
-    carry, best, train_key, data = place((carry, best, train_key, data))
-    compiled, track.history.compile_time = _compile(epoch_fn, *carry, train_key, 0, data,
-                                                    small_step=small)
+    epoch_step, carry, best, track.history.compile_time, traces = data.program(
+        objective, tx, metric_fns, batch_size=batch_size, shuffle=shuffle,
+        stochastic=network.is_stochastic, mesh=mesh, small=small, carry=carry, best=best,
+        train_key=train_key, place=place, saving=saving,
+        check_chunk=_inputs.chunk_check(network, theta, data.input_shape, loss_name))
     track.history.devices = mesh.size if mesh is not None else 1
     driver.train_begin(carry[0])
     outcome = loop.run(
-        lambda c, epoch, active: _unpack(compiled(*driver.apply(c), train_key, epoch, data)),
+        lambda c, epoch, active: epoch_step(driver.apply(c), epoch, active),
         carry, epochs=epochs, start=start, tracks=[track], population=loop.Single(),
         masked=False, metric_names=driver.metric_names(metric_fns),
         progress=_progress.EpochBar(verbose, epochs, steps), best=best,
@@ -198,131 +198,9 @@ def fit(network: Network, x, y, *, theta=None, opt_state=None, loss=None, optimi
         checkpointing=saving, fetch=fetch)
     history = track.history
     history.traces = len(traces)
-    theta, history.opt_state = _on_one_device(mesh, (outcome.final, outcome.carry[1]))
+    theta, history.opt_state = parts.on_one_device(mesh, (outcome.final, outcome.carry[1]))
     driver.train_end(theta, history)
     return theta, history
-
-
-def _recorded_optimizer(optimizer):
-    """The optimizer as checkpoints record it: ``"Adam"`` is ``"adam"``; an optax object as
-    it is. (The learning rate is not part of a run: a resumed run may change it.)"""
-    if not isinstance(optimizer, str):
-        return optimizer
-    return _checks.name_in("optimizer", optimizer, OPTIMIZERS)
-
-
-def _check_reporting(verbose, on_epoch_end) -> None:
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-    if on_epoch_end is not None and not callable(on_epoch_end):
-        raise TypeError(f"on_epoch_end: expected a callable (epoch, theta, logs) or None, "
-                        f"got {type(on_epoch_end).__name__}")
-
-
-def _loss_and_metrics(network, theta, input_shape, loss, metrics, y, y_val, early_stopping,
-                      verbose):
-    """``(loss_name, loss_fn, metric_fns)`` of a fit, the loss inferred (and said, with
-    ``verbose``) when not given; the labels and early stopping's monitor checked against
-    them."""
-    loss_name, loss_fn, inferred = _inputs.resolve_loss(network, theta, input_shape, loss, y)
-    if inferred and verbose:
-        print(f"loss: {loss_name} ({inferred}); pass loss= to choose another", file=sys.stderr)
-    metric_fns = metrics_lib.metric_fns(metrics, loss_name, network.output_activation)
-    for arg, labels in (("y", y), ("validation_data[1]", y_val)):
-        _inputs.check_labels(network, theta, input_shape, loss_name, labels, arg)
-    if early_stopping is not None:
-        early_stopping.check_monitor(metric_fns, len(y_val) > 0)
-    return loss_name, loss_fn, metric_fns
-
-
-def _resume(saving, carry, best, track, driver, resume, learning_rate):
-    """``(carry, best, start_epoch)``: from the newest checkpoint when resuming and there is
-    one (continuing with an explicitly given new learning rate), else as they are."""
-    found = saving.resume(carry, best, [track]) if resume else None
-    if found is None:
-        return carry, best, 0
-    if isinstance(learning_rate, int | float):  # resumed with another one
-        driver.set_learning_rate(learning_rate)
-    return found
-
-
-def _initial_opt_state(tx, theta, opt_state):
-    """The optimizer's state to start from: a fresh one as one compiled (persistently cached)
-    program, not a dozen eager zeros (about 0.08 s of jaxnet train's start-up here); or the
-    given one (a previous fit's ``history.opt_state``), checked against the fresh one's
-    layout."""
-    fresh = functools.partial(step_lib.init_optimizer, tx)
-    if opt_state is None:
-        return jax.jit(fresh)(theta)
-    want = jax.eval_shape(fresh, theta)
-    got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
-                       if hasattr(a, "shape") else a, opt_state)
-    if jax.tree.structure(want) != jax.tree.structure(got) or any(
-            (w.shape, w.dtype) != (g.shape, g.dtype) for w, g in
-            zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True)):
-        raise ValueError("opt_state: does not match this optimizer's state for theta (pass "
-                         "the history.opt_state of a fit with the same network, optimizer "
-                         "and theta layout)")
-    return opt_state
-
-
-def _initial_theta(network, theta, init_key, input_shape, opt_state):
-    """theta to start from: the given one, checked, or ``network.init`` as one compiled
-    (persistently cached) program instead of a dozen eager random ops, each compiled on its
-    own (about 2 s of a 10-epoch run on this machine). An ``opt_state`` needs its theta."""
-    if opt_state is not None and theta is None:
-        raise ValueError("opt_state: continues a training; give the theta it belongs to "
-                         "(theta=) as well")
-    if theta is None:
-        return init_params(network, init_key, input_shape)
-    layers.check_params(network, theta, input_shape)
-    return theta
-
-
-def _compile(epoch_fn, *args, small_step: bool):
-    """The epoch program compiled ahead of time for ``args``, and the seconds it took."""
-    t0 = time.perf_counter()
-    options = program_compiler_options(small_step=small_step)
-    compiled = jax.jit(epoch_fn).lower(*args).compile(options)
-    return compiled, time.perf_counter() - t0
-
-
-def _unpack(outputs):
-    theta, opt_state, metrics, bad = outputs
-    return (theta, opt_state), metrics, bad
-
-
-def _on_one_device(mesh, tree):
-    """``tree`` as ordinary single-device arrays (what fit hands back), from the mesh's
-    replicated global arrays when there is one."""
-    return tree if mesh is None else jax.tree.map(jnp.asarray, parallel.local(tree))
-
-
-def _mesh(data_parallel, batch_size):
-    """The data-parallel mesh fit uses, or None: asked for, or by default when there are
-    several devices."""
-    if not (data_parallel or (data_parallel is None and jax.device_count() > 1)):
-        return None
-    mesh = parallel.data_mesh()
-    parallel.check_batch_size(batch_size, mesh)
-    return mesh
-
-
-def _checkpointing(directory, every, keep, fetch, train_key, steps, run):
-    """fit's :class:`jaxnet.loop.Checkpointing`; ``run`` holds the settings a resumed run must
-    share, with the network, optimizer and learning rate described as JSON."""
-    from jaxnet import checkpoint as ckpt
-
-    every = _checks.positive_int("checkpoint_every", every)
-    if run["precision"] == "f32":  # f32 runs record nothing: older checkpoints resume
-        del run["precision"]
-    run["network"] = layers.to_config(run["network"])
-    run["optimizer"] = run["optimizer"] if isinstance(run["optimizer"], str) else "<optax>"
-    weights = run.pop("example_weights")
-    if weights is not None:  # another weighting is another run
-        run["example_weights"] = hashlib.sha256(weights.tobytes()).hexdigest()
-    return loop.Checkpointing(ckpt.CheckpointManager(directory, keep=keep), every, run, steps,
-                              extra={"rng_key": jax.random.key_data(train_key)}, fetch=fetch)
 
 
 def training_keys(seed, shuffle_seed=None):

@@ -14,6 +14,7 @@ the MNIST family, ``N x 32 x 32 x 3`` for cifar10; labels are integer classes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from jaxnet.data.reviews import (
     word_vocabulary,
     words,
 )
+from jaxnet.data.stored import FORMATS, from_memmap, open_prepared, prepare
 from jaxnet.data.text import (
     TEXT_DATASETS,
     TextDataset,
@@ -48,6 +50,7 @@ from jaxnet.data.text import (
     load_text,
     next_token_windows,
 )
+from jaxnet.streaming import from_arrays
 
 SYSTEM_DATA_ROOTS = ("/usr/share/datasets", "/usr/local/share/datasets")
 
@@ -56,14 +59,15 @@ __all__ = ["CACHE_FORMAT", "DATASETS", "SYSTEM_DATA_ROOTS", "Dataset", "DatasetS
            "find_idx_files", "flatten", "load", "one_hot", "read_idx", "read_idx_dataset",
            "scale", "spec_for", "standardize", "validation_split", "verify_cache",
            "TEXT_DATASETS", "TextDataset", "TextSplit", "load_text", "next_token_windows",
-           "REVIEW_DATASETS", "encode_words", "load_reviews", "word_vocabulary", "words"]
+           "REVIEW_DATASETS", "encode_words", "load_reviews", "word_vocabulary", "words",
+           "FORMATS", "from_arrays", "from_memmap", "open_prepared", "prepare"]
 
 # --- public entry points ---------------------------------------------------------------------
 
 
 def load(name: str, *, data_dir: str | os.PathLike | None = None,
-         cache_dir: str | os.PathLike | None = None, cache: bool = True
-         ) -> Dataset | TextDataset:
+         cache_dir: str | os.PathLike | None = None, cache: bool = True,
+         stream: bool = False) -> Dataset | TextDataset:
     """Load a named dataset: images (mnist, fashion_mnist, kmnist, cifar10); a character-level
     corpus, ``"shakespeare"`` or ``"tiny_shakespeare"`` (a
     :class:`~jaxnet.data.text.TextDataset`, from :func:`~jaxnet.data.text.load_text`; the
@@ -78,6 +82,10 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         cache_dir: where converted arrays live; default ``$JAXNET_DATA_DIR`` or
             ``~/.cache/jaxnet/datasets``.
         cache: read and write the cache.
+        stream: return ``train`` and ``test`` as streamed sources
+            (:func:`jaxnet.streaming.from_arrays` over the cache's memory maps) for
+            ``fit(network, ds.train)``: nothing is read until training reads it. Images
+            only; needs the cache.
 
     Returns:
         A :class:`Dataset`; arrays loaded from the cache are read-only memory maps.
@@ -92,6 +100,15 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
         ((60000, 28, 28), dtype('uint8'))
     """
     _checks.one_of("dataset", name, [*DATASETS, *TEXT_DATASETS, *REVIEW_DATASETS])
+    if stream:
+        if name not in DATASETS or not cache:
+            raise ValueError(f"stream: streams the image datasets from the cache "
+                             f"({', '.join(DATASETS)}), not {name!r} with cache={cache}")
+        ds = load(name, data_dir=data_dir, cache_dir=cache_dir)
+        return dataclasses.replace(ds, train=from_arrays(ds.train.x, ds.train.y,
+                                                         name=f"{ds.name}/train"),
+                                   test=from_arrays(ds.test.x, ds.test.y,
+                                                    name=f"{ds.name}/test"))
     if name in TEXT_DATASETS:
         return load_text(name, data_dir=data_dir)
     if name in REVIEW_DATASETS:
