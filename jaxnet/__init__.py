@@ -50,7 +50,7 @@ _SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "
                "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",
                "cli", "embeddings", "attention", "transformer", "recurrent", "sampling",
                "sweep_members",
-               "temporal_conv", "masking", "exporting", "exported", "serving")
+               "temporal_conv", "masking", "exporting", "exported", "serving", "streaming")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -165,7 +165,7 @@ class ArrayData:
         self.x_check, self.x_val_check, self.labels, self.val_labels = x, x_val, y, y_val
 
     def program(self, objective, tx, metric_fns, *, batch_size, shuffle, stochastic, mesh,
-                small, carry, best, train_key, place, saving, check_chunk=None):
+                small, carry, best, train_key, place, saving, epochs, check_chunk=None):
         """``(epoch_step, carry, best, compile_seconds, traces)``: ``epoch_step(carry, epoch,
         active)`` for :func:`jaxnet.loop.run`, and carry and best placed for it."""
         traces: list = []

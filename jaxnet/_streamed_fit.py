@@ -21,58 +21,20 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxnet import _checks, _fit_parts, compiling, parallel, streaming
 from jaxnet import epoch as epoch_lib
-from jaxnet import step as step_lib
 from jaxnet.streaming import ChunkPlan
 
-PROBE_EXAMPLES = 1024
+PROBE_EXAMPLES = 256
 """Examples read up front from a source whose labels are not an array, for the checks and the
 loss's inference (every chunk's labels are checked again as it is read)."""
 
 
-def make_chunk(L, tx, metric_fns, *, n_train: int, batch_size: int, stochastic: bool,
-               batch_sharding=None, unroll: int = 1):
-    """``chunk(theta, opt_state, sums, bad, key, epoch, first_step, xs, ys, masks)``: the
-    training steps ``first_step, first_step + 1, ...`` of epoch ``epoch`` on the chunk's
-    batches (``xs`` (steps, batch, ...)). Returns the new ``(theta, opt_state, sums, bad)``
-    and each step's loss."""
-    train_step = epoch_lib.make_train_step(
-        L, tx, metric_fns, padded=n_train % batch_size != 0, batch_size=batch_size,
-        stochastic=stochastic, batch_sharding=batch_sharding)
-
-    def chunk(theta, opt_state, sums, bad, key, epoch, first_step, xs, ys, masks):
-        _, dropout_key = step_lib.epoch_keys(key, epoch)
-
-        def body(carry, plan):
-            i, xb, yb, bmask = plan
-            return train_step(carry, i, (xb, yb, bmask), None, dropout_key, True)
-
-        steps = first_step + jnp.arange(xs.shape[0], dtype=jnp.int32)
-        (theta, opt_state, sums, bad), losses = jax.lax.scan(
-            body, (theta, opt_state, sums, bad), (steps, xs, ys, masks), unroll=unroll)
-        return theta, opt_state, sums, bad, losses
-
-    return chunk
-
-
-def make_eval_chunk(L, metric_fns, batch_sharding=None):
-    """``chunk(theta, sums, xs, ys, masks) -> sums``: the chunk's batches' loss and metrics
-    added to ``sums`` (the validation pass, and :func:`jaxnet.evaluate` on a source)."""
-
-    def chunk(theta, sums, xs, ys, masks):
-        add = epoch_lib.eval_step(L, metric_fns, theta, batch_sharding)
-        sums, _ = jax.lax.scan(lambda s, b: (add(s, b), None), sums, (xs, ys, masks))
-        return sums
-
-    return chunk
-
-
 class Transfer:
-    """Host chunks to the device: one process's part of every batch (``(steps, part, ...)``)
-    assembled into global arrays split over the mesh's batch axis, or put on the device."""
+    """Host chunks to the device: this process's part of every batch (``(steps, part,
+    ...)``) assembled into global arrays of ``sharding`` (fit's: the batch axis split over
+    the data mesh; fit_many's: whole on every device), or put on the default device."""
 
-    def __init__(self, mesh):
-        self.sharding = (NamedSharding(mesh, PartitionSpec(None, "data"))
-                         if mesh is not None else None)
+    def __init__(self, sharding=None):
+        self.sharding = sharding
 
     def __call__(self, item: dict):
         arrays = (item["x"], item["y"], item["mask"])
@@ -80,17 +42,13 @@ class Transfer:
             return jax.device_put(arrays)
         return tuple(jax.make_array_from_process_local_data(self.sharding, a) for a in arrays)
 
-    def abstract(self, item_shape: tuple, dtype, processes: int):
-        """The global ``ShapeDtypeStruct`` of a chunk array whose local part is
-        ``item_shape``, for compiling ahead of the first chunk."""
-        steps, part, *rest = item_shape
-        return jax.ShapeDtypeStruct((steps, part * processes, *rest), dtype,
-                                    sharding=self.sharding)
-
-
-def _key_words(train_key) -> tuple[int, ...]:
-    """The training key as integers: the seed of the streamed shuffle."""
-    return tuple(int(w) for w in np.asarray(jax.random.key_data(train_key)).ravel())
+    def abstract(self, source, steps: int, plan: ChunkPlan) -> list:
+        """The global ``ShapeDtypeStruct`` of a chunk's ``xs``, ``ys`` and ``masks`` of
+        ``steps`` steps, for compiling ahead of the first chunk."""
+        batch = plan.batch_size
+        return [jax.ShapeDtypeStruct((steps, batch, *shape), dtype, sharding=self.sharding)
+                for shape, dtype in ((source.x_shape, source.x_dtype),
+                                     (source.y_shape, source.y_dtype), ((), np.bool_))]
 
 
 class StreamedData:
@@ -127,6 +85,7 @@ class StreamedData:
         self.n_train, self.n_val = len(source), len(val) if val is not None else 0
         self.input_shape, self.weights = tuple(source.x_shape), None
         self.check_finite = check_inputs
+        self.partial_like = partial_like  # how a mid-epoch checkpoint's sums are rebuilt
         self.chunk_steps = (None if chunk_steps is None
                             else _checks.positive_int("chunk_steps", chunk_steps))
         self.checkpoint_steps = (None if checkpoint_steps is None else
@@ -142,86 +101,80 @@ class StreamedData:
             self.x_val_check = self.x_check[:0]
             self.val_labels = self.labels[:0]
 
-    def partial_like(self, position: dict) -> dict:
-        """The templates of a mid-epoch checkpoint's partial sums (see :meth:`program`)."""
-        return {"sums": {k: np.zeros((), np.float32) for k in position["sums"]},
-                "bad": np.zeros((), np.int32),
-                "step_losses": np.zeros((int(position["steps"]),), np.float32)}
+    def all_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every training and validation label (what fit_many counts its classes from)."""
+        val = streaming.all_labels(self.val) if self.val is not None else self.labels[:0]
+        return streaming.all_labels(self.source), val
 
     def program(self, objective, tx, metric_fns, *, batch_size, shuffle, stochastic, mesh,
-                small, carry, best, train_key, place, saving, check_chunk=None):
+                small, carry, best, train_key, place, saving, epochs, check_chunk=None):
         """As :meth:`jaxnet._fit_parts.ArrayData.program`, over chunks: ``epoch_step``
-        reads the epoch's chunks, trains on each, and validates at its end."""
-        processes, rank = jax.process_count(), jax.process_index()
+        (a :class:`ChunkedEpochs`) reads the epoch's chunks, trains on each, and validates
+        at its end."""
+        plan = self.plan(batch_size, shuffle, key_words(train_key))
+        sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+        chunk_fn = epoch_lib.make_chunk(
+            objective, tx, metric_fns, n_train=self.n_train, batch_size=batch_size,
+            stochastic=stochastic, batch_sharding=sharding,
+            unroll=compiling.training_unroll(small, plan.chunk_steps))
+        transfer = Transfer(NamedSharding(mesh, PartitionSpec(None, "data"))
+                            if mesh is not None else None)
+        carry, best, train_key = place((carry, best, train_key))
+        zeros = place((epoch_lib.zero_sums(metric_fns), jnp.int32(-1)))
+        compiled, seconds = {}, 0.0
+        for n in plan.chunk_sizes():
+            compiled[n], t = _fit_parts.compile_program(
+                chunk_fn, *carry, *zeros, True, train_key, 0, 0,
+                *transfer.abstract(self.source, n, plan), small_step=small)
+            seconds += t
+
+        def train(theta, opt_state, sums, bad, active, epoch, first_step, xs, ys, masks):
+            return compiled[xs.shape[0]](theta, opt_state, sums, bad, True, train_key, epoch,
+                                         first_step, xs, ys, masks)
+
+        evaluate = jax.jit(epoch_lib.make_eval_chunk(objective, metric_fns, sharding))
+        val_zeros = place(epoch_lib.zero_sums(metric_fns))
+
+        def validate(theta):
+            return self.validation(theta, evaluate, transfer, val_zeros, batch_size,
+                                   metric_fns, check_chunk)
+
+        epochs = ChunkedEpochs(
+            ChunkReader(self.source, plan, epochs, self.check_finite, check_chunk), transfer,
+            train,
+            zeros, jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=self.n_train,
+                                             metric_fns=metric_fns)),
+            validate if self.val is not None else None, saving, self.checkpoint_steps, place)
+        return epochs, carry, best, seconds, [1]
+
+    def plan(self, batch_size: int, shuffle: bool, seed: tuple) -> ChunkPlan:
+        """The training chunks' plan for this process (its part of every batch)."""
         if self.n_train < batch_size:
             raise ValueError(f"x: {self.source.name} has {self.n_train} training examples, "
                              f"fewer than one batch (batch_size={batch_size})")
         steps = -(-self.n_train // batch_size)
         k = self.chunk_steps or streaming.chunk_steps_for(self.source, batch_size, steps)
-        plan = ChunkPlan(self.n_train, batch_size, k, shuffle=shuffle,
-                         seed=_key_words(train_key), process_index=rank,
-                         process_count=processes)
-        sharding = parallel.batch_sharding(mesh) if mesh is not None else None
-        chunk_fn = make_chunk(objective, tx, metric_fns, n_train=self.n_train,
-                              batch_size=batch_size, stochastic=stochastic,
-                              batch_sharding=sharding,
-                              unroll=compiling.training_unroll(small, plan.chunk_steps))
-        transfer = Transfer(mesh)
-        carry, best, train_key = place((carry, best, train_key))
-        zeros = place((epoch_lib.zero_sums(metric_fns), jnp.int32(-1)))
-        def abstract(n_steps):
-            part = batch_size // processes
-            return [transfer.abstract((n_steps, part, *shape), dtype, processes)
-                    for shape, dtype in ((self.source.x_shape, self.source.x_dtype),
-                                         (self.source.y_shape, self.source.y_dtype),
-                                         ((), np.bool_))]
+        return ChunkPlan(self.n_train, batch_size, k, shuffle=shuffle, seed=seed,
+                         process_index=jax.process_index(), process_count=jax.process_count())
 
-        programs, seconds = {}, 0.0
-        for n in sorted({plan.chunk_steps, steps - (plan.chunks - 1) * plan.chunk_steps}):
-            programs[n], t = _fit_parts.compile_program(
-                chunk_fn, *carry, *zeros, train_key, 0, 0, *abstract(n), small_step=small)
-            seconds += t
-        finish = jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=self.n_train,
-                                           metric_fns=metric_fns))
-        validate = (_Validation(self.val, objective, metric_fns, batch_size, sharding,
-                                transfer, place, rank, processes, check_chunk)
-                    if self.val is not None else None)
-        reader = _Reader(self.source, plan, self.check_finite, check_chunk)
-        resumed = _resumed(saving, plan, place)
+    def validation(self, theta, program, transfer, zeros, batch_size, metric_fns,
+                   check_chunk=None) -> dict:
+        """The validation pass: ``program(theta, sums, xs, ys, masks)`` over every chunk of
+        the validation source (in order), as means prefixed ``val_``."""
+        steps = -(-self.n_val // batch_size)
+        plan = ChunkPlan(self.n_val, batch_size,
+                         streaming.chunk_steps_for(self.val, batch_size, steps), shuffle=False,
+                         seed=(0,), process_index=jax.process_index(),
+                         process_count=jax.process_count())
+        sums = zeros
+        for item in streaming.chunks(self.val, plan, epochs=1, check=check_chunk):
+            sums = program(theta, sums, *transfer(item))
+        return epoch_lib.sums_to_means(sums, self.n_val, "val_", metric_fns)
 
-        def epoch_step(c, epoch, active):
-            theta, opt_state = c
-            first, (sums, bad), losses = 0, zeros, []
-            if resumed is not None and resumed["epoch"] == epoch:
-                first, (sums, bad), losses = resumed.pop("chunks"), resumed.pop("sums"), [
-                    resumed.pop("step_losses")]
-                reader.seek(epoch * plan.chunks + first)
-            for number in range(first, plan.chunks):
-                item = reader.next(epoch * plan.chunks + number)
-                xs, ys, masks = transfer(item)
-                theta, opt_state, sums, bad, chunk_losses = programs[xs.shape[0]](
-                    theta, opt_state, sums, bad, train_key, epoch, item["first_step"],
-                    xs, ys, masks)
-                losses.append(chunk_losses)
-                done = (number + 1) * plan.chunk_steps
-                if (saving is not None and self.checkpoint_steps and number + 1 < plan.chunks
-                        and done // self.checkpoint_steps
-                        > (done - plan.chunk_steps) // self.checkpoint_steps):
-                    step_losses = jnp.concatenate([jnp.asarray(v) for v in losses])
-                    saving.save(epoch, (theta, opt_state), saving.best, saving.tracks,
-                                step=done,
-                                partial={"sums": sums, "bad": bad, "step_losses": step_losses},
-                                position={"chunks": number + 1, "steps": done,
-                                          "chunk_steps": plan.chunk_steps,
-                                          "sums": sorted(sums),
-                                          "iterator": reader.state()})
-            out = finish(sums, step_losses=jnp.concatenate([jnp.asarray(v) for v in losses]),
-                         opt_state=opt_state)
-            if validate is not None:
-                out |= validate(theta)
-            return (theta, opt_state), out, bad
 
-        return epoch_step, carry, best, seconds, [1]
+def key_words(key) -> tuple[int, ...]:
+    """A data-order key as integers: the streamed shuffle's seed."""
+    return tuple(int(w) for w in np.asarray(jax.random.key_data(jax.device_get(key))).ravel())
 
 
 def _pair_source(validation_data):
@@ -229,6 +182,78 @@ def _pair_source(validation_data):
         raise ValueError("validation_data: expected a streamed source or a pair (x_val, y_val)")
     return streaming.from_arrays(np.asarray(validation_data[0]),
                                  np.asarray(validation_data[1]), name="validation_data")
+
+
+def partial_like(position: dict) -> dict:
+    """The templates of a mid-epoch checkpoint's partial sums, from the shapes its position
+    records (see :meth:`ChunkedEpochs.__call__`)."""
+    shapes = position["shapes"]
+    return {"sums": {k: np.zeros(v, np.float32) for k, v in shapes["sums"].items()},
+            "bad": np.zeros(shapes["bad"], np.int32),
+            "step_losses": np.zeros(shapes["step_losses"], np.float32)}
+
+
+class ChunkedEpochs:
+    """The host side of a streamed epoch, for :func:`jaxnet.loop.run` (``fit`` and
+    ``fit_many``): ``epochs(carry, epoch, active) -> (carry, outputs, bad_step)``.
+
+    It reads the epoch's chunks in order, transfers each to the device and calls
+    ``train(theta, opt_state, sums, bad, active, epoch, first_step, xs, ys, masks)``, which
+    returns at once (JAX dispatches asynchronously) so that the next chunk is read while
+    the device trains. ``finish(sums, step_losses=, opt_state=)`` makes the epoch's outputs,
+    ``validate(theta)`` adds the validation means. With ``checkpoint_steps``, the state in the
+    middle of the epoch is saved at the end of every chunk that reaches a multiple of it:
+    theta, the optimizer's state, the sums so far, and grain's iterator state; a resumed run
+    (``saving.position``) continues with the next chunk.
+    """
+
+    def __init__(self, reader, transfer, train, zeros, finish, validate, saving,
+                 checkpoint_steps, place):
+        self.reader, self.transfer, self.train, self.zeros = reader, transfer, train, zeros
+        self.finish, self.validate, self.saving = finish, validate, saving
+        self.checkpoint_steps, self.plan = checkpoint_steps, reader.plan
+        self.resumed = _resumed(saving, reader.plan, place)
+
+    def __call__(self, carry, epoch, active):
+        (theta, opt_state), plan = carry, self.plan
+        first, (sums, bad), losses = 0, self.zeros, []
+        if self.resumed is not None and self.resumed["epoch"] == epoch:
+            resumed, self.resumed = self.resumed, None
+            first, (sums, bad), losses = resumed["chunks"], resumed["sums"], [
+                resumed["step_losses"]]
+        for number in range(first, plan.chunks):
+            item = self.reader.next(epoch * plan.chunks + number)
+            xs, ys, masks = self.transfer(item)
+            theta, opt_state, sums, bad, chunk_losses = self.train(
+                theta, opt_state, sums, bad, active, epoch, item["first_step"], xs, ys, masks)
+            losses.append(chunk_losses)
+            done = (number + 1) * plan.chunk_steps
+            if self._save_due(done, number):
+                self._save(epoch, number, done, (theta, opt_state), sums, bad, losses)
+        out = self.finish(sums, step_losses=_joined(losses), opt_state=opt_state)
+        if self.validate is not None:
+            out |= self.validate(theta)
+        return (theta, opt_state), out, bad
+
+    def _save_due(self, done: int, number: int) -> bool:
+        every = self.checkpoint_steps
+        return (self.saving is not None and every is not None and number + 1 < self.plan.chunks
+                and done // every > (done - self.plan.chunk_steps) // every)
+
+    def _save(self, epoch, number, done, carry, sums, bad, losses):
+        partial = {"sums": sums, "bad": bad, "step_losses": _joined(losses)}
+        shapes = {"sums": {k: list(v.shape) for k, v in sums.items()},
+                  "bad": list(bad.shape), "step_losses": list(partial["step_losses"].shape)}
+        self.saving.save(epoch, carry, self.saving.best, self.saving.tracks, step=done,
+                         partial=partial,
+                         position={"chunks": number + 1, "steps": done,
+                                   "chunk_steps": self.plan.chunk_steps, "shapes": shapes,
+                                   "iterator": self.reader.state()})
+
+
+def _joined(losses):
+    """The chunks' step losses as one array, steps on the last axis."""
+    return jnp.concatenate([jnp.asarray(v) for v in losses], axis=-1)
 
 
 def _resumed(saving, plan: ChunkPlan, place) -> dict | None:
@@ -245,55 +270,29 @@ def _resumed(saving, plan: ChunkPlan, place) -> dict | None:
                               f"{plan.chunk_steps}-step chunks; resume with "
                               f"chunk_steps={position.get('chunk_steps')}")
     partial = saving.partial
-    sums, bad = place((partial["sums"], jnp.int32(partial["bad"])))
+    sums, bad, losses = place((partial["sums"], partial["bad"], partial["step_losses"]))
     return {"epoch": int(saving.resumed_epoch), "chunks": int(position["chunks"]),
-            "sums": (sums, bad), "step_losses": partial["step_losses"]}
+            "sums": (sums, bad), "step_losses": losses}
 
 
-class _Reader:
-    """grain's chunk iterator over all epochs, created at the first chunk asked for."""
+class ChunkReader:
+    """grain's iterator over the chunks of ``epochs`` epochs, created at the first chunk
+    asked for and re-positioned (grain's ``set_state``) when asked for another than the
+    next."""
 
-    def __init__(self, source, plan, check_finite, check):
+    def __init__(self, source, plan, epochs: int, check_finite: bool = False, check=None):
         self.source, self.plan, self.check_finite, self.check = source, plan, check_finite, check
-        self.iterator, self.expected = None, None
-
-    def seek(self, number: int) -> None:
-        self.iterator = streaming.chunks(self.source, self.plan, epochs=_EPOCHS_AHEAD,
-                                         check_finite=self.check_finite, check=self.check)
-        if number:
-            self.iterator.set_state({**self.iterator.get_state(), "next_index": number})
-        self.expected = number
+        self.epochs, self.iterator, self.expected = epochs, None, None
 
     def next(self, number: int) -> dict:
         if self.iterator is None or self.expected != number:
-            self.seek(number)
+            self.iterator = streaming.chunks(self.source, self.plan, epochs=self.epochs,
+                                             check_finite=self.check_finite, check=self.check)
+            if number:
+                self.iterator.set_state({**self.iterator.get_state(), "next_index": number})
         item = next(self.iterator)
         self.expected = number + 1
         return item
 
     def state(self) -> dict:
         return self.iterator.get_state()
-
-
-_EPOCHS_AHEAD = 1 << 20  # the chunk dataset's length in epochs: training stops it, not grain
-
-
-class _Validation:
-    """The validation pass over a streamed source at the end of every epoch."""
-
-    def __init__(self, source, objective, metric_fns, batch_size, sharding, transfer, place,
-                 rank, processes, check):
-        steps = -(-len(source) // batch_size)
-        k = streaming.chunk_steps_for(source, batch_size, steps)
-        self.plan = ChunkPlan(len(source), batch_size, k, shuffle=False, seed=(0,),
-                              process_index=rank, process_count=processes)
-        self.source, self.transfer, self.metric_fns = source, transfer, metric_fns
-        self.check = check
-        self.program = jax.jit(make_eval_chunk(objective, metric_fns, sharding))
-        self.zeros = place(epoch_lib.zero_sums(metric_fns))
-
-    def __call__(self, theta) -> dict:
-        sums = self.zeros
-        for item in streaming.chunks(self.source, self.plan, epochs=1, check=self.check):
-            sums = self.program(theta, sums, *self.transfer(item))
-        return epoch_lib.sums_to_means(sums, len(self.source), "val_", self.metric_fns)

@@ -15,7 +15,9 @@ Two objectives compute a device's runs:
 
 from __future__ import annotations
 
+import functools
 import itertools
+import time
 from dataclasses import dataclass
 
 import jax
@@ -255,3 +257,60 @@ def test_program(lay: Layout, branch_ids, objective_for, theta, x, y):
     compiled = per_device(lay, eval_for).lower(branch_ids, theta, xy).compile(
         lay.compiler_options)
     return lambda theta: compiled(branch_ids, theta, xy)
+
+
+def streamed_epochs(lay: Layout, branch_ids, objective_for, tx, metric_fns, stream, *,
+                    batch_size: int, stochastic: bool, key, carry, active, saving,
+                    checkpoint_steps, epochs: int):
+    """A group's epochs over a streamed source (:class:`jaxnet._streamed_fit.StreamedData`):
+    the chunk program (:func:`jaxnet.epoch.make_chunk`, masked, one member block per device)
+    compiled for each chunk size, in a :class:`jaxnet._streamed_fit.ChunkedEpochs` for
+    :func:`jaxnet.loop.run`. Every device trains on the whole batch (the member axis is
+    what is split). Returns ``(run, compile_seconds)``: ``run(carry, epoch, active)``."""
+    from jaxnet import _streamed_fit
+
+    by_member = NamedSharding(lay.mesh, MEMBERS)
+    plan = stream.plan(batch_size, True, _streamed_fit.key_words(key))
+    slots = len(lay.slots)
+
+    def chunk_for(runs):
+        chunk = epoch_lib.make_chunk(objective_for(runs), tx, metric_fns,
+                                     n_train=stream.n_train, batch_size=batch_size,
+                                     stochastic=stochastic, masked=True,
+                                     members=lay.per_device)
+        return lambda member_args, shared_args: chunk(*member_args, *shared_args)
+
+    def eval_for(runs):
+        chunk = epoch_lib.make_eval_chunk(objective_for(runs), metric_fns,
+                                          members=lay.per_device)
+        return lambda member_args, shared_args: chunk(*member_args, *shared_args)
+
+    transfer = _streamed_fit.Transfer(NamedSharding(lay.mesh, SHARED))
+    zeros = jax.device_put((epoch_lib.zero_sums(metric_fns, slots),
+                            jnp.full((slots,), -1, jnp.int32)), by_member)
+    program, t0 = per_device(lay, chunk_for), time.perf_counter()
+    compiled = {n: program.lower(branch_ids, (*carry, *zeros, active),
+                                 (key, 0, 0, *transfer.abstract(stream.source, n, plan))
+                                 ).compile(lay.compiler_options)
+                for n in plan.chunk_sizes()}
+    seconds = time.perf_counter() - t0
+
+    def train(theta, opt_state, sums, bad, active, epoch, first_step, xs, ys, masks):
+        return compiled[xs.shape[0]](branch_ids, (theta, opt_state, sums, bad, active),
+                                     (key, epoch, first_step, xs, ys, masks))
+
+    evaluate = per_device(lay, eval_for)
+    val_zeros = jax.device_put(epoch_lib.zero_sums(metric_fns, slots), by_member)
+
+    def validate(theta):
+        return stream.validation(
+            theta, lambda th, sums, *batch: evaluate(branch_ids, (th, sums), batch),
+            transfer, val_zeros, batch_size, metric_fns)
+
+    finish = jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=stream.n_train,
+                                       metric_fns=metric_fns))
+    run = _streamed_fit.ChunkedEpochs(
+        _streamed_fit.ChunkReader(stream.source, plan, epochs, True), transfer, train, zeros,
+        finish, validate if stream.val is not None else None, saving, checkpoint_steps,
+        lambda tree: jax.device_put(tree, by_member))
+    return run, seconds

@@ -239,3 +239,44 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
         return theta, opt_state, out, bad
 
     return epoch
+
+
+def make_chunk(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
+               batch_size: int, stochastic: bool = True, masked: bool = False,
+               members: int | None = None, batch_sharding=None, unroll: int = 1):
+    """``chunk(theta, opt_state, sums, bad, active, key, epoch, first_step, xs, ys, masks)``:
+    training steps ``first_step, first_step + 1, ...`` of epoch ``epoch`` on a chunk of
+    batches read by the host (``xs`` (steps, batch, ...); ``masks`` 0 on the padding of the
+    epoch's last batch), with :func:`make_epoch`'s training step, keys and sums, so that a
+    streamed epoch (:mod:`jaxnet._streamed_fit`) trains as the in-memory one does. Returns
+    the new ``(theta, opt_state, sums, bad)`` and each step's loss, ``(steps,)`` or
+    ``(members, steps)``. The arguments are :func:`make_epoch`'s."""
+    train_step = make_train_step(L, tx, metric_fns, padded=n_train % batch_size != 0,
+                                 batch_size=batch_size, stochastic=stochastic, masked=masked,
+                                 members=members, batch_sharding=batch_sharding)
+
+    def chunk(theta, opt_state, sums, bad, active, key, epoch, first_step, xs, ys, masks):
+        _, dropout_key = step_lib.epoch_keys(key, epoch)
+
+        def body(carry, plan):
+            i, xb, yb, bmask = plan
+            return train_step(carry, i, (xb, yb, bmask), None, dropout_key, active)
+
+        steps = first_step + jnp.arange(xs.shape[0], dtype=jnp.int32)
+        (theta, opt_state, sums, bad), losses = jax.lax.scan(
+            body, (theta, opt_state, sums, bad), (steps, xs, ys, masks), unroll=unroll)
+        return theta, opt_state, sums, bad, losses if members is None else losses.T
+
+    return chunk
+
+
+def make_eval_chunk(L, metric_fns: dict, batch_sharding=None, members: int | None = None):
+    """``chunk(theta, sums, xs, ys, masks) -> sums``: a chunk of batches' loss and metrics
+    added to ``sums`` (a streamed validation pass or :func:`jaxnet.evaluate` of a source)."""
+
+    def chunk(theta, sums, xs, ys, masks):
+        add = eval_step(L, metric_fns, theta, batch_sharding, members)
+        sums, _ = jax.lax.scan(lambda s, b: (add(s, b), None), sums, (xs, ys, masks))
+        return sums
+
+    return chunk

@@ -75,7 +75,7 @@ def _evaluate_streamed(network, theta, source, y, loss, metrics, batch_size, che
     plan = streaming.ChunkPlan(len(source), batch_size,
                                streaming.chunk_steps_for(source, batch_size, len(source)),
                                shuffle=False, seed=(0,))
-    program = jax.jit(_streamed_fit.make_eval_chunk(objective, metric_fns),
+    program = jax.jit(epoch_lib.make_eval_chunk(objective, metric_fns),
                       compiler_options=program_compiler_options())
     sums = epoch_lib.zero_sums(metric_fns)
     check = _inputs.chunk_check(network, theta, input_shape, loss_name)

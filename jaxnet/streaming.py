@@ -200,6 +200,15 @@ class _Subset(Source):
         return self.source.read(np.asarray(indices) + self.start)
 
 
+def all_labels(source: Source, block: int = 4096) -> np.ndarray:
+    """Every label of ``source``: its ``labels`` array, or read block by block (the inputs
+    are read too: a source of records has nothing else)."""
+    if source.labels is not None:
+        return np.asarray(source.labels)
+    return np.concatenate([source.read(np.arange(i, min(i + block, len(source))))[1]
+                           for i in range(0, len(source), block)])
+
+
 def from_arrays(x, y, *, name: str | None = None) -> ArraySource:
     """A streamed source of ``(x[i], y[i])``: numpy arrays or memory maps, read a chunk at a
     time instead of copied to the device whole.
@@ -268,6 +277,11 @@ class ChunkPlan:
         self.part = batch_size // process_count
         self.process_index = process_index
         self._cached: tuple[int, np.ndarray] | None = None
+
+    def chunk_sizes(self) -> list[int]:
+        """The distinct numbers of steps of the chunks: ``chunk_steps``, and the last chunk's
+        when fewer (one compiled program each)."""
+        return sorted({self.chunk_steps, self.steps - (self.chunks - 1) * self.chunk_steps})
 
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:

@@ -34,24 +34,24 @@ with ``jaxnet.fit(..., seed=member.seed, shuffle_seed=data_seed)`` (within float
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
 import time
-from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import NamedSharding
 
-from jaxnet import _checks, _inputs, _progress, diagnostics, layers, loop, train
+from jaxnet import (
+    _checks,
+    _inputs,
+    _streamed_fit,
+    diagnostics,
+    layers,
+    streaming,
+    train,
+)
+from jaxnet import _sweep_group as group_lib
 from jaxnet import _sweep_programs as programs
-from jaxnet import epoch as epoch_lib
-from jaxnet import metrics as metrics_lib
-from jaxnet._typing import Network
-from jaxnet.callbacks import EarlyStopping, Stopper
+from jaxnet.callbacks import EarlyStopping
 from jaxnet.sweep_members import (  # noqa: F401 - Member, MemberResult public here too
     HYPERPARAMETERS,
     Member,
@@ -60,36 +60,21 @@ from jaxnet.sweep_members import (  # noqa: F401 - Member, MemberResult public h
 )
 
 
-@dataclass(frozen=True)
-class _Settings:
-    """What every group of one ``fit_many`` call shares."""
-
-    optimizer: str
-    epochs: int
-    batch_size: int
-    early_stopping: EarlyStopping | None
-    data_seed: int
-    devices: list
-    verbose: int
-    test_data: tuple | None
-    checkpoint_dir: object
-    checkpoint_every: int
-    keep_checkpoints: int
-    resume: bool
-
-
-def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
+def fit_many(members, x, y=None, *, optimizer: str = "adam", epochs: int = 10,
              batch_size: int = 128, validation_split: float = 0.0, validation_data=None,
              early_stopping: EarlyStopping | None = None, test_data=None,
              flatten_input: bool = True, input_scale: float | None = 1 / 255,
              data_seed: int = 0, devices=None, diagnostics_examples: int = 1000,
              checkpoint_dir=None, checkpoint_every: int = 1, keep_checkpoints: int = 3,
-             resume: bool = False, verbose: int = 1) -> list[MemberResult]:
+             resume: bool = False, verbose: int = 1, chunk_steps: int | None = None,
+             checkpoint_steps: int | None = None) -> list[MemberResult]:
     """Train every member; one compiled, vmapped program per group of one theta structure.
 
     Args:
         members: :class:`Member` objects (or dicts of their fields).
-        x: training inputs.
+        x: training inputs; or a streamed source of ``(x, y)`` examples
+            (:mod:`jaxnet.streaming`), ``y`` then omitted, read in chunks as
+            :func:`jaxnet.fit` reads it (every member trains on the same chunks).
         y: their integer labels (classification with softmax cross-entropy): (N,), or one
             per position (N, T) for a sequence model's (T, classes) outputs.
         optimizer: an optimizer name of :data:`jaxnet.train.OPTIMIZERS`.
@@ -111,6 +96,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         resume: continue every group from its newest valid checkpoint in ``checkpoint_dir``:
             a sweep killed at any point ends bit-identical to one never interrupted.
         verbose: 0 silent, 1 one line per group and epoch.
+        chunk_steps: as in :func:`jaxnet.fit` (a streamed ``x``).
+        checkpoint_steps: as in :func:`jaxnet.fit` (a streamed ``x``).
 
     Returns:
         One :class:`MemberResult` per member, in the order given.
@@ -123,7 +110,16 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
                                                 allow_zero=True)
     batch_size = _checks.positive_int("batch_size", batch_size)
     optimizer = _checks.name_in("optimizer", optimizer, train.OPTIMIZERS)
-    x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data, True)
+    stream = None
+    if streaming.is_streamed(x):
+        stream = _streamed_fit.StreamedData(x, y, validation_split, validation_data, None,
+                                            None, True, chunk_steps=chunk_steps,
+                                            checkpoint_steps=checkpoint_steps)
+        x, (y, y_val) = stream.x_check, stream.all_labels()
+        x_val = x[:0]
+    else:
+        x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
+                                                   True)
     if not np.issubdtype(np.asarray(y).dtype, np.integer):
         raise TypeError("y: fit_many expects integer class labels, (N,) or one per position "
                         "(N, T) for a sequence model")
@@ -135,11 +131,11 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         raise ValueError("resume: needs checkpoint_dir (where to find the checkpoints)")
     checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
     train.enable_compile_cache()
-    settings = _Settings(optimizer, epochs, batch_size, early_stopping,
+    settings = group_lib.Settings(optimizer, epochs, batch_size, early_stopping,
                          _checks.seed("data_seed", data_seed),
                          list(devices if devices is not None else jax.local_devices()),
                          verbose, test_data, checkpoint_dir, checkpoint_every,
-                         keep_checkpoints, resume)
+                         keep_checkpoints, resume, stream)
 
     num_outputs = int(max(np.max(y), np.max(y_val) if len(y_val) else 0)) + 1
     nets = [m.build(num_outputs, flatten_input=flatten_input, input_scale=input_scale)
@@ -148,16 +144,20 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     groups: dict[str, list[int]] = {}
     structures: dict[str, str] = {}  # one abstract trace per distinct network, not per member
     for i, net in enumerate(nets):
-        kind = _network_key(net)
+        kind = group_lib.network_key(net)
         if kind not in structures:
             shapes = layers.abstract_params(net, input_shape)
             _inputs.check_labels(net, shapes, input_shape, "softmax_cross_entropy", y,
                                  f"y (for members[{i}])")
             structures[kind] = str(jax.tree.structure(shapes)) + str(jax.tree.leaves(shapes))
         groups.setdefault(structures[kind], []).append(i)
-    data = tuple(jax.device_put(a) for a in (x, y, x_val, y_val))
+    data = (tuple(jax.device_put(a) for a in (x, y, x_val, y_val)) if stream is None
+            else (jax.ShapeDtypeStruct((stream.n_train, *x.shape[1:]), x.dtype),
+                  jax.ShapeDtypeStruct((stream.n_train, *y.shape[1:]), y.dtype),
+                  None, jax.ShapeDtypeStruct((stream.n_val,), y.dtype)))
     results: list[MemberResult | None] = [None] * len(members)
-    diag_x, diag_y = x[:diagnostics_examples], y[:diagnostics_examples]
+    diag_x, diag_y = (x[:diagnostics_examples], y[:diagnostics_examples]) if stream is None \
+        else stream.source.read(np.arange(min(diagnostics_examples, stream.n_train)))
     for number, idx in enumerate(groups.values()):
         group, group_nets = [members[i] for i in idx], [nets[i] for i in idx]
         kinds = _kinds(group, group_nets, x, y)
@@ -166,7 +166,7 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
         reporters = [(diagnostics.reporter(group_nets[js[0]], diag_x, diag_y), js)
                      for js in _indices_by(kinds).values()] if diagnostics_examples else []
         t0 = time.perf_counter()
-        trained, (initial, final), slot_of, untimed = _fit_group(
+        trained, (initial, final), slot_of, untimed = group_lib.fit_group(
             group, group_nets, kinds, data, settings, reporters,
             _group_dir(checkpoint_dir, number))
         wall = (time.perf_counter() - t0 - untimed) / len(group)
@@ -174,8 +174,8 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
             res.wall_s, res.group = wall, number
             results[i] = res
         for run, js in reporters:  # from the stacked thetas on the device
-            firsts = run(_slots(initial, [slot_of[j] for j in js]))
-            lasts = run(_slots(final, [slot_of[j] for j in js]))
+            firsts = run(group_lib.slots_of(initial, [slot_of[j] for j in js]))
+            lasts = run(group_lib.slots_of(final, [slot_of[j] for j in js]))
             for j, first, last in zip(js, firsts, lasts, strict=True):
                 trained[j].diagnostics_init, trained[j].diagnostics_final = first, last
         if verbose:
@@ -184,33 +184,19 @@ def fit_many(members, x, y, *, optimizer: str = "adam", epochs: int = 10,
     return results
 
 
-def _on_mlp_fast_path(group) -> bool:
-    """Whether a group takes the MLP fast path: every member is the shorthand. A network
-    member can share the shorthand's theta structure (a depth-1 ReZero MLP has the plain
-    one's), and then the whole group takes the general path."""
-    return all(m.is_mlp for m in group)
-
-
 def _kinds(group, nets, x, y) -> list[str]:
     """Each member's kind, what its objective is keyed by: its activation on the MLP fast
     path (all shorthand members), else its network's training objective as a program
     (:func:`jaxnet._sweep_programs.objective_key`), traced once per distinct network."""
-    if _on_mlp_fast_path(group):
+    if group_lib.on_mlp_fast_path(group):
         return [m.activation for m in group]
     keys: dict[str, str] = {}
     for net in nets:
-        config = _network_key(net)
+        config = group_lib.network_key(net)
         if config not in keys:
             keys[config] = programs.objective_key(net, tuple(x.shape[1:]), x.dtype, y.dtype,
                                                   tuple(y.shape[1:]))
-    return [keys[_network_key(net)] for net in nets]
-
-
-def _network_key(net: Network) -> str:
-    """One string per distinct network: its configuration, and its identity as well when the
-    configuration holds custom functions (those configurations are not faithful)."""
-    key = json.dumps(layers.to_config(net), sort_keys=True)
-    return key if "<function>" not in key else f"{key}#{id(net)}"
+    return [keys[group_lib.network_key(net)] for net in nets]
 
 
 def _indices_by(keys) -> dict:
@@ -221,7 +207,7 @@ def _indices_by(keys) -> dict:
 
 
 def _describe(group) -> str:
-    return f"hidden={list(group[0].hidden)}" if _on_mlp_fast_path(group) else "networks"
+    return f"hidden={list(group[0].hidden)}" if group_lib.on_mlp_fast_path(group) else "networks"
 
 
 def _group_dir(checkpoint_dir, number: int):
@@ -230,144 +216,3 @@ def _group_dir(checkpoint_dir, number: int):
     from pathlib import Path
 
     return Path(checkpoint_dir) / f"group-{number:03d}"
-
-
-def _slots(tree, slots: list[int]):
-    """The given slots of stacked (device) arrays, stacked in that order, on the device: one
-    compiled gather for the whole tree (a gather per leaf cost 0.27 s of the study's
-    16-model run, each leaf's program looked up and dispatched on its own)."""
-    return _gather_slots(tree, np.array(slots, np.int32))
-
-
-@jax.jit
-def _gather_slots(tree, idx):
-    return jax.tree.map(lambda a: a[idx], tree)
-
-
-def _fit_group(group, nets, kinds, data, settings: _Settings, reporters, directory
-               ) -> tuple[list[MemberResult], tuple, list[int], float]:
-    """Train members of one theta structure as one program. Returns the results, the initial
-    and the final stacked theta of every slot (on the device), the slot of each member, and
-    the seconds spent on diagnostics (to leave out of the timings).
-
-    ``reporters``: ``(run, member indices)`` pairs (:func:`jaxnet.diagnostics.reporter`);
-    after every epoch each member it trained gets ``run``'s report in
-    ``diagnostics_epochs``. Each result's ``compile_s`` is its share of the group's compile
-    time."""
-    lay = programs.layout(kinds, settings.devices)
-    by_member = NamedSharding(lay.mesh, programs.MEMBERS)
-    tx = optax.inject_hyperparams(optimizer_factory(
-        train.OPTIMIZERS[settings.optimizer], decay=any(m.weight_decay for m in group),
-        warmup=any(m.warmup_steps for m in group)))
-    networks = dict(zip(kinds, nets, strict=True))  # kind -> its network
-    if _on_mlp_fast_path(group):  # members of one initialiser start from one init
-        init_kinds = [m.init_name for m in group]
-        objective_for = functools.partial(programs.mlp_objective, networks,
-                                          n_dense=len(group[0].hidden) + 1)
-    else:  # one init per distinct network: members may differ in their initialisers alone
-        init_kinds = [_network_key(n) for n in nets]
-        objective_for = functools.partial(programs.network_objective, networks)
-    inits = {k: nets[init_kinds.index(k)] for k in init_kinds}
-    hyper = {k: [getattr(m, k) for m in group] for k in HYPERPARAMETERS}
-    theta, opt_state, key = programs.init_program(
-        inits, init_kinds, [m.seed for m in group], hyper, lay, tuple(data[0].shape[1:]), tx,
-        settings.data_seed)
-    initial = theta  # read only if diagnostics ask for it
-    branch_ids = jax.device_put(
-        np.repeat(np.array(lay.branch_of_device, np.int32), lay.per_device), by_member)
-    data = jax.device_put(data, NamedSharding(lay.mesh, programs.SHARED))
-    metric_fns = {"accuracy": metrics_lib.accuracy}
-    per_member = jax.vmap(tx(**dict.fromkeys(HYPERPARAMETERS, 0.0)).update)  # in the state
-    stochastic = any(n.is_stochastic for n in nets)
-
-    def epoch_for(runs):
-        epoch = epoch_lib.make_epoch(
-            objective_for(runs), optax.GradientTransformation(None, per_member), metric_fns,
-            n_train=len(data[1]), n_val=len(data[3]), batch_size=settings.batch_size,
-            shuffle=True, stochastic=stochastic, masked=True, members=lay.per_device,
-            validation_batch_size=programs.eval_batch(settings.batch_size, len(data[3])))
-        return lambda member_args, shared_args: epoch(*member_args[:2], *shared_args,
-                                                      member_args[2])
-
-    results = [MemberResult(m, None) for m in group]
-    es = settings.early_stopping
-    tracks = [loop.Track(stopper=Stopper(es) if es else None) for _ in group]
-    slot_of = [lay.slot_of(j) for j in range(len(group))]
-    population = loop.Stacked(slot_of, len(lay.slots), lambda a: jax.device_put(a, by_member))
-    carry, best = (theta, opt_state), (theta if es is not None and es.restore_best else None)
-    saving, start = _checkpointing(directory, settings, group, kinds, lay, data), 0
-    if saving is not None and settings.resume:
-        found = saving.resume(carry, best, tracks)
-        if found is not None:
-            (carry, best), start = jax.device_put(found[:2], by_member), found[2]
-            theta, opt_state = carry
-    compiled, evaluate, untimed = None, None, [0.0]
-    if settings.epochs:
-        t0 = time.perf_counter()
-        compiled = programs.per_device(lay, epoch_for).lower(
-            branch_ids, (theta, opt_state, population.active(tracks)),
-            (key, 0, data)).compile(lay.compiler_options)
-        for res in results:
-            res.compile_s = (time.perf_counter() - t0) / len(group)
-
-    def step(carry, epoch, active):
-        nonlocal evaluate
-        theta, opt_state, metrics, bad = compiled(branch_ids, (*carry, active),
-                                                  (key, epoch, data))
-        if evaluate is None and settings.test_data is not None:  # compiled while it runs
-            evaluate = programs.test_program(lay, branch_ids, objective_for, theta,
-                                             *settings.test_data)
-        if epoch == start:  # and so are the diagnostics programs
-            for run, js in reporters:
-                idx = [slot_of[j] for j in js]
-                run.prepare(jax.eval_shape(lambda t, idx=idx: _slots(t, idx), theta))
-        return (theta, opt_state), metrics, bad
-
-    def after_epoch(epoch, theta, trained, rows):
-        t = time.perf_counter()
-        for run, js in reporters:  # every member of the kind: one compiled shape
-            reports = run(_slots(theta, [slot_of[j] for j in js]))
-            for j, report in zip(js, reports, strict=True):
-                if j in trained:
-                    results[j].diagnostics_epochs.append(report)
-        untimed[0] += time.perf_counter() - t
-        return False
-
-    outcome = loop.run(step, carry, epochs=settings.epochs, start=start, tracks=tracks,
-                       population=population, masked=True, metric_names=metric_fns,
-                       progress=_progress.GroupLines(settings.verbose, settings.epochs,
-                                                     len(group)),
-                       best=best, after_epoch=after_epoch if reporters else None,
-                       checkpointing=saving)
-    final = jax.tree.map(np.array, jax.device_get(outcome.final))  # writable host copies
-    for j, (res, track) in enumerate(zip(results, tracks, strict=True)):
-        res.theta = jax.tree.map(lambda a, p=slot_of[j]: jnp.asarray(a[p]), final)
-        res.history, res.stop_reason = track.history.history, track.history.stop_reason
-        res.best_epoch = track.history.best_epoch
-        res.epoch_s = [s / len(group) for s in outcome.epoch_seconds]
-    if settings.test_data is not None:
-        if evaluate is None:
-            evaluate = programs.test_program(lay, branch_ids, objective_for, outcome.final,
-                                             *settings.test_data)
-        sums = jax.device_get(evaluate(outcome.final))
-        for j, res in enumerate(results):
-            res.test = {k: float(v[slot_of[j]]) / len(settings.test_data[1])
-                        for k, v in sums.items()}
-    return results, (initial, outcome.final), slot_of, untimed[0]
-
-
-def _checkpointing(directory, settings: _Settings, group, kinds, lay, data):
-    """The group's :class:`jaxnet.loop.Checkpointing`, or None without a directory; its run
-    settings (members, kinds, slots, data sizes) must match for a resume."""
-    if directory is None:
-        return None
-    from jaxnet import checkpoint as ckpt
-
-    run = {"members": [{"seed": m.seed, **{k: getattr(m, k) for k in HYPERPARAMETERS}}
-                       for m in group],
-           "kinds": list(kinds), "slots": list(lay.slots), "optimizer": settings.optimizer,
-           "batch_size": settings.batch_size, "data_seed": settings.data_seed,
-           "n_train": len(data[1]), "n_val": len(data[3])}
-    steps = -(-len(data[1]) // settings.batch_size)
-    return loop.Checkpointing(ckpt.CheckpointManager(directory, keep=settings.keep_checkpoints),
-                              settings.checkpoint_every, run, steps)

@@ -185,7 +185,7 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
     epoch_step, carry, best, track.history.compile_time, traces = data.program(
         objective, tx, metric_fns, batch_size=batch_size, shuffle=shuffle,
         stochastic=network.is_stochastic, mesh=mesh, small=small, carry=carry, best=best,
-        train_key=train_key, place=place, saving=saving,
+        train_key=train_key, place=place, saving=saving, epochs=epochs,
         check_chunk=_inputs.chunk_check(network, theta, data.input_shape, loss_name))
     track.history.devices = mesh.size if mesh is not None else 1
     driver.train_begin(carry[0])

@@ -152,7 +152,9 @@ class ArrayRecordSource(streaming.Source):
         try:
             self.records = grain.sources.ArrayRecordDataSource([str(p) for p in self.paths])
         except Exception as err:  # noqa: BLE001 - array_record raises several kinds
-            raise ValueError(f"{name}: cannot open its shards ({_first_line(err)})") from None
+            raise ValueError(f"{name}: cannot open its shards "
+                             f"{', '.join(p.name for p in self.paths)} in {self.paths[0].parent} "
+                             f"({_first_line(err)})") from None
         self.x_shape, self.x_dtype = tuple(info["x"]["shape"]), np.dtype(info["x"]["dtype"])
         self.y_shape, self.y_dtype = tuple(info["y"]["shape"]), np.dtype(info["y"]["dtype"])
         self.name = name
