@@ -13,6 +13,8 @@ once; while the device trains on chunk ``i`` grain's reader thread reads chunk `
 from __future__ import annotations
 
 import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,10 @@ from jaxnet import _checks, _fit_parts, compiling, parallel, streaming
 from jaxnet import epoch as epoch_lib
 from jaxnet.streaming import ChunkPlan
 
+IN_FLIGHT = 2
+"""Chunks dispatched to the device and not yet finished, at most: one training while the
+next waits its turn (double buffering). JAX's asynchronous dispatch has no bound of its own:
+a reader faster than the device would queue an epoch's chunks, each holding its arrays."""
 PROBE_EXAMPLES = 256
 """Examples read up front from a source whose labels are not an array, for the checks and the
 loss's inference (every chunk's labels are checked again as it is read)."""
@@ -200,8 +206,11 @@ class ChunkedEpochs:
     It reads the epoch's chunks in order, transfers each to the device and calls
     ``train(theta, opt_state, sums, bad, active, epoch, first_step, xs, ys, masks)``, which
     returns at once (JAX dispatches asynchronously) so that the next chunk is read while
-    the device trains. ``finish(sums, step_losses=, opt_state=)`` makes the epoch's outputs,
-    ``validate(theta)`` adds the validation means. With ``checkpoint_steps``, the state in the
+    the device trains. ``idle`` holds, per epoch, the seconds the device had no chunk to
+    train on: before the first chunk's dispatch, and from the end of each chunk (seen by a
+    thread that waits for its outputs) to the dispatch of the next.
+    ``finish(sums, step_losses=, opt_state=)`` makes the epoch's outputs, ``validate(theta)``
+    adds the validation means. With ``checkpoint_steps``, the state in the
     middle of the epoch is saved at the end of every chunk that reaches a multiple of it:
     theta, the optimizer's state, the sums so far, and grain's iterator state; a resumed run
     (``saving.position``) continues with the next chunk.
@@ -213,6 +222,8 @@ class ChunkedEpochs:
         self.finish, self.validate, self.saving = finish, validate, saving
         self.checkpoint_steps, self.plan = checkpoint_steps, reader.plan
         self.resumed = _resumed(saving, reader.plan, place)
+        self.idle: list[float] = []  # per epoch: seconds the device had no chunk to train on
+        self._clock = ThreadPoolExecutor(1, thread_name_prefix="jaxnet-chunk-clock")
 
     def __call__(self, carry, epoch, active):
         (theta, opt_state), plan = carry, self.plan
@@ -221,16 +232,24 @@ class ChunkedEpochs:
             resumed, self.resumed = self.resumed, None
             first, (sums, bad), losses = resumed["chunks"], resumed["sums"], [
                 resumed["step_losses"]]
+        started, dispatched, finished = time.perf_counter(), [], []
         for number in range(first, plan.chunks):
             item = self.reader.next(epoch * plan.chunks + number)
+            if len(finished) >= IN_FLIGHT:  # JAX would queue chunks without limit
+                finished[-IN_FLIGHT].result()
             xs, ys, masks = self.transfer(item)
+            dispatched.append(time.perf_counter())
             theta, opt_state, sums, bad, chunk_losses = self.train(
                 theta, opt_state, sums, bad, active, epoch, item["first_step"], xs, ys, masks)
+            finished.append(self._clock.submit(_ready_at, chunk_losses))
             losses.append(chunk_losses)
             done = (number + 1) * plan.chunk_steps
             if self._save_due(done, number):
                 self._save(epoch, number, done, (theta, opt_state), sums, bad, losses)
         out = self.finish(sums, step_losses=_joined(losses), opt_state=opt_state)
+        finished = [f.result() for f in finished]
+        self.idle.append(dispatched[0] - started + sum(
+            max(0.0, d - f) for d, f in zip(dispatched[1:], finished[:-1], strict=True)))
         if self.validate is not None:
             out |= self.validate(theta)
         return (theta, opt_state), out, bad
@@ -249,6 +268,12 @@ class ChunkedEpochs:
                          position={"chunks": number + 1, "steps": done,
                                    "chunk_steps": self.plan.chunk_steps, "shapes": shapes,
                                    "iterator": self.reader.state()})
+
+
+def _ready_at(array) -> float:
+    """When ``array`` (a chunk's output) is computed: the chunk has finished."""
+    jax.block_until_ready(array)
+    return time.perf_counter()
 
 
 def _joined(losses):

@@ -46,6 +46,10 @@ class History:
         devices: how many devices each batch was split over (1 without data parallelism).
         step_losses: the training loss of every step of every epoch, in order (the curve
             a learning-rate range test or a smoothed plot needs).
+        device_idle: a streamed ``fit``: per epoch this call trained, the seconds the device
+            had no chunk to train on (before the first, and between the end of one and the
+            dispatch of the next: the host reading, transferring, dispatching); empty for
+            data in memory.
         opt_state: the optimizer's state at the end (``fit``): pass it back with theta,
             ``fit(..., theta=theta, opt_state=history.opt_state)``, to continue training
             where this call stopped. Not part of :meth:`to_dict`.
@@ -59,6 +63,7 @@ class History:
     best_epoch: int | None = None
     devices: int = 1
     step_losses: list[float] = field(default_factory=list)
+    device_idle: list[float] = field(default_factory=list)
     opt_state: object = field(default=None, repr=False, compare=False)
 
     def __getitem__(self, key: str) -> list[float]:

@@ -92,31 +92,71 @@ class ArraySource(Source):
         self.y_shape, self.y_dtype = tuple(y.shape[1:]), y.dtype
         self.labels = y
         self.name = name or getattr(x, "filename", None) or "arrays"
-        self._maps = [m for m in (_mapping(x), _mapping(y)) if m is not None]
+        self._rows = [r for r in (_MappedRows.of(x), _MappedRows.of(y)) if r is not None]
 
     def __len__(self) -> int:
         return len(self.x)
 
     def read(self, indices):
-        # sorted reads walk the file forward; the inverse permutation restores the order
+        indices = np.asarray(indices)
+        if not self._rows:  # in memory, or a map small enough to stay mapped whole
+            return self.x[indices], self.y[indices]
+        # A large map: sorted reads walk the file forward, each piece scattered to its place
+        # in the order asked for. Pages read count in this process's memory until released,
+        # so they are released every RELEASE_BYTES of file read (one gather of 10,240
+        # random rows of a 1 GB file mapped all of it here: the kernel faults in whole
+        # folios); they stay in the page cache. A small file is never released: re-mapping
+        # its pages cost 16 times the gather.
         order = np.argsort(indices, kind="stable")
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
         at = indices[order]
-        xs, ys = self.x[at][inverse], self.y[at][inverse]
-        for m in self._maps:  # the pages stay in the page cache, not in this process
-            m.madvise(mmap.MADV_DONTNEED)
-        return np.asarray(xs), np.asarray(ys)
+        xs = np.empty((len(at), *self.x_shape), self.x_dtype)
+        ys = np.empty((len(at), *self.y_shape), self.y_dtype)
+        for k in range(0, len(at), READ_PIECE):
+            piece, to = at[k:k + READ_PIECE], order[k:k + READ_PIECE]
+            xs[to], ys[to] = self.x[piece], self.y[piece]
+            for rows in self._rows:
+                rows.read(int(piece[0]), int(piece[-1]))
+        return xs, ys
 
 
-def _mapping(a) -> mmap.mmap | None:
-    """The mmap behind a ``numpy.memmap`` (or a view of one), if any."""
-    while a is not None:
-        m = getattr(a, "_mmap", None)
-        if m is not None:
-            return m
-        a = a.base if isinstance(a, np.ndarray) else None
-    return None
+READ_PIECE = 256
+"""Rows of a memory map gathered at a time (:class:`ArraySource`)."""
+RELEASE_BYTES = 128 << 20
+"""A memory map's pages are released after this many bytes of it were read, if it is larger
+(:class:`ArraySource`): what one source adds to the process's memory, at most."""
+
+
+class _MappedRows:
+    """Where an array's rows lie in the ``mmap`` behind it (a ``numpy.memmap`` or a view of
+    one), and which of its pages were read since they were last released."""
+
+    def __init__(self, mapping: mmap.mmap, start: int, stride: int):
+        self.mapping, self.start, self.stride = mapping, start, stride
+        self.pending, self.lo, self.hi = 0, len(mapping), 0
+
+    @classmethod
+    def of(cls, a: np.ndarray) -> _MappedRows | None:
+        root = a
+        while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
+            root = root.base
+        if (not isinstance(root, np.memmap) or a.strides[0] <= 0
+                or len(root.base) <= RELEASE_BYTES):
+            return None
+        # numpy maps from the offset rounded down to the allocation granularity
+        in_map = root.offset % mmap.ALLOCATIONGRANULARITY
+        start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0] + in_map
+        return cls(root.base, start, a.strides[0])
+
+    def read(self, first: int, last: int) -> None:
+        """Rows ``first`` to ``last`` were read: release what was read once it is enough."""
+        lo, hi = self.start + first * self.stride, self.start + (last + 1) * self.stride
+        self.pending += hi - lo
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        if self.pending >= RELEASE_BYTES:
+            start = self.lo // mmap.PAGESIZE * mmap.PAGESIZE
+            end = min(len(self.mapping), self.hi)
+            self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+            self.pending, self.lo, self.hi = 0, len(self.mapping), 0
 
 
 class RecordSource(Source):
@@ -284,12 +324,12 @@ class ChunkPlan:
         return sorted({self.chunk_steps, self.steps - (self.chunks - 1) * self.chunk_steps})
 
     def order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.examples)
+        """Epoch ``epoch``'s permutation of the examples (with ``shuffle``)."""
         if self._cached is None or self._cached[0] != epoch:
             rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(
                 [*self.seed, epoch])))
-            self._cached = (epoch, rng.permutation(self.examples))
+            index = np.int32 if self.examples < 2**31 else np.int64  # half the memory
+            self._cached = (epoch, rng.permutation(np.arange(self.examples, dtype=index)))
         return self._cached[1]
 
     def chunk(self, number: int) -> Chunk:
@@ -299,7 +339,8 @@ class ChunkPlan:
         last = min(self.steps, first + self.chunk_steps)
         pos = np.arange(first * self.batch_size, last * self.batch_size)
         mask = pos < self.examples
-        idx = np.where(mask, self.order(epoch)[np.minimum(pos, self.examples - 1)], 0)
+        at = np.minimum(pos, self.examples - 1)
+        idx = np.where(mask, self.order(epoch)[at] if self.shuffle else at, 0)
         cut = slice(self.process_index * self.part, (self.process_index + 1) * self.part)
         shape = (last - first, self.batch_size)
         return Chunk(epoch, first, idx.reshape(shape)[:, cut], mask.reshape(shape)[:, cut])

@@ -198,6 +198,7 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
         checkpointing=saving, fetch=fetch)
     history = track.history
     history.traces = len(traces)
+    history.device_idle = list(getattr(epoch_step, "idle", []))
     theta, history.opt_state = parts.on_one_device(mesh, (outcome.final, outcome.carry[1]))
     driver.train_end(theta, history)
     return theta, history
