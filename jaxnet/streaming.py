@@ -269,7 +269,13 @@ def is_streamed(x) -> bool:
         return True
     if isinstance(x, np.ndarray | list | tuple) or hasattr(x, "__array__"):
         return False
-    return hasattr(x, "__len__") and hasattr(x, "__getitem__")
+    random_access = hasattr(x, "__len__") and hasattr(x, "__getitem__")
+    if not random_access and type(x).__module__.split(".")[0] == "grain":
+        raise TypeError(f"x: a grain {type(x).__name__} fixes its own order, batches and "
+                        f"epochs; pass the random-access dataset under it (a MapDataset, "
+                        f"its data source): jaxnet orders, batches and shards that itself, "
+                        f"so that it counts steps, shards over processes and resumes")
+    return random_access
 
 
 def as_source(x, arg: str = "x") -> Source:

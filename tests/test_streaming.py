@@ -380,3 +380,36 @@ def test_a_corrupt_array_record_shard_names_the_file_and_records(tmp_path):
         lambda: jn.fit(NET, data.open_prepared(directory).train, epochs=1, batch_size=32,
                        verbose=0), shard.name)
     assert "corrupt" in message.lower()
+
+
+def test_a_grain_iterator_or_loader_is_refused_with_what_to_pass_instead():
+    import grain
+
+    iterable = grain.MapDataset.range(10).to_iter_dataset()
+    _one_line_error(lambda: jn.fit(NET, iterable, epochs=1, verbose=0),
+                    "pass the random-access dataset under it")
+
+
+def test_memory_stays_flat_reading_a_large_memory_map(tmp_path):
+    """A 384 MB file read at random, 10,240 rows at a time: the process's resident memory
+    must grow by far less than the file (without releasing, one such read mapped it all)."""
+    rows = 384 << 10
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, (rows, 1024))
+    x[::4096] = 1
+    x.flush()
+    y = np.lib.format.open_memmap(tmp_path / "y.npy", "w+", np.int32, (rows,))
+    y.flush()
+    del x, y
+    source = data.from_memmap(tmp_path / "x.npy", tmp_path / "y.npy")
+
+    def resident_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    before, rng = resident_mb(), np.random.default_rng(0)
+    for _ in range(8):
+        idx = rng.permutation(rows)[:10240]
+        got, _ = source.read(idx)
+        assert got.shape == (10240, 1024)
+    assert resident_mb() - before < 200
+    np.testing.assert_array_equal(source.read(np.array([4096, 5]))[0][:, 0], [1, 0])
