@@ -144,6 +144,24 @@ def checkpointing(directory, every, keep, fetch, train_key, steps, run):
                               extra={"rng_key": jax.random.key_data(train_key)}, fetch=fetch)
 
 
+def training_data(x, y, validation_split, validation_data, sample_weight, class_weight,
+                  check_inputs, chunk_steps, checkpoint_steps):
+    """fit's data: an :class:`ArrayData` of arrays, or a
+    :class:`jaxnet._streamed_fit.StreamedData` of a streamed source."""
+    from jaxnet import _streamed_fit, streaming  # _streamed_fit imports this module
+
+    if streaming.is_streamed(x):
+        return _streamed_fit.StreamedData(
+            x, y, validation_split, validation_data, sample_weight, class_weight,
+            check_inputs, chunk_steps=chunk_steps, checkpoint_steps=checkpoint_steps)
+    for name, value in (("chunk_steps", chunk_steps), ("checkpoint_steps", checkpoint_steps)):
+        if value is not None:
+            raise ValueError(f"{name}: applies to a streamed x (jaxnet.streaming), not to "
+                             f"arrays in memory")
+    return ArrayData(x, y, validation_split, validation_data, sample_weight, class_weight,
+                     check_inputs)
+
+
 class ArrayData:
     """fit's data held in memory: (x, y) and the validation part as arrays, placed on the
     device whole and trained on by one compiled epoch (:func:`jaxnet.epoch.make_epoch`).

@@ -5,8 +5,8 @@ omitted) when the data does not fit in memory, or should not be copied there:
 
 - :func:`from_arrays` / :func:`jaxnet.data.from_memmap`: arrays, typically ``.npy`` files opened
   by memory map (what :func:`jaxnet.data.load` ``(..., stream=True)`` and ``jaxnet data prepare``
-  give). Batches are read with one vectorised gather, and the pages read are handed back to the
-  kernel, so the process's memory stays flat however large the files are.
+  give). Batches are read with one vectorised gather; a large file's pages are handed back to
+  the kernel as they are read, so the process's memory stays flat however large the files.
 - any object with ``__len__`` and ``__getitem__`` returning one example: a grain
   ``MapDataset``, ``grain.sources.ArrayRecordDataSource`` (through a ``MapDataset.map`` that
   decodes the records), ``tfds.data_source(...)``. An example is an ``(x, y)`` pair or a dict
@@ -20,6 +20,7 @@ number, is what a checkpoint keeps to resume mid-epoch.
 
 from __future__ import annotations
 
+import abc
 import mmap
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ PREFETCH = 2
 _PAIR_KEYS = (("image", "label"), ("x", "y"), ("inputs", "targets"), ("features", "label"))
 
 
-class Source:
+class Source(abc.ABC):
     """A random-access dataset of ``(x, y)`` examples (see the module doc).
 
     Attributes:
@@ -53,20 +54,25 @@ class Source:
     labels: np.ndarray | None = None
     name: str = "source"
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """How many examples."""
 
+    @abc.abstractmethod
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The examples at ``indices`` (1-D, in that order) as ``(x, y)`` arrays."""
-        raise NotImplementedError
 
     def subset(self, start: int, stop: int) -> Source:
         """Examples ``start`` to ``stop`` (exclusive) as a source of their own."""
         return _Subset(self, start, stop)
 
     def describe(self) -> str:
+        """``"name: N examples of x uint8[28, 28], y int32[]"``."""
         return (f"{self.name}: {len(self)} examples of x {self.x_dtype}{list(self.x_shape)}, "
                 f"y {self.y_dtype}{list(self.y_shape)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
 
 
 class ArraySource(Source):
@@ -101,29 +107,31 @@ class ArraySource(Source):
         indices = np.asarray(indices)
         if not self._rows:  # in memory, or a map small enough to stay mapped whole
             return self.x[indices], self.y[indices]
-        # A large map: sorted reads walk the file forward, each piece scattered to its place
-        # in the order asked for. Pages read count in this process's memory until released,
-        # so they are released every RELEASE_BYTES of file read (one gather of 10,240
-        # random rows of a 1 GB file mapped all of it here: the kernel faults in whole
-        # folios); they stay in the page cache. A small file is never released: re-mapping
-        # its pages cost 16 times the gather.
+        # A large map: sorted reads walk the file forward, a piece at a time, each piece
+        # scattered to its place in the order asked for. Pages read count in this process's
+        # memory until released (one gather of 10,240 random rows of a 1 GB file mapped all
+        # of it here: the kernel maps whole folios), so a piece spans at most
+        # RELEASE_BYTES / 8 of the file and what was read is released every RELEASE_BYTES;
+        # the pages stay in the page cache. A small file is never released: re-mapping its
+        # pages cost 16 times the gather.
         order = np.argsort(indices, kind="stable")
         at = indices[order]
         xs = np.empty((len(at), *self.x_shape), self.x_dtype)
         ys = np.empty((len(at), *self.y_shape), self.y_dtype)
-        for k in range(0, len(at), READ_PIECE):
-            piece, to = at[k:k + READ_PIECE], order[k:k + READ_PIECE]
+        stride = max(rows.stride for rows in self._rows)
+        window = at.astype(np.int64) * stride // (RELEASE_BYTES // 8)
+        cuts = np.flatnonzero(np.diff(window)) + 1
+        for piece_rows in np.split(np.arange(len(at)), cuts):
+            piece, to = at[piece_rows], order[piece_rows]
             xs[to], ys[to] = self.x[piece], self.y[piece]
             for rows in self._rows:
-                rows.read(int(piece[0]), int(piece[-1]))
+                rows.read(int(piece[0]), int(piece[-1]), len(piece))
         return xs, ys
 
 
-READ_PIECE = 256
-"""Rows of a memory map gathered at a time (:class:`ArraySource`)."""
-RELEASE_BYTES = 128 << 20
-"""A memory map's pages are released after this many bytes of it were read, if it is larger
-(:class:`ArraySource`): what one source adds to the process's memory, at most."""
+RELEASE_BYTES = 64 << 20
+"""A memory map larger than this releases the pages it read after every this many bytes of
+it were read (:class:`ArraySource`): about what one source adds to the process's memory."""
 
 
 class _MappedRows:
@@ -147,16 +155,22 @@ class _MappedRows:
         start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0] + in_map
         return cls(root.base, start, a.strides[0])
 
-    def read(self, first: int, last: int) -> None:
-        """Rows ``first`` to ``last`` were read: release what was read once it is enough."""
+    def read(self, first: int, last: int, count: int) -> None:
+        """``count`` rows from ``first`` to ``last`` were read: release what was read once it
+        may hold RELEASE_BYTES. A row read maps up to a whole folio around it (at most
+        :data:`FOLIO_BYTES`), so sparse rows map more than the bytes between them."""
         lo, hi = self.start + first * self.stride, self.start + (last + 1) * self.stride
-        self.pending += hi - lo
+        self.pending += min(hi - lo + 2 * FOLIO_BYTES, count * FOLIO_BYTES)
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         if self.pending >= RELEASE_BYTES:
-            start = self.lo // mmap.PAGESIZE * mmap.PAGESIZE
-            end = min(len(self.mapping), self.hi)
+            start = max(0, self.lo - FOLIO_BYTES) // mmap.PAGESIZE * mmap.PAGESIZE
+            end = min(len(self.mapping), self.hi + FOLIO_BYTES)
             self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
             self.pending, self.lo, self.hi = 0, len(self.mapping), 0
+
+
+FOLIO_BYTES = 2 << 20
+"""The most a page-cache folio holds (a huge page): what one row read may map at most."""
 
 
 class RecordSource(Source):

@@ -20,12 +20,10 @@ from jaxnet import (
     _inputs,
     _precision,
     _progress,
-    _streamed_fit,
     compiling,
     loop,
     losses,
     parallel,
-    streaming,
 )
 from jaxnet import _fit_parts as parts
 from jaxnet import callbacks as callbacks_lib
@@ -141,13 +139,8 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
     parts.check_reporting(verbose, on_epoch_end)
     early_stopping, callbacks = callbacks_lib.split_early_stopping(early_stopping, callbacks)
     mesh = parts.data_mesh_for(data_parallel, batch_size)
-    if streaming.is_streamed(x):
-        data = _streamed_fit.StreamedData(
-            x, y, validation_split, validation_data, sample_weight, class_weight,
-            check_inputs, chunk_steps=chunk_steps, checkpoint_steps=checkpoint_steps)
-    else:
-        data = parts.ArrayData(x, y, validation_split, validation_data, sample_weight,
-                               class_weight, check_inputs)
+    data = parts.training_data(x, y, validation_split, validation_data, sample_weight,
+                               class_weight, check_inputs, chunk_steps, checkpoint_steps)
     _inputs.check_network_inputs(network, data.x_check, data.x_val_check)
     enable_compile_cache(compile_cache)
     init_key, train_key = training_keys(seed, shuffle_seed)
