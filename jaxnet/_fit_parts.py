@@ -177,13 +177,15 @@ class ArrayData:
                                                    check_inputs)
         self.weights = _inputs.example_weights(sample_weight, class_weight, y_all, len(y))
         self.arrays = (x, y, x_val, y_val)
+        self.run_settings = {}  # what a checkpoint records of the data besides its size
         self.n_train, self.n_val = len(y), len(y_val)
         self.input_shape = tuple(x.shape[1:])
         # what the checks and the loss's inference read: everything
         self.x_check, self.x_val_check, self.labels, self.val_labels = x, x_val, y, y_val
 
     def program(self, objective, tx, metric_fns, *, batch_size, shuffle, stochastic, mesh,
-                small, carry, best, train_key, place, saving, epochs, check_chunk=None):
+                small, carry, best, train_key, place, saving, epochs, progress=None,
+                check_chunk=None):
         """``(epoch_step, carry, best, compile_seconds, traces)``: ``epoch_step(carry, epoch,
         active)`` for :func:`jaxnet.loop.run`, and carry and best placed for it."""
         traces: list = []

@@ -55,6 +55,11 @@ class EpochBar:
     def begin(self, epoch: int) -> None:
         self._bar = bar(self.verbose, epoch, self.epochs, self.steps)
 
+    def advance(self, steps: int) -> None:
+        """``steps`` more steps of the epoch dispatched (a streamed epoch's chunks)."""
+        if self._bar is not None:
+            self._bar.update(steps)
+
     def end(self, epoch: int, rows: dict, seconds: float, active: int) -> None:
         close(self._bar, self.verbose, epoch, self.epochs, rows.get(0, {}), seconds)
 

@@ -92,6 +92,8 @@ class StreamedData:
         self.input_shape, self.weights = tuple(source.x_shape), None
         self.check_finite = check_inputs
         self.partial_like = partial_like  # how a mid-epoch checkpoint's sums are rebuilt
+        # a streamed run shuffles otherwise than in memory: its checkpoints are another run's
+        self.run_settings = {"streamed": True}
         self.chunk_steps = (None if chunk_steps is None
                             else _checks.positive_int("chunk_steps", chunk_steps))
         self.checkpoint_steps = (None if checkpoint_steps is None else
@@ -113,7 +115,8 @@ class StreamedData:
         return streaming.all_labels(self.source), val
 
     def program(self, objective, tx, metric_fns, *, batch_size, shuffle, stochastic, mesh,
-                small, carry, best, train_key, place, saving, epochs, check_chunk=None):
+                small, carry, best, train_key, place, saving, epochs, progress=None,
+                check_chunk=None):
         """As :meth:`jaxnet._fit_parts.ArrayData.program`, over chunks: ``epoch_step``
         (a :class:`ChunkedEpochs`) reads the epoch's chunks, trains on each, and validates
         at its end."""
@@ -145,13 +148,14 @@ class StreamedData:
             return self.validation(theta, evaluate, transfer, val_zeros, batch_size,
                                    metric_fns, check_chunk)
 
-        epochs = ChunkedEpochs(
+        runner = ChunkedEpochs(
             ChunkReader(self.source, plan, epochs, self.check_finite, check_chunk), transfer,
             train,
             zeros, jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=self.n_train,
                                              metric_fns=metric_fns)),
-            validate if self.val is not None else None, saving, self.checkpoint_steps, place)
-        return epochs, carry, best, seconds, [1]
+            validate if self.val is not None else None, saving, self.checkpoint_steps, place,
+            progress)
+        return runner, carry, best, seconds, [1]
 
     def plan(self, batch_size: int, shuffle: bool, seed: tuple) -> ChunkPlan:
         """The training chunks' plan for this process (its part of every batch)."""
@@ -217,10 +221,10 @@ class ChunkedEpochs:
     """
 
     def __init__(self, reader, transfer, train, zeros, finish, validate, saving,
-                 checkpoint_steps, place):
+                 checkpoint_steps, place, progress=None):
         self.reader, self.transfer, self.train, self.zeros = reader, transfer, train, zeros
         self.finish, self.validate, self.saving = finish, validate, saving
-        self.checkpoint_steps, self.plan = checkpoint_steps, reader.plan
+        self.checkpoint_steps, self.plan, self.progress = checkpoint_steps, reader.plan, progress
         self.resumed = _resumed(saving, reader.plan, place)
         self.idle: list[float] = []  # per epoch: seconds the device had no chunk to train on
         self._clock = ThreadPoolExecutor(1, thread_name_prefix="jaxnet-chunk-clock")
@@ -243,6 +247,8 @@ class ChunkedEpochs:
                 theta, opt_state, sums, bad, active, epoch, item["first_step"], xs, ys, masks)
             finished.append(self._clock.submit(_ready_at, chunk_losses))
             losses.append(chunk_losses)
+            if self.progress is not None:
+                self.progress.advance(xs.shape[0])
             done = (number + 1) * plan.chunk_steps
             if self._save_due(done, number):
                 self._save(epoch, number, done, (theta, opt_state), sums, bad, losses)

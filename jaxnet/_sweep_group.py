@@ -208,6 +208,8 @@ def _checkpointing(directory, settings: Settings, group, kinds, lay, n_train, n_
            "kinds": list(kinds), "slots": list(lay.slots), "optimizer": settings.optimizer,
            "batch_size": settings.batch_size, "data_seed": settings.data_seed,
            "n_train": n_train, "n_val": n_val}
+    if settings.stream is not None:  # shuffled otherwise than in memory: another run
+        run["streamed"] = True
     steps = -(-n_train // settings.batch_size)
     return loop.Checkpointing(ckpt.CheckpointManager(directory, keep=settings.keep_checkpoints),
                               settings.checkpoint_every, run, steps)

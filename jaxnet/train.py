@@ -158,8 +158,7 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
                                              batch_size // (mesh.size if mesh else 1))
     continuing, opt_state = opt_state is not None, parts.initial_opt_state(tx, theta, opt_state)
     carry, steps = (theta, opt_state), -(-data.n_train // batch_size)
-    driver = CallbackDriver(callbacks, on_epoch_end, learning_rate, opt_state,
-                            continuing)
+    driver = CallbackDriver(callbacks, on_epoch_end, learning_rate, opt_state, continuing)
     track = loop.Track(stopper=callbacks_lib.Stopper(early_stopping) if early_stopping else None)
     best = theta if early_stopping is not None and early_stopping.restore_best else None
     fetch = parallel.local if mesh is not None else jax.device_get
@@ -170,15 +169,16 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
                    l2=float(l2), loss=loss_name or "<function>", network=network,
                    optimizer=optimizer, precision=precision, example_weights=data.weights)
         saving = parts.checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, fetch,
-                                     train_key, steps, run)
+                                     train_key, steps, run | data.run_settings)
         carry, best, start = parts.resume(saving, carry, best, track, driver, resume,
                                           learning_rate, data.partial_like)
     # global arrays replicated on every device of every process, or this device's
     place = functools.partial(parallel.replicate, mesh=mesh) if mesh else jax.device_put
+    progress = _progress.EpochBar(verbose, epochs, steps)
     epoch_step, carry, best, track.history.compile_time, traces = data.program(
         objective, tx, metric_fns, batch_size=batch_size, shuffle=shuffle,
         stochastic=network.is_stochastic, mesh=mesh, small=small, carry=carry, best=best,
-        train_key=train_key, place=place, saving=saving, epochs=epochs,
+        train_key=train_key, place=place, saving=saving, epochs=epochs, progress=progress,
         check_chunk=_inputs.chunk_check(network, theta, data.input_shape, loss_name))
     track.history.devices = mesh.size if mesh is not None else 1
     driver.train_begin(carry[0])
@@ -186,7 +186,7 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
         lambda c, epoch, active: epoch_step(driver.apply(c), epoch, active),
         carry, epochs=epochs, start=start, tracks=[track], population=loop.Single(),
         masked=False, metric_names=driver.metric_names(metric_fns),
-        progress=_progress.EpochBar(verbose, epochs, steps), best=best,
+        progress=progress, best=best,
         after_epoch=driver.after_epoch, before_epoch=driver.before_epoch,
         checkpointing=saving, fetch=fetch)
     history = track.history

@@ -413,3 +413,40 @@ def test_memory_stays_flat_reading_a_large_memory_map(tmp_path):
         assert got.shape == (10240, 1024)
     assert resident_mb() - before < 200
     np.testing.assert_array_equal(source.read(np.array([4096, 5]))[0][:, 0], [1, 0])
+
+
+def test_a_streamed_runs_checkpoints_are_not_resumed_by_a_run_on_arrays(tmp_path):
+    from jaxnet.checkpoint import CheckpointError
+
+    jn.fit(NET, streaming.from_arrays(X, Y), epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    with pytest.raises(CheckpointError, match="streamed=True there, None here"):
+        jn.fit(NET, X, Y, epochs=2, checkpoint_dir=tmp_path, resume=True, verbose=0)
+
+
+def test_chunk_options_on_arrays_are_refused():
+    _one_line_error(lambda: jn.fit(NET, X, Y, epochs=1, verbose=0, chunk_steps=4),
+                    "chunk_steps: applies to a streamed x")
+
+
+def test_the_progress_bar_advances_chunk_by_chunk(monkeypatch):
+    from jaxnet import _progress
+
+    updates = []
+
+    class Bar:
+        total, n = 10, 0
+
+        def update(self, k):
+            updates.append(k)
+            self.n += k
+
+        def set_postfix_str(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(_progress, "bar", lambda verbose, epoch, epochs, steps: Bar())
+    jn.fit(NET, streaming.from_arrays(X, Y), epochs=1, batch_size=64, chunk_steps=4,
+           verbose=1)
+    assert updates[:3] == [4, 4, 2]  # 10 steps in chunks of 4, 4, 2
