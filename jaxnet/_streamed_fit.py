@@ -122,16 +122,17 @@ class StreamedData:
         at its end."""
         plan = self.plan(batch_size, shuffle, key_words(train_key))
         sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+        traces: list = []
         chunk_fn = epoch_lib.make_chunk(
             objective, tx, metric_fns, n_train=self.n_train, batch_size=batch_size,
-            stochastic=stochastic, batch_sharding=sharding,
+            stochastic=stochastic, batch_sharding=sharding, trace_counter=traces,
             unroll=compiling.training_unroll(small, plan.chunk_steps))
         transfer = Transfer(NamedSharding(mesh, PartitionSpec(None, "data"))
                             if mesh is not None else None)
         carry, best, train_key = place((carry, best, train_key))
         zeros = place((epoch_lib.zero_sums(metric_fns), jnp.int32(-1)))
         compiled, seconds = {}, 0.0
-        for n in plan.chunk_sizes():
+        for n in plan.chunk_sizes():  # ahead of the first chunk, as the in-memory epoch
             compiled[n], t = _fit_parts.compile_program(
                 chunk_fn, *carry, *zeros, True, train_key, 0, 0,
                 *transfer.abstract(self.source, n, plan), small_step=small)
@@ -141,21 +142,28 @@ class StreamedData:
             return compiled[xs.shape[0]](theta, opt_state, sums, bad, True, train_key, epoch,
                                          first_step, xs, ys, masks)
 
-        evaluate = jax.jit(epoch_lib.make_eval_chunk(objective, metric_fns, sharding))
-        val_zeros = place(epoch_lib.zero_sums(metric_fns))
+        validate = None
+        if self.val is not None:
+            val_plan, val_zeros = self.validation_plan(batch_size), place(
+                epoch_lib.zero_sums(metric_fns))
+            evaluate = {}
+            for n in val_plan.chunk_sizes():
+                evaluate[n], t = _fit_parts.compile_program(
+                    epoch_lib.make_eval_chunk(objective, metric_fns, sharding), carry[0],
+                    val_zeros, *transfer.abstract(self.val, n, val_plan), small_step=small)
+                seconds += t
 
-        def validate(theta):
-            return self.validation(theta, evaluate, transfer, val_zeros, batch_size,
-                                   metric_fns, check_chunk)
+            def validate(theta):
+                return self.validation(theta, lambda th, sums, xs, *rest: evaluate[
+                    xs.shape[0]](th, sums, xs, *rest), transfer, val_zeros, val_plan,
+                    metric_fns, check_chunk)
 
-        runner = ChunkedEpochs(
-            ChunkReader(self.source, plan, epochs, self.check_finite, check_chunk), transfer,
-            train,
-            zeros, jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=self.n_train,
-                                             metric_fns=metric_fns)),
-            validate if self.val is not None else None, saving, self.checkpoint_steps, place,
-            progress)
-        return runner, carry, best, seconds, [1]
+        finish = jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=self.n_train,
+                                           metric_fns=metric_fns))
+        reader = ChunkReader(self.source, plan, epochs, self.check_finite, check_chunk)
+        runner = ChunkedEpochs(reader, transfer, train, zeros, finish, validate, saving,
+                               self.checkpoint_steps, place, progress)
+        return runner, carry, best, seconds, traces
 
     def plan(self, batch_size: int, shuffle: bool, seed: tuple) -> ChunkPlan:
         """The training chunks' plan for this process (its part of every batch)."""
@@ -167,15 +175,18 @@ class StreamedData:
         return ChunkPlan(self.n_train, batch_size, k, shuffle=shuffle, seed=seed,
                          process_index=jax.process_index(), process_count=jax.process_count())
 
-    def validation(self, theta, program, transfer, zeros, batch_size, metric_fns,
-                   check_chunk=None) -> dict:
-        """The validation pass: ``program(theta, sums, xs, ys, masks)`` over every chunk of
-        the validation source (in order), as means prefixed ``val_``."""
+    def validation_plan(self, batch_size: int) -> ChunkPlan:
+        """The validation chunks' plan (in order; this process's part of every batch)."""
         steps = -(-self.n_val // batch_size)
-        plan = ChunkPlan(self.n_val, batch_size,
+        return ChunkPlan(self.n_val, batch_size,
                          streaming.chunk_steps_for(self.val, batch_size, steps), shuffle=False,
                          seed=(0,), process_index=jax.process_index(),
                          process_count=jax.process_count())
+
+    def validation(self, theta, program, transfer, zeros, plan: ChunkPlan, metric_fns,
+                   check_chunk=None) -> dict:
+        """The validation pass: ``program(theta, sums, xs, ys, masks)`` over every chunk of
+        ``plan`` (:meth:`validation_plan`), as means prefixed ``val_``."""
         sums = zeros
         for item in streaming.chunks(self.val, plan, epochs=1, check=check_chunk):
             sums = program(theta, sums, *transfer(item))

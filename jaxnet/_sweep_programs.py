@@ -305,7 +305,7 @@ def streamed_epochs(lay: Layout, branch_ids, objective_for, tx, metric_fns, stre
     def validate(theta):
         return stream.validation(
             theta, lambda th, sums, *batch: evaluate(branch_ids, (th, sums), batch),
-            transfer, val_zeros, batch_size, metric_fns)
+            transfer, val_zeros, stream.validation_plan(batch_size), metric_fns)
 
     finish = jax.jit(functools.partial(epoch_lib.epoch_outputs, n_train=stream.n_train,
                                        metric_fns=metric_fns))

@@ -243,19 +243,23 @@ def make_epoch(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train
 
 def make_chunk(L, tx: optax.GradientTransformation, metric_fns: dict, *, n_train: int,
                batch_size: int, stochastic: bool = True, masked: bool = False,
-               members: int | None = None, batch_sharding=None, unroll: int = 1):
+               members: int | None = None, batch_sharding=None, unroll: int = 1,
+               trace_counter: list | None = None):
     """``chunk(theta, opt_state, sums, bad, active, key, epoch, first_step, xs, ys, masks)``:
     training steps ``first_step, first_step + 1, ...`` of epoch ``epoch`` on a chunk of
     batches read by the host (``xs`` (steps, batch, ...); ``masks`` 0 on the padding of the
     epoch's last batch), with :func:`make_epoch`'s training step, keys and sums, so that a
     streamed epoch (:mod:`jaxnet._streamed_fit`) trains as the in-memory one does. Returns
     the new ``(theta, opt_state, sums, bad)`` and each step's loss, ``(steps,)`` or
-    ``(members, steps)``. The arguments are :func:`make_epoch`'s."""
+    ``(members, steps)``. The arguments are :func:`make_epoch`'s (``trace_counter`` counts
+    one trace per chunk size compiled)."""
     train_step = make_train_step(L, tx, metric_fns, padded=n_train % batch_size != 0,
                                  batch_size=batch_size, stochastic=stochastic, masked=masked,
                                  members=members, batch_sharding=batch_sharding)
 
     def chunk(theta, opt_state, sums, bad, active, key, epoch, first_step, xs, ys, masks):
+        if trace_counter is not None:
+            trace_counter.append(1)
         _, dropout_key = step_lib.epoch_keys(key, epoch)
 
         def body(carry, plan):

@@ -39,7 +39,8 @@ class History:
         history: per-epoch metrics: loss, accuracy, val_loss, val_accuracy (those computed).
         epoch_times: wall time of each epoch in seconds (the first includes nothing of compile).
         compile_time: seconds spent tracing and compiling the epoch program.
-        traces: how many times the epoch function was traced (1: nothing retraced).
+        traces: how many times the epoch function was traced (1: nothing retraced; a
+            streamed fit: its chunk programs', one per chunk size).
         stop_reason: why training ended before ``epochs`` (early stopping, non-finite loss, a
             callback).
         best_epoch: the epoch whose theta early stopping returned, if any (0-based).

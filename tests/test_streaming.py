@@ -450,3 +450,11 @@ def test_the_progress_bar_advances_chunk_by_chunk(monkeypatch):
     jn.fit(NET, streaming.from_arrays(X, Y), epochs=1, batch_size=64, chunk_steps=4,
            verbose=1)
     assert updates[:3] == [4, 4, 2]  # 10 steps in chunks of 4, 4, 2
+
+
+def test_one_program_per_chunk_size_and_no_retrace_across_epochs():
+    kw = dict(epochs=3, batch_size=60, verbose=0, validation_split=0.2)
+    _, even = jn.fit(NET, streaming.from_arrays(X, Y), chunk_steps=4, **kw)  # 8 steps: 4, 4
+    _, odd = jn.fit(NET, streaming.from_arrays(X, Y), chunk_steps=3, **kw)  # 3, 3, 2
+    assert (even.traces, odd.traces) == (1, 2)
+    assert even.compile_time > 0 and len(even["val_loss"]) == 3
