@@ -229,8 +229,8 @@ class RecordSource(Source):
             if x.shape != self.x_shape or y.shape != self.y_shape:
                 raise ValueError(
                     f"{self.name}: record {int(i)} has x {list(x.shape)}, y {list(y.shape)}; "
-                    f"the records before it had x {list(self.x_shape)}, y "
-                    f"{list(self.y_shape)} (every record must have one shape)")
+                    f"record 0 has x {list(self.x_shape)}, y {list(self.y_shape)} (every "
+                    f"record must have one shape)")
             if not (np.can_cast(x.dtype, self.x_dtype, "same_kind")
                     and np.can_cast(y.dtype, self.y_dtype, "same_kind")):
                 raise ValueError(f"{self.name}: record {int(i)} has dtypes {x.dtype}/{y.dtype}, "
