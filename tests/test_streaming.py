@@ -458,3 +458,21 @@ def test_one_program_per_chunk_size_and_no_retrace_across_epochs():
     _, odd = jn.fit(NET, streaming.from_arrays(X, Y), chunk_steps=3, **kw)  # 3, 3, 2
     assert (even.traces, odd.traces) == (1, 2)
     assert even.compile_time > 0 and len(even["val_loss"]) == 3
+
+
+def test_bf16_l2_dropout_and_early_stopping_stream_as_in_memory():
+    """The rest of fit over a source, against the same fit on arrays (shuffle off): bf16
+    passes, an L2 penalty, dropout's per-step keys, and early stopping restoring its best
+    epoch from the validation split."""
+    net = jn.serial(jn.dense(32, "relu"), jn.dropout(0.3), jn.dense(3))
+    kw = dict(epochs=6, batch_size=64, shuffle=False, seed=5, verbose=0, l2=1e-3,
+              precision="bf16", validation_split=0.25,
+              early_stopping=jn.EarlyStopping(patience=1, min_delta=0.5,
+                                                restore_best=True))
+    ref, h_ref = jn.fit(net, X, Y, **kw)
+    got, h = jn.fit(net, streaming.from_arrays(X, Y), chunk_steps=3, **kw)
+    assert _max_diff(ref, got) <= 1e-6
+    assert (h.best_epoch, h.stop_reason, h.epochs) == (h_ref.best_epoch, h_ref.stop_reason,
+                                                       h_ref.epochs)
+    assert h.best_epoch == 1 and h.epochs == 3  # it stopped early and restored epoch 1
+    np.testing.assert_allclose(h["val_loss"], h_ref["val_loss"], rtol=1e-5)
