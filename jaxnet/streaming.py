@@ -21,10 +21,11 @@ number, is what a checkpoint keeps to resume mid-epoch.
 from __future__ import annotations
 
 import abc
-import mmap
 from dataclasses import dataclass
 
 import numpy as np
+
+from jaxnet._mapped import RELEASE_BYTES, MappedRows
 
 CHUNK_BYTES = 8 << 20
 """A chunk holds about this many bytes of examples (at least one step, at most an epoch):
@@ -98,7 +99,7 @@ class ArraySource(Source):
         self.y_shape, self.y_dtype = tuple(y.shape[1:]), y.dtype
         self.labels = y
         self.name = name or getattr(x, "filename", None) or "arrays"
-        self._rows = [r for r in (_MappedRows.of(x), _MappedRows.of(y)) if r is not None]
+        self._rows = [r for r in (MappedRows.of(x), MappedRows.of(y)) if r is not None]
 
     def __len__(self) -> int:
         return len(self.x)
@@ -127,50 +128,6 @@ class ArraySource(Source):
             for rows in self._rows:
                 rows.read(int(piece[0]), int(piece[-1]), len(piece))
         return xs, ys
-
-
-RELEASE_BYTES = 64 << 20
-"""A memory map larger than this releases the pages it read after every this many bytes of
-it were read (:class:`ArraySource`): about what one source adds to the process's memory."""
-
-
-class _MappedRows:
-    """Where an array's rows lie in the ``mmap`` behind it (a ``numpy.memmap`` or a view of
-    one), and which of its pages were read since they were last released."""
-
-    def __init__(self, mapping: mmap.mmap, start: int, stride: int):
-        self.mapping, self.start, self.stride = mapping, start, stride
-        self.pending, self.lo, self.hi = 0, len(mapping), 0
-
-    @classmethod
-    def of(cls, a: np.ndarray) -> _MappedRows | None:
-        root = a
-        while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
-            root = root.base
-        if (not isinstance(root, np.memmap) or a.strides[0] <= 0
-                or len(root.base) <= RELEASE_BYTES):
-            return None
-        # numpy maps from the offset rounded down to the allocation granularity
-        in_map = root.offset % mmap.ALLOCATIONGRANULARITY
-        start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0] + in_map
-        return cls(root.base, start, a.strides[0])
-
-    def read(self, first: int, last: int, count: int) -> None:
-        """``count`` rows from ``first`` to ``last`` were read: release what was read once it
-        may hold RELEASE_BYTES. A row read maps up to a whole folio around it (at most
-        :data:`FOLIO_BYTES`), so sparse rows map more than the bytes between them."""
-        lo, hi = self.start + first * self.stride, self.start + (last + 1) * self.stride
-        self.pending += min(hi - lo + 2 * FOLIO_BYTES, count * FOLIO_BYTES)
-        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
-        if self.pending >= RELEASE_BYTES:
-            start = max(0, self.lo - FOLIO_BYTES) // mmap.PAGESIZE * mmap.PAGESIZE
-            end = min(len(self.mapping), self.hi + FOLIO_BYTES)
-            self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
-            self.pending, self.lo, self.hi = 0, len(self.mapping), 0
-
-
-FOLIO_BYTES = 2 << 20
-"""The most a page-cache folio holds (a huge page): what one row read may map at most."""
 
 
 class RecordSource(Source):
