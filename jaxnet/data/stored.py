@@ -43,7 +43,8 @@ def prepare(dataset: Dataset, directory, *, format: str = "npy") -> Path:  # noq
     _checks.one_of("format", format, FORMATS)
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
-        raise ValueError(f"out: {str(directory)!r} is not empty; choose a new directory")
+        raise ValueError(f"directory (--out): {str(directory)!r} is not empty; choose a new "
+                         f"directory")
     directory.mkdir(parents=True, exist_ok=True)
     splits = {}
     for split in ("train", "test"):
