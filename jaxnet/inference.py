@@ -72,8 +72,9 @@ def _evaluate_streamed(network, theta, source, y, loss, metrics, batch_size, che
     objective = losses.make_objective(network, loss_fn,
                                       precision=_precision.canonical(precision))
     batch_size = min(batch_size, len(source))
+    steps = -(-len(source) // batch_size)
     plan = streaming.ChunkPlan(len(source), batch_size,
-                               streaming.chunk_steps_for(source, batch_size, len(source)),
+                               streaming.chunk_steps_for(source, batch_size, steps),
                                shuffle=False, seed=(0,))
     program = jax.jit(epoch_lib.make_eval_chunk(objective, metric_fns),
                       compiler_options=program_compiler_options())
