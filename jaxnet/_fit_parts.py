@@ -154,12 +154,18 @@ def training_data(x, y, validation_split, validation_data, sample_weight, class_
         return _streamed_fit.StreamedData(
             x, y, validation_split, validation_data, sample_weight, class_weight,
             check_inputs, chunk_steps=chunk_steps, checkpoint_steps=checkpoint_steps)
-    for name, value in (("chunk_steps", chunk_steps), ("checkpoint_steps", checkpoint_steps)):
+    refuse_stream_options(chunk_steps=chunk_steps, checkpoint_steps=checkpoint_steps)
+    return ArrayData(x, y, validation_split, validation_data, sample_weight, class_weight,
+                     check_inputs)
+
+
+def refuse_stream_options(**options) -> None:
+    """Options of a streamed ``x`` (``chunk_steps``, ``checkpoint_steps``) given with arrays
+    are an error, not ignored (``fit`` and ``fit_many``)."""
+    for name, value in options.items():
         if value is not None:
             raise ValueError(f"{name}: applies to a streamed x (jaxnet.streaming), not to "
                              f"arrays in memory")
-    return ArrayData(x, y, validation_split, validation_data, sample_weight, class_weight,
-                     check_inputs)
 
 
 class ArrayData:

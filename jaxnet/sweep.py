@@ -42,6 +42,7 @@ import numpy as np
 
 from jaxnet import (
     _checks,
+    _fit_parts,
     _inputs,
     _streamed_fit,
     diagnostics,
@@ -118,6 +119,8 @@ def fit_many(members, x, y=None, *, optimizer: str = "adam", epochs: int = 10,
         x, (y, y_val) = stream.x_check, stream.all_labels()
         x_val = x[:0]
     else:
+        _fit_parts.refuse_stream_options(chunk_steps=chunk_steps,
+                                         checkpoint_steps=checkpoint_steps)
         x, y, x_val, y_val = _inputs.training_data(x, y, validation_split, validation_data,
                                                    True)
     if not np.issubdtype(np.asarray(y).dtype, np.integer):
@@ -132,10 +135,10 @@ def fit_many(members, x, y=None, *, optimizer: str = "adam", epochs: int = 10,
     checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
     train.enable_compile_cache()
     settings = group_lib.Settings(optimizer, epochs, batch_size, early_stopping,
-                         _checks.seed("data_seed", data_seed),
-                         list(devices if devices is not None else jax.local_devices()),
-                         verbose, test_data, checkpoint_dir, checkpoint_every,
-                         keep_checkpoints, resume, stream)
+                                  _checks.seed("data_seed", data_seed),
+                                  list(devices if devices is not None else jax.local_devices()),
+                                  verbose, test_data, checkpoint_dir, checkpoint_every,
+                                  keep_checkpoints, resume, stream)
 
     num_outputs = int(max(np.max(y), np.max(y_val) if len(y_val) else 0)) + 1
     nets = [m.build(num_outputs, flatten_input=flatten_input, input_scale=input_scale)

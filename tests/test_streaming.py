@@ -426,6 +426,9 @@ def test_a_streamed_runs_checkpoints_are_not_resumed_by_a_run_on_arrays(tmp_path
 def test_chunk_options_on_arrays_are_refused():
     _one_line_error(lambda: jn.fit(NET, X, Y, epochs=1, verbose=0, chunk_steps=4),
                     "chunk_steps: applies to a streamed x")
+    _one_line_error(lambda: sweep.fit_many([dict(hidden=(4,))], X, Y, epochs=1, verbose=0,
+                                           checkpoint_steps=4),
+                    "checkpoint_steps: applies to a streamed x")
 
 
 def test_the_progress_bar_advances_chunk_by_chunk(monkeypatch):
