@@ -155,7 +155,13 @@ def check_labels(network, theta, input_shape, loss_name, y, arg):
     binary one, one 0/1 label per output; for the regression losses, one target per output."""
     if loss_name not in CLASSIFICATION_LOSSES | BINARY_LOSSES | REGRESSION_LOSSES or len(y) == 0:
         return
-    shape = layers.output_shape(network, input_shape, theta)
+    check_labels_for(layers.output_shape(network, input_shape, theta), loss_name, y, arg)
+
+
+def check_labels_for(shape, loss_name, y, arg):
+    """:func:`check_labels` against the network's per-example output ``shape``, known."""
+    if loss_name not in CLASSIFICATION_LOSSES | BINARY_LOSSES | REGRESSION_LOSSES or len(y) == 0:
+        return
     classes = shape[-1]
     if loss_name in BINARY_LOSSES | REGRESSION_LOSSES:
         _check_one_target_per_output(y, shape, loss_name, arg)
@@ -185,10 +191,13 @@ def chunk_check(network, theta, input_shape, loss_name):
     """``check(x, y, where)``: a streamed chunk's token ids and labels checked as ``fit``
     checks arrays (:func:`check_tokens`, :func:`check_labels`), ``where`` naming the
     records in the message."""
+    shape = []  # the outputs' shape, traced at the first chunk (not per chunk; not in memory)
 
     def check(x, y, where):
         check_tokens(network, x, f"x ({where})")
-        check_labels(network, theta, input_shape, loss_name, y, f"y ({where})")
+        if not shape:
+            shape.append(layers.output_shape(network, input_shape, theta))
+        check_labels_for(shape[0], loss_name, y, f"y ({where})")
 
     return check
 

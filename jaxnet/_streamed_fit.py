@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxnet import _checks, _fit_parts, compiling, parallel, streaming
+from jaxnet import _checks, _fit_parts, _inputs, compiling, parallel, streaming
 from jaxnet import epoch as epoch_lib
+from jaxnet.data import preprocess
 from jaxnet.streaming import ChunkPlan
 
 IN_FLIGHT = 2
@@ -75,12 +76,11 @@ class StreamedData:
                                  f"examples in the loss or pass arrays")
         source = streaming.as_source(x)
         if validation_data is not None:
-            val = (validation_data if streaming.is_streamed(validation_data)
-                   else _pair_source(validation_data))
-            val = streaming.as_source(val, "validation_data")
+            val = (streaming.as_source(validation_data, "validation_data")
+                   if streaming.is_streamed(validation_data)
+                   else _pair_source(validation_data, check_inputs))
         else:
-            fraction = _checks.fraction("validation_split", validation_split)
-            split_at = int(np.ceil(len(source) * (1.0 - fraction)))
+            split_at = preprocess.split_index(len(source), validation_split)
             val = source.subset(split_at, len(source)) if split_at < len(source) else None
             source = source.subset(0, split_at) if val is not None else source
         if val is not None and (val.x_shape, val.x_dtype) != (source.x_shape, source.x_dtype):
@@ -198,11 +198,13 @@ def key_words(key) -> tuple[int, ...]:
     return tuple(int(w) for w in np.asarray(jax.random.key_data(jax.device_get(key))).ravel())
 
 
-def _pair_source(validation_data):
+def _pair_source(validation_data, check_inputs):
+    """Arrays ``(x_val, y_val)``, checked as fit checks them, as a source."""
     if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
         raise ValueError("validation_data: expected a streamed source or a pair (x_val, y_val)")
-    return streaming.from_arrays(np.asarray(validation_data[0]),
-                                 np.asarray(validation_data[1]), name="validation_data")
+    x_val, y_val = _inputs.check_xy("validation_data[0]", "validation_data[1]",
+                                    *validation_data, check_inputs)
+    return streaming.from_arrays(np.asarray(x_val), np.asarray(y_val), name="validation_data")
 
 
 def partial_like(position: dict) -> dict:

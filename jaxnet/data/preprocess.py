@@ -49,7 +49,12 @@ def validation_split(x, y, fraction: float):
     Returns:
         ``((x_train, y_train), (x_val, y_val))``.
     """
-    fraction = _checks.fraction("validation_split", fraction)
-    n = len(y)
-    split_at = int(np.ceil(n * (1.0 - fraction)))
+    split_at = split_index(len(y), fraction)
     return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
+
+
+def split_index(n: int, fraction: float) -> int:
+    """Where :func:`validation_split` cuts ``n`` examples: ``ceil(n * (1 - fraction))``
+    (also a streamed source's split, by index)."""
+    fraction = _checks.fraction("validation_split", fraction)
+    return int(np.ceil(n * (1.0 - fraction)))
