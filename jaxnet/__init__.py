@@ -17,8 +17,9 @@ _EXPORTS = {
     "Network": "_typing", "State": "_typing",
     "dense": "layers", "activation": "layers", "flatten": "layers", "rescale": "layers",
     "dropout": "layers", "reshape": "layers", "mlp": "layers", "learnable_scale": "layers",
-    "conv2d": "conv", "max_pool": "conv", "avg_pool": "conv", "global_avg_pool": "conv",
-    "global_max_pool": "conv",
+    "conv2d": "conv", "depthwise_conv2d": "conv", "separable_conv2d": "conv",
+    "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
+    "global_max_pool": "pooling",
     # (the ``parallel`` combinator is jaxnet.layers.parallel: jaxnet.parallel is the module of
     # data parallelism)
     "serial": "combinators", "residual": "combinators", "fanout": "combinators",
@@ -44,7 +45,7 @@ _EXPORTS = {
     "enable_compile_cache": "compiling",
     "export": "exporting", "load_exported": "exported",
 }
-_SUBMODULES = ("activations", "init", "layers", "conv", "combinators", "norm", "augment",
+_SUBMODULES = ("activations", "init", "layers", "conv", "pooling", "combinators", "norm", "augment",
                "models", "network", "losses", "metrics", "optimizers", "step", "epoch", "loop",
                "callbacks", "writers", "compiling", "train", "inference", "saving", "sweep",
                "diagnostics", "study", "plot", "checkpoint", "data", "mean_field", "parallel",

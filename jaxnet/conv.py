@@ -1,29 +1,29 @@
-"""Convolution and pooling layers for NHWC images, with Keras's names and defaults.
+"""Convolution layers for NHWC images, with Keras's names and defaults: :func:`conv2d` (with
+``groups``), :func:`depthwise_conv2d` and :func:`separable_conv2d`. Pooling is
+:mod:`jaxnet.pooling`.
 
-Images are (batch, height, width, channels); kernels are HWIO, ``(kh, kw, c_in, filters)``,
-as Keras, Flax and stax store them, so a kernel moves between them unchanged.
+Images are (batch, height, width, channels); kernels are HWIO, ``(kh, kw, c_in / groups,
+filters)``, as Keras, Flax and stax store them, so a kernel moves between them unchanged.
 
 **Why there are two implementations of one convolution.** On XLA:CPU ``lax.conv`` is fast
 forward but its backward pass inside a loop body (jaxnet's scan-fused epoch) is 10-30x slower
 than a matrix multiply doing the same arithmetic (jax-ml/jax#12868, openxla/xla#34273); on GPU
-and TPU it is the fast path (cuDNN, the TPU's convolution units). So :func:`conv2d` computes,
-by default, per backend:
+and TPU it is the fast path (cuDNN, the TPU's convolution units). So every convolution here
+computes, by default, per backend:
 
 - ``"slices"`` on the CPU: every kernel offset's strided slice of the padded image,
   concatenated along the channels (im2col), times the kernel as one (kh·kw·c_in, filters)
-  matrix. Forward and backward are then matrix multiplies, pads and slices;
-- ``"lax"`` elsewhere: ``lax.conv_general_dilated``.
+  matrix; per group, a batched matrix multiply; a depthwise kernel (one input channel per
+  group), the offsets' slices times their weights, summed. Forward and backward are then
+  matrix multiplies, elementwise products, pads and slices;
+- ``"lax"`` elsewhere: ``lax.conv_general_dilated`` (``feature_group_count=groups``).
 
 The choice is made when the program is lowered for its platform (``lax.platform_dependent``),
 not from the default backend at trace time, so an ahead-of-time or cross-platform lowering
 picks right. A program that never differentiates the convolution (an export) gets ``"lax"``
 on every platform, and so does a converter to ONNX (:mod:`jaxnet._lowering`). Both are
-tested equal, values and gradients, to each other and to
-``flax.linen.Conv``; ``implementation=`` forces one.
-
-Pooling is a reshape and a max (or mean) where the window tiles the image (the usual
-``pool_size == strides``) and a max over the window's strided slices otherwise, on every
-backend (measured on the CPU only: there is no GPU or TPU on the development machine).
+tested equal, values and gradients, to each other, to ``lax.conv_general_dilated``, to
+``flax.linen.Conv`` and (groups) to ``torch.nn.Conv2d``; ``implementation=`` forces one.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnet import _checks, _lowering, activations
+from jaxnet import _checks, _lowering, _windows, activations
 from jaxnet import init as initializers
-from jaxnet._arrays import float_input, weights_input
+from jaxnet._arrays import weights_input
 from jaxnet._layer_parts import check_images, name_or_none
 from jaxnet._typing import Network
 from jaxnet.network import register_layer
@@ -44,84 +44,82 @@ from jaxnet.network import register_layer
 IMPLEMENTATIONS = ("slices", "lax")
 
 
-def _pair(arg: str, value) -> tuple[int, int]:
-    if isinstance(value, int | bool) or not isinstance(value, tuple | list):
-        value = (value, value)
-    if len(value) != 2:
-        raise ValueError(f"{arg}: expected an int or a pair of ints, got {value!r}")
-    return tuple(_checks.positive_int(arg, v) for v in value)
-
-
-def _padding(value) -> str:
-    name = value.lower() if isinstance(value, str) else value
-    _checks.one_of("padding", name, ("valid", "same"))
-    return name
-
-
-def _image_shape(layer: str, input_shape) -> tuple[int, int, int]:
-    shape = tuple(input_shape)
-    if len(shape) == 2:
-        h, w = shape
-        raise ValueError(
-            f"{layer}: expected images of shape (height, width, channels), got {shape}: the "
-            f"channel axis is missing. Add it to the data (images[..., None], as Keras's "
-            f"np.expand_dims(x, -1)) or start the network with reshape(({h}, {w}, 1))")
-    if len(shape) != 3:
-        raise ValueError(f"{layer}: expected images of shape (height, width, channels), "
-                         f"got examples of shape {shape}")
-    return shape
-
-
-def _pads(size: int, window: int, stride: int, padding: str) -> tuple[int, int]:
-    """(before, after) padding of one spatial axis, as TensorFlow, Keras and lax's "SAME"."""
-    if padding == "valid":
-        return 0, 0
-    out = -(-size // stride)
-    total = max((out - 1) * stride + window - size, 0)
-    return total // 2, total - total // 2
-
-
-def _window_slices(x, window, strides, dilation):
-    """Each window offset's strided slice of ``x`` (already padded), in (i, j) order."""
-    n, h, w, c = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
-    ho, wo = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"the window {window} (dilation {dilation}) is larger than the "
-                         f"padded image {h}x{w}")
-    return [lax.slice(x, (0, i * dh, j * dw, 0),
-                      (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
-                      (1, sh, sw, 1))
-            for i in range(kh) for j in range(kw)]
-
-
-def _conv_slices(x, w, strides, pads, dilation):
-    kh, kw, cin, filters = w.shape
+def _conv_slices(x, w, strides, pads, dilation, groups):
+    kh, kw, cg, filters = w.shape
     x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    cols = _window_slices(x, (kh, kw), strides, dilation)
+    cols = _windows.window_slices(x, (kh, kw), strides, dilation)
+    n, ho, wo, cin = cols[0].shape
+    if groups > 1:
+        taps = w.reshape(kh * kw, cg, groups, filters // groups)
+        if cg == 1:  # depthwise: each channel's slices times its own weights
+            y = functools.reduce(jnp.add, (col[..., None] * taps[k, 0]
+                                           for k, col in enumerate(cols)))
+        else:
+            patches = jnp.stack(cols, axis=3).reshape(n, ho, wo, kh * kw, groups, cg)
+            y = jnp.einsum("nhwkgc,kcgf->nhwgf", patches, taps)
+        return y.reshape(n, ho, wo, filters)
     if cin == 1 and len(cols) > 1:
         # One input channel (a grey image): patches as (kh·kw, pixels), so that the weight
         # gradient is a plain (k, M) @ (M, filters) product; with the offsets last XLA:CPU
         # transposes the output gradient first (~10% of the convnet's CPU time here).
-        n, ho, wo, _ = cols[0].shape
         patches = jnp.stack(cols).reshape(kh * kw, n * ho * wo)
         return (patches.T @ w.reshape(kh * kw, filters)).reshape(n, ho, wo, filters)
     patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     return patches @ w.reshape(kh * kw * cin, filters)
 
 
-def _conv_lax(x, w, strides, pads, dilation):
+def _conv_lax(x, w, strides, pads, dilation, groups):
     return lax.conv_general_dilated(x, w, window_strides=strides, padding=pads,
-                                    rhs_dilation=dilation,
+                                    rhs_dilation=dilation, feature_group_count=groups,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _convolve(x, w, geometry, groups, implementation):
+    """``x`` (NHWC) convolved with the HWIO kernel ``w`` by ``implementation`` (None: per
+    platform, module docstring); ``geometry`` is (window, strides, padding, dilation)."""
+    window, stride, padding, rate = geometry
+    reach = [(k - 1) * r + 1 for k, r in zip(window, rate, strict=True)]
+    pads = tuple(_windows.pads(size, k, s, padding)
+                 for size, k, s in zip(x.shape[1:3], reach, stride, strict=True))
+    args = (stride, pads, rate, groups)
+    if implementation == "slices":
+        return _conv_slices(x, w, *args)
+    if implementation == "lax" or _lowering.current() != _lowering.Lowering():
+        return _conv_lax(x, w, *args)
+    return lax.platform_dependent(x, w, cpu=lambda x, w: _conv_slices(x, w, *args),
+                                  default=lambda x, w: _conv_lax(x, w, *args))
+
+
+def _geometry(kernel_size, strides, padding, dilation):
+    return (_windows.pair("kernel_size", kernel_size), _windows.pair("strides", strides),
+            _windows.padding_name(padding), _windows.pair("dilation", dilation))
+
+
+def _geometry_config(geometry) -> dict:
+    window, stride, padding, rate = geometry
+    return {"kernel_size": list(window), "strides": list(stride), "padding": padding,
+            "dilation": list(rate)}
+
+
+def _check_implementation(implementation):
+    if implementation is not None:
+        _checks.one_of("implementation", implementation, IMPLEMENTATIONS)
+
+
+def _channels(layer: str, input_shape, groups: int) -> int:
+    _, _, cin = _windows.image_shape(layer, input_shape)
+    if cin % groups:
+        raise ValueError(f"{layer}: groups={groups} must divide the input channels, got "
+                         f"{cin} channels")
+    return cin
+
+
 def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilation=1,
-           activation=None, *, init=None, bias_init="zeros", use_bias: bool = True,
-           implementation: str | None = None) -> Network:
+           activation=None, *, groups: int = 1, init=None, bias_init="zeros",
+           use_bias: bool = True, implementation: str | None = None) -> Network:
     """A 2-D convolution ``a(conv(x, w) + b)`` over NHWC images (Keras's ``Conv2D``).
 
-    theta is ``{"w": (kh, kw, c_in, filters), "b": (filters,)}`` (no ``"b"`` when
+    theta is ``{"w": (kh, kw, c_in / groups, filters), "b": (filters,)}`` (no ``"b"`` when
     ``use_bias=False``).
 
     Args:
@@ -132,8 +130,12 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
             padded as TensorFlow and Keras).
         dilation: an int or a pair (Keras's ``dilation_rate``).
         activation: an activation name or None for linear.
+        groups: split the input channels and the filters into this many groups, each
+            convolved with its own kernel (Keras's ``groups``, PyTorch's ``groups``); it must
+            divide ``filters`` and the input channels. ``groups`` = input channels is a
+            depthwise convolution (:func:`depthwise_conv2d` keeps Keras's kernel layout).
         init: kernel initialiser; by default by activation, as :func:`~jaxnet.layers.dense`
-            (He for the ReLU family, Glorot otherwise), with fan-in kh·kw·c_in.
+            (He for the ReLU family, Glorot otherwise), with fan-in kh·kw·c_in / groups.
         bias_init: bias initialiser.
         use_bias: add a bias (a convolution followed by batch normalization needs none).
         implementation: None (per backend: ``"slices"`` on the CPU, ``"lax"`` elsewhere),
@@ -145,13 +147,15 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
         >>> theta = layer.init(jax.random.key(0), (28, 28, 1))
         >>> theta["w"].shape, layer.apply(jax.numpy.zeros((2, 28, 28, 1)), theta).shape
         ((3, 3, 1, 8), (2, 28, 28, 8))
+        >>> conv2d(8, 3, groups=2).init(jax.random.key(0), (9, 9, 4))["w"].shape
+        (3, 3, 2, 8)
     """
     filters = _checks.positive_int("filters", filters)
-    window, stride, rate = (_pair("kernel_size", kernel_size), _pair("strides", strides),
-                            _pair("dilation", dilation))
-    padding = _padding(padding)
-    if implementation is not None:
-        _checks.one_of("implementation", implementation, IMPLEMENTATIONS)
+    groups = _checks.positive_int("groups", groups)
+    if filters % groups:
+        raise ValueError(f"groups={groups} must divide filters, got filters={filters}")
+    geometry = _geometry(kernel_size, strides, padding, dilation)
+    _check_implementation(implementation)
     activation = activations.canonical(activation)
     act = activations.get(activation)
     if init is None:
@@ -159,9 +163,9 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
     w_init, b_init = initializers.get(init), initializers.get(bias_init)
 
     def init_fn(key, input_shape):
-        _, _, cin = _image_shape("conv2d", input_shape)
+        cin = _channels("conv2d", input_shape, groups)
         wkey, bkey = jax.random.split(key)
-        theta = {"w": w_init(wkey, (*window, cin, filters), jnp.float32)}
+        theta = {"w": w_init(wkey, (*geometry[0], cin // groups, filters), jnp.float32)}
         if use_bias:
             theta["b"] = b_init(bkey, (filters,), jnp.float32)
         return theta
@@ -169,202 +173,139 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
     def apply_fn(x, theta, *, key=None, train=False):
         del key, train
         w = theta["w"]
-        check_images("conv2d", x, w.shape[2])
-        x = weights_input(x, w.dtype)
-        reach = [(k - 1) * r + 1 for k, r in zip(window, rate, strict=True)]
-        pads = tuple(_pads(size, k, s, padding)
-                     for size, k, s in zip(x.shape[1:3], reach, stride, strict=True))
-        args = (stride, pads, rate)
-        if implementation == "slices":
-            y = _conv_slices(x, w, *args)
-        elif implementation == "lax" or _lowering.current() != _lowering.Lowering():
-            y = _conv_lax(x, w, *args)
-        else:
-            y = lax.platform_dependent(x, w, cpu=lambda x, w: _conv_slices(x, w, *args),
-                                       default=lambda x, w: _conv_lax(x, w, *args))
+        check_images("conv2d", x, w.shape[2] * groups)
+        y = _convolve(weights_input(x, w.dtype), w, geometry, groups, implementation)
         return act(y + theta["b"] if use_bias else y)
 
-    config = {"filters": filters, "kernel_size": list(window), "strides": list(stride),
-              "padding": padding, "dilation": list(rate), "activation": name_or_none(activation),
+    config = {"filters": filters, **_geometry_config(geometry),
+              "activation": name_or_none(activation), "groups": groups,
               "init": name_or_none(init), "bias_init": name_or_none(bias_init),
               "use_bias": bool(use_bias), "implementation": implementation}
     return Network(init_fn, apply_fn, "conv2d", config, stochastic=False)
 
 
-def _tiles(padded, window):
-    """(n, ho, ph, wo, pw, c): the image cut into non-overlapping windows (the remainder that
-    no whole window covers is dropped, as "valid" pooling does)."""
-    n, h, w, c = padded.shape
-    (ph, pw), (ho, wo) = window, (h // window[0], w // window[1])
-    if ho < 1 or wo < 1:
-        raise ValueError(f"the pool {window} is larger than the image {h}x{w}")
-    return padded[:, :ho * ph, :wo * pw].reshape(n, ho, ph, wo, pw, c)
+def _depthwise_init(w_init, key, window, cin, multiplier):
+    """Each channel's (kh, kw, 1, multiplier) kernel drawn on its own, so that the fans are
+    a depthwise kernel's (fan-in kh·kw, as PyTorch's ``groups`` = channels), as Keras's
+    (kh, kw, c_in, multiplier) layout."""
+    keys = jax.random.split(key, cin)
+    per_channel = jax.vmap(lambda k: w_init(k, (*window, 1, multiplier), jnp.float32))(keys)
+    return jnp.moveaxis(per_channel[..., 0, :], 0, 2)
 
 
-def _first_of(equal: list) -> list:
-    """Of masks ``equal[k]`` (where window element k is the maximum), keep each window's first
-    in row-major order: the element XLA's select-and-scatter (``lax.reduce_window``'s
-    gradient), flax and PyTorch give the gradient to."""
-    seen, first = equal[0], [equal[0]]
-    for mask in equal[1:]:
-        first.append(mask & ~seen)
-        seen = seen | mask
-    return first
+def _depthwise(x, w, geometry, implementation):
+    """``x`` convolved channel by channel with Keras's depthwise kernel ``w`` (kh, kw, c_in,
+    multiplier): output channel c·multiplier + m is channel c's m-th filter."""
+    kh, kw, cin, multiplier = w.shape
+    return _convolve(x, w.reshape(kh, kw, 1, cin * multiplier), geometry, cin, implementation)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _window_max(padded, window, strides):
-    """The maximum of every window of a padded NHWC batch.
+def depthwise_conv2d(kernel_size=3, strides=1, padding: str = "valid", depth_multiplier: int = 1,
+                     dilation=1, activation=None, *, init=None, bias_init="zeros",
+                     use_bias: bool = True, implementation: str | None = None) -> Network:
+    """Each input channel convolved with its own ``depth_multiplier`` filters (Keras's
+    ``DepthwiseConv2D``; ``conv2d`` with ``groups`` = input channels, as MobileNet uses it).
 
-    Differentiated by hand: JAX's rule for a max splits the gradient among ties and costs a
-    count and a division per element (30% of the whole convnet step on the CPU here); this one
-    gives it to each window's first maximum, as ``lax.reduce_window`` does, with one compare
-    per element."""
-    return _window_max_fwd(padded, window, strides)[0]
-
-
-def _window_max_fwd(padded, window, strides):
-    if window == strides:
-        y = _tiles(padded, window).max((2, 4))
-    else:
-        cols = _window_slices(padded, window, strides, (1, 1))
-        y = functools.reduce(jnp.maximum, cols)
-    return y, (padded, y)
-
-
-def _window_max_bwd(window, strides, residuals, g):
-    padded, y = residuals
-    if window == strides:
-        tiles = _tiles(padded, window)
-        n, ho, ph, wo, pw, c = tiles.shape
-        at = [tiles[:, :, i, :, j, :] == y for i in range(ph) for j in range(pw)]
-        grads = [jnp.where(m, g, 0.0) for m in _first_of(at)]
-        grad = jnp.stack(grads, axis=-2).reshape(n, ho, wo, ph, pw, c)
-        grad = grad.transpose(0, 1, 3, 2, 4, 5).reshape(n, ho * ph, wo * pw, c)
-        h, w = padded.shape[1:3]
-        return (jnp.pad(grad, ((0, 0), (0, h - ho * ph), (0, w - wo * pw), (0, 0))),)
-    cols, scatter = jax.vjp(lambda p: _window_slices(p, window, strides, (1, 1)), padded)
-    return scatter([jnp.where(m, g, 0.0) for m in _first_of([col == y for col in cols])])
-
-
-_window_max.defvjp(_window_max_fwd, _window_max_bwd)
-
-
-def _window_sum(padded, window, strides):
-    if window == strides:
-        return _tiles(padded, window).sum((2, 4))
-    return functools.reduce(jnp.add, _window_slices(padded, window, strides, (1, 1)))
-
-
-def _pool(name: str, x, window, strides, padding, reduce: str):
-    """``reduce`` ("max" or "mean") over each window of every image (NHWC); a mean excludes
-    padded positions. A sequence (batch, T, channels) is pooled over time, as an image one
-    position wide (Keras's ``MaxPooling1D``)."""
-    if x.ndim == 3:
-        if window[0] != window[1] or strides[0] != strides[1]:
-            raise ValueError(f"{name}: pool_size={window} and strides={strides} are for images; "
-                             f"over time (batch, T, channels) give one number each")
-        pooled = _pool(name, x[:, :, None, :], (window[0], 1), (strides[0], 1), padding, reduce)
-        return pooled[:, :, 0, :]
-    check_images(name, x)
-    x = float_input(x)
-    pads = tuple(_pads(size, k, s, padding)
-                 for size, k, s in zip(x.shape[1:3], window, strides, strict=True))
-    try:
-        if reduce == "max":
-            padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-            return _window_max(padded, window, strides)
-        total = _window_sum(jnp.pad(x, ((0, 0), *pads, (0, 0))), window, strides)
-        if padding == "valid":
-            return total / (window[0] * window[1])
-        ones = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), ((0, 0), *pads, (0, 0)))
-        return total / _window_sum(ones, window, strides)
-    except ValueError as err:
-        raise ValueError(f"{name}: {err}") from None
-
-
-def _pool_layer(name: str, reduce: str, pool_size, strides, padding) -> Network:
-    window = _pair("pool_size", pool_size)
-    stride = window if strides is None else _pair("strides", strides)
-    padding = _padding(padding)
-
-    def apply_fn(x, theta, *, key=None, train=False):
-        return _pool(name, x, window, stride, padding, reduce)
-
-    config = {"pool_size": list(window), "strides": list(stride), "padding": padding}
-    return Network(_images_no_params(name), apply_fn, name, config, stochastic=False)
-
-
-def max_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
-    """The maximum of each ``pool_size`` window (Keras's ``MaxPooling2D``); ``strides``
-    default to the pool size. ``"same"`` padding never picks a padded position. On a sequence
-    (batch, T, channels) it pools over time (``MaxPooling1D``).
+    theta is ``{"w": (kh, kw, c_in, depth_multiplier), "b": (c_in · depth_multiplier,)}``,
+    Keras's layout; output channel ``c · depth_multiplier + m`` is input channel c's m-th
+    filter, as Keras and PyTorch order them. The arguments are :func:`conv2d`'s; the default
+    initialiser draws each channel's kernel with fan-in kh·kw.
 
     Examples:
-        >>> import jax.numpy as jnp
-        >>> max_pool(2).apply(jnp.arange(16.0).reshape(1, 4, 4, 1), {})[0, :, :, 0].tolist()
-        [[5.0, 7.0], [13.0, 15.0]]
+        >>> import jax
+        >>> layer = depthwise_conv2d(3, padding="same", depth_multiplier=2)
+        >>> theta = layer.init(jax.random.key(0), (8, 8, 4))
+        >>> theta["w"].shape, layer.apply(jax.numpy.zeros((2, 8, 8, 4)), theta).shape
+        ((3, 3, 4, 2), (2, 8, 8, 8))
     """
-    return _pool_layer("max_pool", "max", pool_size, strides, padding)
-
-
-def avg_pool(pool_size=2, strides=None, padding: str = "valid") -> Network:
-    """The mean of each ``pool_size`` window (Keras's ``AveragePooling2D``); with ``"same"``
-    padding a border window averages only the positions inside the image, as Keras."""
-    return _pool_layer("avg_pool", "mean", pool_size, strides, padding)
-
-
-def _images_no_params(name: str):
-    """``init`` of a pooling layer: it takes images (height, width, channels) or sequences
-    (T, channels), and says so otherwise."""
+    multiplier = _checks.positive_int("depth_multiplier", depth_multiplier)
+    geometry = _geometry(kernel_size, strides, padding, dilation)
+    _check_implementation(implementation)
+    activation = activations.canonical(activation)
+    act = activations.get(activation)
+    if init is None:
+        init = initializers.default_for(activation)
+    w_init, b_init = initializers.get(init), initializers.get(bias_init)
 
     def init_fn(key, input_shape):
-        if len(input_shape) != 2:
-            _image_shape(name, input_shape)
-        return {}
+        _, _, cin = _windows.image_shape("depthwise_conv2d", input_shape)
+        wkey, bkey = jax.random.split(key)
+        theta = {"w": _depthwise_init(w_init, wkey, geometry[0], cin, multiplier)}
+        if use_bias:
+            theta["b"] = b_init(bkey, (cin * multiplier,), jnp.float32)
+        return theta
 
-    return init_fn
+    def apply_fn(x, theta, *, key=None, train=False):
+        del key, train
+        w = theta["w"]
+        check_images("depthwise_conv2d", x, w.shape[2])
+        y = _depthwise(weights_input(x, w.dtype), w, geometry, implementation)
+        return act(y + theta["b"] if use_bias else y)
 
-
-def _global_pool(name: str, reduce) -> Network:
-    def apply_fn(x, theta, *, key=None, train=False, mask=None):
-        if x.ndim == 3:  # a sequence (batch, T, channels): over time
-            if mask is not None:
-                return _masked_pool(reduce, float_input(x), mask)
-            return reduce(float_input(x), axis=1)
-        check_images(name, x)
-        return reduce(float_input(x), axis=(1, 2))
-
-    return Network(_images_no_params(name), apply_fn, name, {}, stochastic=False,
-                   masking="end")
-
-
-def _masked_pool(reduce, x, mask):
-    """The mean or maximum over the valid steps of each sequence (0 for a sequence with
-    none)."""
-    m = mask[..., None]
-    count = jnp.sum(m, axis=1)
-    if reduce is jnp.mean:
-        return jnp.sum(jnp.where(m, x, 0.0), axis=1) / jnp.maximum(count, 1)
-    top = jnp.max(jnp.where(m, x, -jnp.inf), axis=1)
-    return jnp.where(count > 0, top, 0.0)
+    config = {**_geometry_config(geometry), "depth_multiplier": multiplier,
+              "activation": name_or_none(activation), "init": name_or_none(init),
+              "bias_init": name_or_none(bias_init), "use_bias": bool(use_bias),
+              "implementation": implementation}
+    return Network(init_fn, apply_fn, "depthwise_conv2d", config, stochastic=False)
 
 
-def global_avg_pool() -> Network:
-    """The mean over height and width: (batch, h, w, c) -> (batch, c)
-    (Keras's ``GlobalAveragePooling2D``); over time for a sequence, (batch, T, c) -> (batch,
-    c) (``GlobalAveragePooling1D``)."""
-    return _global_pool("global_avg_pool", jnp.mean)
+def separable_conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid",
+                     depth_multiplier: int = 1, dilation=1, activation=None, *,
+                     depthwise_init="glorot_uniform", init=None, bias_init="zeros",
+                     use_bias: bool = True, implementation: str | None = None) -> Network:
+    """A depthwise convolution, then a 1x1 convolution mixing the channels into ``filters``,
+    then the bias and the activation (Keras's ``SeparableConv2D``; MobileNet's block without
+    its normalization).
 
+    theta is ``{"depthwise": (kh, kw, c_in, depth_multiplier), "pointwise": (1, 1, c_in ·
+    depth_multiplier, filters), "b": (filters,)}``, Keras's layout. ``depthwise_init``
+    initialises the depthwise kernel (Keras's default, Glorot uniform, with a depthwise
+    kernel's fans); ``init`` the pointwise one (by activation, as :func:`conv2d`). The other
+    arguments are :func:`conv2d`'s.
 
-def global_max_pool() -> Network:
-    """The maximum over height and width: (batch, h, w, c) -> (batch, c); over time for a
-    sequence, (batch, T, c) -> (batch, c)."""
-    return _global_pool("global_max_pool", jnp.max)
+    Examples:
+        >>> import jax
+        >>> layer = separable_conv2d(16, 3, padding="same", activation="relu")
+        >>> theta = layer.init(jax.random.key(0), (8, 8, 4))
+        >>> theta["depthwise"].shape, theta["pointwise"].shape
+        ((3, 3, 4, 1), (1, 1, 4, 16))
+    """
+    filters = _checks.positive_int("filters", filters)
+    multiplier = _checks.positive_int("depth_multiplier", depth_multiplier)
+    geometry = _geometry(kernel_size, strides, padding, dilation)
+    _check_implementation(implementation)
+    activation = activations.canonical(activation)
+    act = activations.get(activation)
+    if init is None:
+        init = initializers.default_for(activation)
+    d_init, p_init = initializers.get(depthwise_init), initializers.get(init)
+    b_init = initializers.get(bias_init)
+
+    def init_fn(key, input_shape):
+        _, _, cin = _windows.image_shape("separable_conv2d", input_shape)
+        dkey, pkey, bkey = jax.random.split(key, 3)
+        theta = {"depthwise": _depthwise_init(d_init, dkey, geometry[0], cin, multiplier),
+                 "pointwise": p_init(pkey, (1, 1, cin * multiplier, filters), jnp.float32)}
+        if use_bias:
+            theta["b"] = b_init(bkey, (filters,), jnp.float32)
+        return theta
+
+    def apply_fn(x, theta, *, key=None, train=False):
+        del key, train
+        wd = theta["depthwise"]
+        check_images("separable_conv2d", x, wd.shape[2])
+        y = _depthwise(weights_input(x, wd.dtype), wd, geometry, implementation)
+        y = y @ theta["pointwise"][0, 0]
+        return act(y + theta["b"] if use_bias else y)
+
+    config = {"filters": filters, **_geometry_config(geometry), "depth_multiplier": multiplier,
+              "activation": name_or_none(activation),
+              "depthwise_init": name_or_none(depthwise_init), "init": name_or_none(init),
+              "bias_init": name_or_none(bias_init), "use_bias": bool(use_bias),
+              "implementation": implementation}
+    return Network(init_fn, apply_fn, "separable_conv2d", config, stochastic=False)
 
 
 register_layer("conv2d", conv2d)
-register_layer("max_pool", max_pool)
-register_layer("avg_pool", avg_pool)
-register_layer("global_avg_pool", global_avg_pool)
-register_layer("global_max_pool", global_max_pool)
+register_layer("depthwise_conv2d", depthwise_conv2d)
+register_layer("separable_conv2d", separable_conv2d)

@@ -1,8 +1,8 @@
 """Layers as (init, apply) pairs of pure functions, and ``mlp``; every layer of jaxnet can be
-imported from here (convolutions live in :mod:`jaxnet.conv`, normalization in
-:mod:`jaxnet.norm`, compositions in :mod:`jaxnet.combinators`, augmentation in
-:mod:`jaxnet.augment`, sequence layers in :mod:`jaxnet.embeddings`, :mod:`jaxnet.attention`
-and :mod:`jaxnet.transformer`).
+imported from here (convolutions live in :mod:`jaxnet.conv`, pooling in
+:mod:`jaxnet.pooling`, normalization in :mod:`jaxnet.norm`, compositions in
+:mod:`jaxnet.combinators`, augmentation in :mod:`jaxnet.augment`, sequence layers in
+:mod:`jaxnet.embeddings`, :mod:`jaxnet.attention` and :mod:`jaxnet.transformer`).
 
 ``mlp([64, 64, 10], activation="relu")`` builds the seed's network
 h_1 = a[beta_0 + Omega_0 x], h_k = a[beta_{k-1} + Omega_{k-1} h_{k-1}], y = beta_K + Omega_K h_K,
@@ -38,11 +38,9 @@ from jaxnet.combinators import (  # noqa: F401 - re-exported: every layer from o
     serial,
 )
 from jaxnet.conv import (  # noqa: F401 - re-exported
-    avg_pool,
     conv2d,
-    global_avg_pool,
-    global_max_pool,
-    max_pool,
+    depthwise_conv2d,
+    separable_conv2d,
 )
 from jaxnet.network import (  # noqa: F401 - re-exported: they lived here before network.py
     abstract_params,
@@ -56,6 +54,12 @@ from jaxnet.network import (  # noqa: F401 - re-exported: they lived here before
     to_config,
 )
 from jaxnet.norm import batch_norm, layer_norm  # noqa: F401 - re-exported
+from jaxnet.pooling import (  # noqa: F401 - re-exported
+    avg_pool,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+)
 
 
 def dense(units: int, activation=None, *, init=None, bias_init="zeros",

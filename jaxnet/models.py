@@ -13,7 +13,7 @@ from jaxnet import _checks, activations
 from jaxnet import init as initializers
 from jaxnet.augment import random_crop, random_flip
 from jaxnet.combinators import residual, serial
-from jaxnet.conv import conv2d, global_avg_pool, max_pool
+from jaxnet.conv import conv2d
 from jaxnet.layers import activation as activation_layer
 from jaxnet.layers import (
     dense,
@@ -26,6 +26,7 @@ from jaxnet.layers import (
 )
 from jaxnet.layers import dropout as dropout_layer
 from jaxnet.norm import batch_norm, layer_norm
+from jaxnet.pooling import global_avg_pool, max_pool
 
 ARCHS = ("plain", "plain-bn", "plain-ln", "residual", "residual-bn", "residual-ln", "rezero")
 """The architectures of :func:`deep_mlp` (and of the depth study's
