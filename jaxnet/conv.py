@@ -11,11 +11,12 @@ than a matrix multiply doing the same arithmetic (jax-ml/jax#12868, openxla/xla#
 and TPU it is the fast path (cuDNN, the TPU's convolution units). So every convolution here
 computes, by default, per backend:
 
-- ``"slices"`` on the CPU: every kernel offset's strided slice of the padded image,
-  concatenated along the channels (im2col), times the kernel as one (kh·kw·c_in, filters)
-  matrix; per group, a batched matrix multiply; a depthwise kernel (one input channel per
-  group), the offsets' slices times their weights, summed. Forward and backward are then
-  matrix multiplies, elementwise products, pads and slices;
+- ``"slices"`` on the CPU (:mod:`jaxnet._conv_cpu`): a gradient written by hand, and for
+  each of the forward pass, the kernel's gradient and the input's, the formulation XLA:CPU
+  runs fast for that shape, chosen at trace time by a stated rule: the kernel offsets'
+  strided slices of the padded image concatenated (im2col) times the kernel as one matrix
+  (per group a batched product, depthwise a sum of elementwise products), per-offset
+  products, or ``lax.conv`` forward where it is fast (unstrided, >= 16 channels);
 - ``"lax"`` elsewhere: ``lax.conv_general_dilated`` (``feature_group_count=groups``).
 
 The choice is made when the program is lowered for its platform (``lax.platform_dependent``),
@@ -28,13 +29,11 @@ tested equal, values and gradients, to each other, to ``lax.conv_general_dilated
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnet import _checks, _lowering, _windows, activations
+from jaxnet import _checks, _conv_cpu, _lowering, _windows, activations
 from jaxnet import init as initializers
 from jaxnet._arrays import weights_input
 from jaxnet._layer_parts import check_images, name_or_none
@@ -42,36 +41,6 @@ from jaxnet._typing import Network
 from jaxnet.network import register_layer
 
 IMPLEMENTATIONS = ("slices", "lax")
-
-
-def _conv_slices(x, w, strides, pads, dilation, groups):
-    kh, kw, cg, filters = w.shape
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    cols = _windows.window_slices(x, (kh, kw), strides, dilation)
-    n, ho, wo, cin = cols[0].shape
-    if groups > 1:
-        taps = w.reshape(kh * kw, cg, groups, filters // groups)
-        if cg == 1:  # depthwise: each channel's slices times its own weights
-            y = functools.reduce(jnp.add, (col[..., None] * taps[k, 0]
-                                           for k, col in enumerate(cols)))
-        else:
-            patches = jnp.stack(cols, axis=3).reshape(n, ho, wo, kh * kw, groups, cg)
-            y = jnp.einsum("nhwkgc,kcgf->nhwgf", patches, taps)
-        return y.reshape(n, ho, wo, filters)
-    if cin == 1 and len(cols) > 1:
-        # One input channel (a grey image): patches as (kh·kw, pixels), so that the weight
-        # gradient is a plain (k, M) @ (M, filters) product; with the offsets last XLA:CPU
-        # transposes the output gradient first (~10% of the convnet's CPU time here).
-        patches = jnp.stack(cols).reshape(kh * kw, n * ho * wo)
-        return (patches.T @ w.reshape(kh * kw, filters)).reshape(n, ho, wo, filters)
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-    return patches @ w.reshape(kh * kw * cin, filters)
-
-
-def _conv_lax(x, w, strides, pads, dilation, groups):
-    return lax.conv_general_dilated(x, w, window_strides=strides, padding=pads,
-                                    rhs_dilation=dilation, feature_group_count=groups,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _convolve(x, w, geometry, groups, implementation):
@@ -83,11 +52,11 @@ def _convolve(x, w, geometry, groups, implementation):
                  for size, k, s in zip(x.shape[1:3], reach, stride, strict=True))
     args = (stride, pads, rate, groups)
     if implementation == "slices":
-        return _conv_slices(x, w, *args)
+        return _conv_cpu.convolve(x, w, *args)
     if implementation == "lax" or _lowering.current() != _lowering.Lowering():
-        return _conv_lax(x, w, *args)
-    return lax.platform_dependent(x, w, cpu=lambda x, w: _conv_slices(x, w, *args),
-                                  default=lambda x, w: _conv_lax(x, w, *args))
+        return _conv_cpu.lax_conv(x, w, *args)
+    return lax.platform_dependent(x, w, cpu=lambda x, w: _conv_cpu.convolve(x, w, *args),
+                                  default=lambda x, w: _conv_cpu.lax_conv(x, w, *args))
 
 
 def _geometry(kernel_size, strides, padding, dilation):

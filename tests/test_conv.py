@@ -76,6 +76,42 @@ def test_the_cpu_program_has_no_convolution_and_lax_is_a_convolution():
     assert "convolution(" in hlo("lax")
 
 
+def _convolutions(layer, x):
+    theta = layer.init(jax.random.key(0), x.shape[1:])
+    grad = jax.jit(jax.grad(lambda t, x: jnp.sum(layer.apply(x, t) ** 2), argnums=(0, 1)))
+    return grad.lower(theta, x).compile().as_text().count("convolution(")
+
+
+def test_wide_unstrided_convolutions_use_lax_forward_and_never_for_the_kernel_gradient():
+    """From 16 channels and filters an unstrided convolution runs forward as ``lax.conv`` and
+    its input gradient as a forward ``lax.conv`` of the flipped kernel (jaxnet._conv_cpu):
+    two convolutions, where lax's own gradient has a third, the slow kernel gradient."""
+    x = jnp.ones((2, 9, 9, 16))
+    assert _convolutions(jn.conv2d(16, 3, padding="same"), x) == 2
+    assert _convolutions(jn.conv2d(16, 3, padding="same", implementation="lax"), x) == 3
+    assert _convolutions(jn.conv2d(4, 3), x) == 0  # 4 filters: slices
+    assert _convolutions(jn.conv2d(16, 3, strides=2), x) == 0
+
+
+@pytest.mark.parametrize(("kernel", "strides", "padding"),
+                         [(k, s, p) for k in (3, 5) for s in (1, 2) for p in ("same", "valid")])
+@pytest.mark.parametrize(("cin", "filters"), [(16, 16), (16, 4), (4, 16), (17, 20)])
+def test_every_cpu_formulation_equals_lax(kernel, strides, padding, cin, filters):
+    """Each branch of the CPU rule (lax forward or slices; flipped-kernel or slices input
+    gradient; per-offset kernel gradient) against lax.conv's own values and gradients."""
+    x = _images((2, 11, 10, cin))
+    layers = {impl: jn.conv2d(filters, kernel, strides, padding, implementation=impl)
+              for impl in ("slices", "lax")}
+    theta = layers["lax"].init(jax.random.key(3), x.shape[1:])
+    theta = {**theta, "b": jnp.linspace(-1, 1, filters)}
+    y, (gx, gt) = _value_and_grads(layers["slices"], x, theta)
+    y_ref, (gx_ref, gt_ref) = _value_and_grads(layers["lax"], x, theta)
+    np.testing.assert_allclose(y, y_ref, atol=1e-4)
+    np.testing.assert_allclose(gx, gx_ref, atol=1e-4)
+    np.testing.assert_allclose(gt["w"], gt_ref["w"], atol=1e-4)
+    np.testing.assert_allclose(gt["b"], gt_ref["b"], atol=1e-4)
+
+
 def test_conv2d_theta_layout_and_default_init():
     layer = jn.conv2d(32, (3, 5), activation="relu")
     theta = layer.init(jax.random.key(0), (28, 28, 1))
