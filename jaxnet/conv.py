@@ -59,20 +59,22 @@ def _convolve(x, w, geometry, groups, implementation):
                                   default=lambda x, w: _conv_cpu.lax_conv(x, w, *args))
 
 
-def _geometry(kernel_size, strides, padding, dilation):
-    return (_windows.pair("kernel_size", kernel_size), _windows.pair("strides", strides),
-            _windows.padding_name(padding), _windows.pair("dilation", dilation))
-
-
 def _geometry_config(geometry) -> dict:
     window, stride, padding, rate = geometry
     return {"kernel_size": list(window), "strides": list(stride), "padding": padding,
             "dilation": list(rate)}
 
 
-def _check_implementation(implementation):
+def _layer_args(kernel_size, strides, padding, dilation, activation, init, implementation):
+    """What every convolution layer checks and derives from its arguments: (geometry, the
+    activation's name and function, the kernel initialiser, by activation when None)."""
+    geometry = (_windows.pair("kernel_size", kernel_size), _windows.pair("strides", strides),
+                _windows.padding_name(padding), _windows.pair("dilation", dilation))
     if implementation is not None:
         _checks.one_of("implementation", implementation, IMPLEMENTATIONS)
+    activation = activations.canonical(activation)
+    return (geometry, activation, activations.get(activation),
+            initializers.default_for(activation) if init is None else init)
 
 
 def _channels(layer: str, input_shape, groups: int) -> int:
@@ -123,12 +125,8 @@ def conv2d(filters: int, kernel_size=3, strides=1, padding: str = "valid", dilat
     groups = _checks.positive_int("groups", groups)
     if filters % groups:
         raise ValueError(f"groups={groups} must divide filters, got filters={filters}")
-    geometry = _geometry(kernel_size, strides, padding, dilation)
-    _check_implementation(implementation)
-    activation = activations.canonical(activation)
-    act = activations.get(activation)
-    if init is None:
-        init = initializers.default_for(activation)
+    geometry, activation, act, init = _layer_args(kernel_size, strides, padding, dilation,
+                                                  activation, init, implementation)
     w_init, b_init = initializers.get(init), initializers.get(bias_init)
 
     def init_fn(key, input_shape):
@@ -188,12 +186,8 @@ def depthwise_conv2d(kernel_size=3, strides=1, padding: str = "valid", depth_mul
         ((3, 3, 4, 2), (2, 8, 8, 8))
     """
     multiplier = _checks.positive_int("depth_multiplier", depth_multiplier)
-    geometry = _geometry(kernel_size, strides, padding, dilation)
-    _check_implementation(implementation)
-    activation = activations.canonical(activation)
-    act = activations.get(activation)
-    if init is None:
-        init = initializers.default_for(activation)
+    geometry, activation, act, init = _layer_args(kernel_size, strides, padding, dilation,
+                                                  activation, init, implementation)
     w_init, b_init = initializers.get(init), initializers.get(bias_init)
 
     def init_fn(key, input_shape):
@@ -241,12 +235,8 @@ def separable_conv2d(filters: int, kernel_size=3, strides=1, padding: str = "val
     """
     filters = _checks.positive_int("filters", filters)
     multiplier = _checks.positive_int("depth_multiplier", depth_multiplier)
-    geometry = _geometry(kernel_size, strides, padding, dilation)
-    _check_implementation(implementation)
-    activation = activations.canonical(activation)
-    act = activations.get(activation)
-    if init is None:
-        init = initializers.default_for(activation)
+    geometry, activation, act, init = _layer_args(kernel_size, strides, padding, dilation,
+                                                  activation, init, implementation)
     d_init, p_init = initializers.get(depthwise_init), initializers.get(init)
     b_init = initializers.get(bias_init)
 
