@@ -55,9 +55,10 @@ def lax_conv(x, w, strides, pads, dilation, groups):
                                     dimension_numbers=DIMENSIONS)
 
 
-def _columns(x, w, strides, pads, dilation):
+def _columns(x, window, strides, pads, dilation):
+    """Each kernel offset's strided slice of the padded image."""
     padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    return _windows.window_slices(padded, w.shape[:2], strides, dilation)
+    return _windows.window_slices(padded, window, strides, dilation)
 
 
 def slices(x, w, strides, pads, dilation, groups):
@@ -65,7 +66,7 @@ def slices(x, w, strides, pads, dilation, groups):
     if groups == 1:
         return _patches_and_product(x, w, strides, pads, dilation)[1]
     kh, kw, cg, filters = w.shape
-    cols = _columns(x, w, strides, pads, dilation)
+    cols = _columns(x, w.shape[:2], strides, pads, dilation)
     n, ho, wo, _ = cols[0].shape
     taps = w.reshape(kh * kw, cg, groups, filters // groups)
     if cg == 1:  # depthwise: each channel's slices times its own weights
@@ -80,7 +81,7 @@ def slices(x, w, strides, pads, dilation, groups):
 def _patches_and_product(x, w, strides, pads, dilation):
     """An ungrouped convolution's im2col patches and its output."""
     kh, kw, cin, filters = w.shape
-    cols = _columns(x, w, strides, pads, dilation)
+    cols = _columns(x, w.shape[:2], strides, pads, dilation)
     n, ho, wo, _ = cols[0].shape
     if cin == 1 and len(cols) > 1:
         # One input channel (a grey image): patches as (kh·kw, pixels), so that the weight
@@ -112,7 +113,7 @@ def convolve(x, w, strides, pads, dilation, groups):
 
 def _strided_pixels(x, strides, pads):
     """What a 1x1 kernel sees: the padded image's strided pixels."""
-    return _columns(x, jnp.zeros((1, 1)), strides, pads, (1, 1))[0]
+    return _columns(x, (1, 1), strides, pads, (1, 1))[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
