@@ -39,6 +39,7 @@ import statistics
 import sys
 import time
 
+import _torch_convnets
 from _harness import REPO, machine, run_worker, write_report
 
 STEPS = 10  # batches an epoch
@@ -46,7 +47,7 @@ STEPS = 10  # batches an epoch
 # docstring of jaxnet.conv): it is timed on LAX_STEPS batches, again while they take under
 # LAX_ENOUGH_S seconds.
 LAX_STEPS, LAX_ENOUGH_S = 3, 5.0
-BATCH = 128
+BATCH = _torch_convnets.BATCH
 KERNELS, STRIDES, PADDINGS = (1, 3, 5, 7), (1, 2), ("same", "valid")
 CHANNELS, IMAGES = ((1, 32), (32, 64), (64, 128)), (28, 32)
 ROWS = ("jaxnet", "lax", "torch")
@@ -186,48 +187,6 @@ def worker_lax(args) -> dict:
     return {"cells": out}
 
 
-def _torch_pad(nn, size, k, s, padding):
-    """Keras's padding as PyTorch layers: Conv2d's own where it is symmetric, else a pad."""
-    if padding == "valid":
-        return [], 0
-    out = -(-size // s)
-    total = max((out - 1) * s + k - size, 0)
-    before, after = total // 2, total - total // 2
-    if before == after:
-        return [], before
-    return [nn.ZeroPad2d((before, after, before, after))], 0
-
-
-def _torch_cell(torch, nn, c):
-    k, s, cin, cout = c["kernel"], c["stride"], c["cin"], c["cout"]
-    pad_layers, pad = _torch_pad(nn, c["image"], k, s, c["padding"])
-    groups = cin if c["kind"] == "depthwise" else 1
-    conv = nn.Conv2d(cin, cout, k, s, pad, groups=groups, bias=c["kind"] != "bn")
-    norm = [nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)] if c["kind"] == "bn" else []
-    return nn.Sequential(*pad_layers, conv, *norm, nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(cout, 10))
-
-
-def _torch_epochs(torch, model, x, y, channels_last: bool, epochs: int = 3) -> list[float]:
-    """Epoch times of Adam on shuffled batches, as the other rows train."""
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), BATCH):
-            idx = order[i:i + BATCH]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def worker_torch(args) -> dict:
     import numpy as np
     import torch
@@ -242,7 +201,8 @@ def worker_torch(args) -> dict:
         best = {}
         for channels_last in (False, True):
             torch.manual_seed(0)
-            times = _torch_epochs(torch, _torch_cell(torch, nn, c), x, y, channels_last)
+            model = _torch_convnets.cell_model(torch, nn, c)
+            times = _torch_convnets.train_epochs(torch, model, x, y, channels_last)
             best[channels_last] = min(times[1:]) / STEPS * 1e3
         layout = min(best, key=best.get)
         out[label(c)] = {"step_ms": best[layout], "compile_s": None,
@@ -256,7 +216,7 @@ def worker_torch(args) -> dict:
 
 NETWORK_SHAPES = {"keras_convnet": (28, 28, 1), "resnet20": (32, 32, 3), "mobilenet": (32, 32, 3)}
 NETWORK_STEPS = 20
-MOBILENET = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1))  # (filters, stride) per block
+MOBILENET = _torch_convnets.MOBILENET  # (filters, stride) per block
 
 
 def _jaxnet_network(jn, name):
@@ -271,43 +231,6 @@ def _jaxnet_network(jn, name):
                    jn.activation("relu"), jn.conv2d(filters, 1, use_bias=False),
                    jn.batch_norm(), jn.activation("relu")]
     return jn.serial(*layers, jn.global_avg_pool(), jn.dense(10))
-
-
-def _torch_network(torch, nn, name):
-    bn = lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)  # noqa: E731  Keras's
-    if name == "keras_convnet":
-        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Dropout(0.5), nn.Linear(1600, 10))
-    if name == "mobilenet":
-        layers, c = [nn.Conv2d(3, 32, 3, 1, 1, bias=False), bn(32), nn.ReLU()], 32
-        for filters, stride in MOBILENET:
-            pad = [nn.ZeroPad2d((0, 1, 0, 1))] if stride == 2 else []  # Keras's "same"
-            layers += [*pad, nn.Conv2d(c, c, 3, stride, 0 if pad else 1, groups=c, bias=False),
-                       bn(c), nn.ReLU(), nn.Conv2d(c, filters, 1, bias=False), bn(filters),
-                       nn.ReLU()]
-            c = filters
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
-
-    class Block(nn.Module):  # jaxnet.resnet's: option-B shortcut where the shape changes
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            pad = [nn.ZeroPad2d((0, 1, 0, 1))] if stride == 2 else []
-            self.branch = nn.Sequential(*pad, nn.Conv2d(cin, cout, 3, stride, 0 if pad else 1,
-                                                        bias=False), bn(cout), nn.ReLU(),
-                                        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), bn(cout))
-            self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), bn(cout))
-                             if stride != 1 or cin != cout else nn.Identity())
-
-        def forward(self, x):
-            return torch.relu(self.branch(x) + self.shortcut(x))
-
-    layers, c = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), bn(16), nn.ReLU()], 16
-    for stage, filters in enumerate((16, 32, 64)):
-        for block in range(3):
-            layers.append(Block(c, filters, 2 if stage > 0 and block == 0 else 1))
-            c = filters
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
 
 
 def _network_data(np, name):
@@ -347,8 +270,9 @@ def worker_torch_networks(args) -> dict:
         best = {}
         for channels_last in (False, True):
             torch.manual_seed(0)
-            model = _torch_network(torch, nn, name)
-            best[channels_last] = min(_torch_epochs(torch, model, x, y, channels_last)[1:])
+            model = _torch_convnets.network(torch, nn, name)
+            times = _torch_convnets.train_epochs(torch, model, x, y, channels_last)
+            best[channels_last] = min(times[1:])
         layout = min(best, key=best.get)
         out[name] = {"step_ms": best[layout] / NETWORK_STEPS * 1e3, "compile_s": None,
                      "e2e_s": time.perf_counter() - t,
