@@ -197,18 +197,9 @@ def worker_torch(args) -> dict:
         xn, yn = _data(np, c)
         x = torch.from_numpy(xn.transpose(0, 3, 1, 2).copy())
         y = torch.from_numpy(yn.astype(np.int64))
-        t = time.perf_counter()
-        best = {}
-        for channels_last in (False, True):
-            torch.manual_seed(0)
-            model = _torch_convnets.cell_model(torch, nn, c)
-            times = _torch_convnets.train_epochs(torch, model, x, y, channels_last)
-            best[channels_last] = min(times[1:]) / STEPS * 1e3
-        layout = min(best, key=best.get)
-        out[label(c)] = {"step_ms": best[layout], "compile_s": None,
-                         "e2e_s": time.perf_counter() - t,
-                         "layout": "channels_last" if layout else "channels_first",
-                         "threads": torch.get_num_threads()}
+        out[label(c)] = {**_torch_convnets.best_layout(
+            torch, lambda c=c: _torch_convnets.cell_model(torch, nn, c), x, y, STEPS),
+            "threads": torch.get_num_threads()}
     return {"cells": out}
 
 
@@ -266,17 +257,9 @@ def worker_torch_networks(args) -> dict:
         xn, yn = _network_data(np, name)
         x = torch.from_numpy(xn.transpose(0, 3, 1, 2).copy() / 255.0).float()
         y = torch.from_numpy(yn.astype(np.int64))
-        t = time.perf_counter()
-        best = {}
-        for channels_last in (False, True):
-            torch.manual_seed(0)
-            model = _torch_convnets.network(torch, nn, name)
-            times = _torch_convnets.train_epochs(torch, model, x, y, channels_last)
-            best[channels_last] = min(times[1:])
-        layout = min(best, key=best.get)
-        out[name] = {"step_ms": best[layout] / NETWORK_STEPS * 1e3, "compile_s": None,
-                     "e2e_s": time.perf_counter() - t,
-                     "layout": "channels_last" if layout else "channels_first"}
+        out[name] = _torch_convnets.best_layout(
+            torch, lambda name=name: _torch_convnets.network(torch, nn, name), x, y,
+            NETWORK_STEPS)
     return {"cells": out}
 
 
