@@ -9,8 +9,11 @@ same arithmetic (jax-ml/jax#12868, openxla/xla#34273). The rule:
 - **"same" padding, unstrided, undilated, ungrouped, a kernel larger than 1x1, and at
   least** :data:`LAX_MIN_CHANNELS` **input channels and filters**: forward ``lax.conv``; the
   input's gradient a forward ``lax.conv`` of the output gradient with the kernel flipped
-  and its channel axes swapped; the kernel's gradient the im2col patches (recomputed) times
-  the output gradient, one (kh·kw·c_in, M) @ (M, filters) product (``jax.custom_vjp``);
+  and its channel axes swapped; the kernel's gradient, up to
+  :data:`KERNEL_GRADIENT_CONV_MAX_CHANNELS` input channels, a forward ``lax.conv`` of the
+  transposed image and output gradient (:func:`kernel_gradient`), and beyond them the
+  im2col patches (recomputed) times the output gradient, one (kh·kw·c_in, M) @ (M, filters)
+  product (``jax.custom_vjp``);
 - **a 1x1 kernel** (ungrouped): the strided pixels times the kernel, the kernel's gradient
   the pixels (recomputed) contracted with the output gradient (``jax.custom_vjp``);
 - **otherwise**: every kernel offset's strided slice of the padded image, concatenated along
@@ -28,7 +31,10 @@ price: a *first* layer (whose input gradient nobody needs) of 32 -> 64 or 64 -> 
 runs its forward 5-12 % slower through ``lax.conv`` than through im2col. Where ``lax.conv``
 lost, the rule keeps im2col: below 16 channels (3 -> 32 at 32x32: 16.6 against 9.6 ms), with
 strides (3x3, stride 2, 32 -> 64: 20 against 11), and with "valid" padding (Keras's convnet,
-whose second convolution is 32 -> 64 at 13x13: 15.4 against 13.2 ms a step).
+whose second convolution is 32 -> 64 at 13x13: 15.4 against 13.2 ms a step). The kernel's
+gradient as a forward convolution (inside a ``lax.scan``, 3x3 "same"): 16 channels at 32x32
+28 -> 9 ms, 32 at 16x16 20 -> 11 ms, 64 at 8x8 8.1 -> 7.9 ms, but 64 -> 128 at 32x32 256 ->
+390 ms; ResNet-20 540 -> 450 ms a step (a slow spell of the machine: 1.2x).
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ from jaxnet import _windows
 #: the fewest input channels and filters for which an unstrided convolution runs through
 #: ``lax.conv`` (module docstring)
 LAX_MIN_CHANNELS = 16
+
+#: the most input channels for which the kernel's gradient is a forward ``lax.conv``
+#: (:func:`kernel_gradient`) rather than im2col patches times the output gradient
+KERNEL_GRADIENT_CONV_MAX_CHANNELS = 32
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -144,11 +154,35 @@ def _unstrided_fwd(x, w, pads):
     return _unstrided(x, w, pads), (x, w)
 
 
+def _dilated(size, dilation):
+    return (size - 1) * dilation + 1
+
+
+def kernel_gradient(x, g, window, strides, pads, dilation):
+    """The gradient of an ungrouped convolution's HWIO kernel (spatial ``window``) for the
+    output gradient ``g``, as a *forward* ``lax.conv`` in NHWC / HWIO: the image with its
+    channels as the batch and its batch as the channels, convolved with ``g`` as the kernel
+    (its batch as the input channels). JAX's transpose rule emits the same arithmetic with
+    other dimension numbers, which XLA:CPU turns into its fast convolution only outside a
+    loop: inside ``fit``'s ``lax.scan`` it ran 20x slower here (191 against 9.5 ms, 16
+    channels at 32x32)."""
+    pads = tuple((lo, _dilated(out, s) - size + _dilated(k, d) - lo - 1)
+                 for size, k, d, s, (lo, _), out
+                 in zip(x.shape[1:3], window, dilation, strides, pads, g.shape[1:3], strict=True))
+    w_grad = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3),
+                                      window_strides=dilation, padding=pads,
+                                      rhs_dilation=strides, dimension_numbers=DIMENSIONS)
+    return w_grad.transpose(1, 2, 0, 3)
+
+
 def _unstrided_bwd(pads, residuals, g):
     x, w = residuals
     kh, kw = w.shape[:2]
-    patches = _patches_and_product(x, w, (1, 1), pads, (1, 1))[0]
-    w_grad = jnp.einsum("nhwk,nhwf->kf", patches, g).reshape(w.shape)
+    if w.shape[2] <= KERNEL_GRADIENT_CONV_MAX_CHANNELS:
+        w_grad = kernel_gradient(x, g, (kh, kw), (1, 1), pads, (1, 1))
+    else:
+        patches = _patches_and_product(x, w, (1, 1), pads, (1, 1))[0]
+        w_grad = jnp.einsum("nhwk,nhwf->kf", patches, g).reshape(w.shape)
     flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
     full = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
     return lax_conv(g, flipped, (1, 1), full, (1, 1), 1), w_grad

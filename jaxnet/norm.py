@@ -31,6 +31,8 @@ all-reduce), and under ``vmap`` over a sweep's member axis each member has its o
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -123,14 +125,13 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
         _check_features("batch_norm", x, stats["mean"].shape[0])
         out_dtype, x = statistics_input(x)  # in at least float32
         if train:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axes)
-            var = jnp.mean(jnp.square(x - mean), axes)
+            y, mean, var = _batch_normalized(x, theta.get("scale"), theta.get("offset"),
+                                             epsilon)
             theta = {**theta, "stats": _updated(stats, jax.lax.stop_gradient(mean),
                                                 jax.lax.stop_gradient(var), momentum)}
         else:
             mean, var = stats["mean"], stats["var"]
-        y = _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
+            y = _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
         return y.astype(out_dtype), theta
 
     def apply_fn(x, theta, *, key=None, train=False):
@@ -140,6 +141,54 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
               "scale": bool(scale)}
     return Network(init_fn, apply_fn, "batch_norm", config, stochastic=False, stateful=True,
                    with_state=with_state, scales_input=True)
+
+
+def _channel_sum(x):
+    return jnp.sum(x, tuple(range(x.ndim - 1)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_normalized(x, scale, offset, epsilon: float):
+    """``(y, mean, var)``: x normalised with its own statistics over every axis but the last,
+    then scaled and offset (``None``: no scale / no offset).
+
+    The gradient is written by hand, as the three per-channel sums of the textbook backward
+    pass (``dx = scale / sigma / n * (n g - sum g - x_hat sum(g x_hat))``): XLA:CPU runs
+    the one autodiff derives 2-5x slower (measured fit steps of 8-67 MB activations: 12.7 ->
+    2.5 ms at 128x32x32x16, 123 -> 52 ms at 128x32x32x128). Gradients reaching ``mean`` and
+    ``var`` are honoured too."""
+    return _batch_normalized_forward(x, scale, offset, epsilon)[0]
+
+
+def _batch_normalized_forward(x, scale, offset, epsilon):
+    n = x.size // x.shape[-1]
+    mean = _channel_sum(x) / n
+    centred = x - mean
+    var = _channel_sum(jnp.square(centred)) / n
+    inv = jax.lax.rsqrt(var + epsilon)
+    y = centred * inv
+    if scale is not None:
+        y = y * scale
+    if offset is not None:
+        y = y + offset
+    return (y, mean, var), (x, mean, inv, scale, offset)
+
+
+def _batch_normalized_backward(epsilon, residuals, cotangents):
+    del epsilon
+    x, mean, inv, scale, offset = residuals
+    g, g_mean, g_var = cotangents
+    n = x.size // x.shape[-1]
+    centred = x - mean
+    x_hat = centred * inv
+    g_offset = _channel_sum(g)
+    g_scale = _channel_sum(g * x_hat)
+    gain = inv if scale is None else scale * inv
+    g_x = gain / n * (n * g - g_offset - x_hat * g_scale) + (g_mean + 2 * g_var * centred) / n
+    return (g_x, None if scale is None else g_scale, None if offset is None else g_offset)
+
+
+_batch_normalized.defvjp(_batch_normalized_forward, _batch_normalized_backward)
 
 
 def _updated(stats: State, mean, var, momentum: float) -> State:

@@ -6,6 +6,8 @@ gradients within 1e-4 (sums over a batch of those); pooling is exact (max and me
 numbers), its gradients too.
 """
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -77,28 +79,48 @@ def test_the_cpu_program_has_no_convolution_and_lax_is_a_convolution():
 
 
 def _convolutions(layer, x):
+    """The dimension labels of each convolution in the compiled program of two training
+    steps of ``layer`` inside a ``lax.scan`` (as ``fit``'s epoch)."""
     theta = layer.init(jax.random.key(0), x.shape[1:])
-    grad = jax.jit(jax.grad(lambda t, x: jnp.sum(layer.apply(x, t) ** 2), argnums=(0, 1)))
-    return grad.lower(theta, x).compile().as_text().count("convolution(")
+    grad = jax.grad(lambda t, x: jnp.sum(layer.apply(x, t) ** 2), argnums=(0, 1))
+
+    def steps(theta, x):
+        def step(carry, _):
+            theta, x = carry
+            g_theta, g_x = grad(theta, x)
+            return (jax.tree.map(lambda t, g: t - 1e-3 * g, theta, g_theta), x - g_x), None
+        return jax.lax.scan(step, (theta, x), None, length=2)[0]
+
+    hlo = jax.jit(steps).lower(theta, x).compile().as_text()
+    return re.findall(r"convolution\(.*?dim_labels=(\S+?),", hlo)
 
 
-def test_wide_unstrided_convolutions_use_lax_forward_and_never_for_the_kernel_gradient():
-    """From 16 channels and filters an unstrided convolution runs forward as ``lax.conv`` and
-    its input gradient as a forward ``lax.conv`` of the flipped kernel (jaxnet._conv_cpu):
-    two convolutions, where lax's own gradient has a third, the slow kernel gradient."""
+def test_wide_unstrided_convolutions_are_forward_convolutions_in_a_loop():
+    """From 16 channels and filters an unstrided "same" convolution runs forward as
+    ``lax.conv``, its input gradient as a forward ``lax.conv`` of the flipped kernel, and
+    (up to 32 input channels) its kernel gradient as a forward ``lax.conv`` of the
+    transposed image and output gradient (jaxnet._conv_cpu): inside a loop every
+    convolution is NHWC x HWIO -> NHWC, the form XLA:CPU runs fast there. lax's own kernel
+    gradient is not (what ran 20x slower in a scan); above 32 input channels the kernel
+    gradient is a product (two convolutions); narrow or strided convolutions are slices."""
+    canonical = "b01f_01io->b01f"
     x = jnp.ones((2, 9, 9, 16))
-    assert _convolutions(jn.conv2d(16, 3, padding="same"), x) == 2
-    assert _convolutions(jn.conv2d(16, 3, padding="same", implementation="lax"), x) == 3
-    assert _convolutions(jn.conv2d(4, 3), x) == 0  # 4 filters: slices
-    assert _convolutions(jn.conv2d(16, 3, strides=2), x) == 0
+    assert _convolutions(jn.conv2d(16, 3, padding="same"), x) == [canonical] * 3
+    theirs = _convolutions(jn.conv2d(16, 3, padding="same", implementation="lax"), x)
+    assert len(theirs) == 3 and set(theirs) != {canonical}
+    wide = jnp.ones((2, 9, 9, 40))
+    assert _convolutions(jn.conv2d(16, 3, padding="same"), wide) == [canonical] * 2
+    assert _convolutions(jn.conv2d(4, 3), x) == []  # 4 filters: slices
+    assert _convolutions(jn.conv2d(16, 3, strides=2), x) == []
 
 
 @pytest.mark.parametrize(("kernel", "strides", "padding"),
                          [(k, s, p) for k in (3, 5) for s in (1, 2) for p in ("same", "valid")])
-@pytest.mark.parametrize(("cin", "filters"), [(16, 16), (16, 4), (4, 16), (17, 20)])
+@pytest.mark.parametrize(("cin", "filters"), [(16, 16), (16, 4), (4, 16), (17, 20), (40, 36)])
 def test_every_cpu_formulation_equals_lax(kernel, strides, padding, cin, filters):
     """Each branch of the CPU rule (lax forward or slices; flipped-kernel or slices input
-    gradient; per-offset kernel gradient) against lax.conv's own values and gradients."""
+    gradient; kernel gradient by forward convolution, by product or by slices) against
+    lax.conv's own values and gradients."""
     x = _images((2, 11, 10, cin))
     layers = {impl: jn.conv2d(filters, kernel, strides, padding, implementation=impl)
               for impl in ("slices", "lax")}
