@@ -28,7 +28,10 @@ e2e_s (the cell's wall in its process, compile included). Ratios are min over mi
 
 ``--networks`` (on by default; ``--no-networks`` skips it) trains whole networks on random
 data of their shapes, steady epoch per step against PyTorch eager with the same layers.
-Writes ``OUT.json`` and ``OUT.md``.
+Writes ``OUT.json`` and ``OUT.md``; each row's process result is kept in ``OUT.runs/`` as it
+finishes, and a rerun with the same ``--out`` reads those instead of measuring them again (the
+full matrix takes about an hour: an interrupted run resumes; delete ``OUT.runs`` to measure
+anew).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import _torch_convnets
 from _harness import REPO, machine, run_worker, write_report
@@ -319,9 +323,17 @@ def main() -> None:
     rows = [*(ROWS if args.matrix else ()),
             *(("jaxnet_networks", "torch_networks") if args.networks else ())]
     runs = {row: [] for row in rows}
+    saved = Path(f"{args.out}.runs")  # each row's processes, kept so that a rerun resumes
+    saved.mkdir(parents=True, exist_ok=True)
     for repeat in range(args.repeats):
         for row in rows if repeat % 2 == 0 else rows[::-1]:
+            path = saved / f"{row}{'-quick' if args.quick else ''}-{repeat + 1}.json"
+            if path.exists():
+                runs[row].append(json.loads(path.read_text()))
+                print(f"repeat {repeat + 1}: {row} from {path}", file=sys.stderr, flush=True)
+                continue
             runs[row].append(run_worker(script, row, *flags))
+            path.write_text(json.dumps(runs[row][-1]))
             print(f"repeat {repeat + 1}: {row} done", file=sys.stderr, flush=True)
     summary = _rows_summary(runs)
     result = {"command": " ".join(sys.argv), "machine": machine(), "summary": summary}
