@@ -20,7 +20,7 @@ same arithmetic (jax-ml/jax#12868, openxla/xla#34273). The rule:
   the channels (im2col), times the kernel as one (kh·kw·c_in, filters) matrix, and JAX's
   gradient of that (products, pads and slices). A single input channel stacks the offsets
   first; a grouped convolution is a batched product; a depthwise one each offset's slice
-  times its weights, summed.
+  times its weights, summed, with that sum's gradient written by hand (:func:`_depthwise`).
 
 Measured on this project's 2-core Zen 4 (``jaxnet.fit`` steps, batch 128, Adam, the two
 formulations alternating in one process; ``benchmarks/conv_matrix.py`` has the cells): four
@@ -76,16 +76,42 @@ def slices(x, w, strides, pads, dilation, groups):
     if groups == 1:
         return _patches_and_product(x, w, strides, pads, dilation)[1]
     kh, kw, cg, filters = w.shape
-    cols = _columns(x, w.shape[:2], strides, pads, dilation)
-    n, ho, wo, _ = cols[0].shape
     taps = w.reshape(kh * kw, cg, groups, filters // groups)
     if cg == 1:  # depthwise: each channel's slices times its own weights
-        y = functools.reduce(jnp.add, (col[..., None] * taps[k, 0]
-                                       for k, col in enumerate(cols)))
-    else:
-        patches = jnp.stack(cols, axis=3).reshape(n, ho, wo, kh * kw, groups, cg)
-        y = jnp.einsum("nhwkgc,kcgf->nhwgf", patches, taps)
+        y = _depthwise(x, taps[:, 0], (kh, kw), strides, pads, dilation)
+        return y.reshape(*y.shape[:3], filters)
+    cols = _columns(x, w.shape[:2], strides, pads, dilation)
+    n, ho, wo, _ = cols[0].shape
+    patches = jnp.stack(cols, axis=3).reshape(n, ho, wo, kh * kw, groups, cg)
+    y = jnp.einsum("nhwkgc,kcgf->nhwgf", patches, taps)
     return y.reshape(n, ho, wo, filters)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _depthwise(x, taps, window, strides, pads, dilation):
+    """A depthwise convolution: the sum over kernel offsets k of each offset's slice times
+    ``taps[k]`` (channels, multiplier), output (n, h, w, channels, multiplier). The gradient
+    is written by hand: the kernel's as one per-channel sum of slice x output gradient per
+    offset, the input's the slices' transpose of the output gradient times the taps. JAX's
+    gradient of the same sum ran 1.2-2x slower (a 3x3 layer of 32 channels at 32x32, fit
+    steps: 51 -> 28 ms; the MobileNet-style network 424 -> 253 ms)."""
+    cols = _columns(x, window, strides, pads, dilation)
+    return functools.reduce(jnp.add, (col[..., None] * taps[k] for k, col in enumerate(cols)))
+
+
+def _depthwise_fwd(x, taps, window, strides, pads, dilation):
+    return _depthwise(x, taps, window, strides, pads, dilation), (x, taps)
+
+
+def _depthwise_bwd(window, strides, pads, dilation, residuals, g):
+    x, taps = residuals
+    cols, transpose = jax.vjp(lambda x: _columns(x, window, strides, pads, dilation), x)
+    taps_grad = jnp.stack([jnp.sum(col[..., None] * g, (0, 1, 2)) for col in cols])
+    x_grad = transpose([jnp.sum(g * taps[k], -1) for k in range(len(cols))])[0]
+    return x_grad, taps_grad
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 def _patches_and_product(x, w, strides, pads, dilation):

@@ -16,7 +16,10 @@ computes, by default, per backend:
   runs fast for that shape, chosen at trace time by a stated rule: the kernel offsets'
   strided slices of the padded image concatenated (im2col) times the kernel as one matrix
   (per group a batched product, depthwise a sum of elementwise products), per-offset
-  products, or ``lax.conv`` forward where it is fast (unstrided, >= 16 channels);
+  products, or ``lax.conv`` forward where it is fast (unstrided "same", >= 16 channels),
+  with the input's gradient and (up to 32 input channels) the kernel's as forward
+  ``lax.conv``s in NHWC / HWIO: JAX's own kernel gradient is the same arithmetic with other
+  dimension numbers, which XLA:CPU runs 20x slower inside a loop;
 - ``"lax"`` elsewhere: ``lax.conv_general_dilated`` (``feature_group_count=groups``).
 
 The choice is made when the program is lowered for its platform (``lax.platform_dependent``),
