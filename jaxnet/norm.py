@@ -75,10 +75,11 @@ def _affine(c: int, center: bool, scale: bool) -> dict:
     return theta
 
 
-def _scale_offset(z, theta):
-    if "scale" in theta:
-        z = z * theta["scale"]
-    return z + theta["offset"] if "offset" in theta else z
+def _scale_offset(z, scale, offset):
+    """``z * scale + offset``, either left out where it is None (the layer has none)."""
+    if scale is not None:
+        z = z * scale
+    return z if offset is None else z + offset
 
 
 def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = True,
@@ -131,7 +132,8 @@ def batch_norm(momentum: float = 0.99, epsilon: float = 1e-3, *, center: bool = 
                                                 jax.lax.stop_gradient(var), momentum)}
         else:
             mean, var = stats["mean"], stats["var"]
-            y = _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta)
+            y = _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta.get("scale"),
+                              theta.get("offset"))
         return y.astype(out_dtype), theta
 
     def apply_fn(x, theta, *, key=None, train=False):
@@ -166,12 +168,7 @@ def _batch_normalized_forward(x, scale, offset, epsilon):
     centred = x - mean
     var = _channel_sum(jnp.square(centred)) / n
     inv = jax.lax.rsqrt(var + epsilon)
-    y = centred * inv
-    if scale is not None:
-        y = y * scale
-    if offset is not None:
-        y = y + offset
-    return (y, mean, var), (x, mean, inv, scale, offset)
+    return (_scale_offset(centred * inv, scale, offset), mean, var), (x, mean, inv, scale, offset)
 
 
 def _batch_normalized_backward(epsilon, residuals, cotangents):
@@ -223,7 +220,8 @@ def layer_norm(epsilon: float = 1e-3, *, center: bool = True, scale: bool = True
         out_dtype, x = statistics_input(x)  # in at least float32
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
-        return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta).astype(out_dtype)
+        return _scale_offset((x - mean) * jax.lax.rsqrt(var + epsilon), theta.get("scale"),
+                              theta.get("offset")).astype(out_dtype)
 
     config = {"epsilon": epsilon, "center": bool(center), "scale": bool(scale)}
     return Network(init_fn, apply_fn, "layer_norm", config, stochastic=False, scales_input=True,
@@ -253,7 +251,7 @@ def rms_norm(epsilon: float = 1e-6, *, scale: bool = True) -> Network:
         _check_last_axis("rms_norm", x, theta)
         out_dtype, x = statistics_input(x)
         z = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + epsilon)
-        return _scale_offset(z, theta).astype(out_dtype)
+        return _scale_offset(z, theta.get("scale"), theta.get("offset")).astype(out_dtype)
 
     config = {"epsilon": float(epsilon), "scale": bool(scale)}
     return Network(init_fn, apply_fn, "rms_norm", config, stochastic=False, scales_input=True,
