@@ -2,6 +2,7 @@
 --family transformer`): its grid, its files, and its measurements at initialisation against
 the diagnostics applied by hand to the theta the sweep starts from."""
 
+import itertools
 import json
 import math
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import assert_drawn_png, run_cli
 
-from jaxnet import diagnostics, sweep
+from jaxnet import diagnostics, layers, sweep
 from jaxnet import transformer_study as ts
 from jaxnet.transformer_archs import block_indices
 
@@ -20,15 +21,17 @@ SMALL = ["--width", "16", "--num-heads", "2", "--context", "16", "--train-chars"
 def test_the_cli_writes_every_field_and_measures_each_member_at_its_initial_theta(tmp_path):
     out = run_cli("bench", "depth-activation", "--family", "transformer", "--archs", "post-ln",
                   "pre-ln", "--depths", "1", "2", "--activations",
-                  "gelu", "swiglu", "--warmup", "0", "5", "--seeds", "2", "--epochs", "2",
+                  "swiglu", "--warmup", "0", "5", "--seeds", "2", "--epochs", "2",
                   "--out", str(tmp_path), *SMALL)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "| depth | post-ln gelu, warm-up 0 |" in out.stdout
+    # one activation: the series' label leaves it out (series_label)
+    assert "| depth | post-ln, warm-up 0 |" in out.stdout
     report = json.loads((tmp_path / "results.json").read_text())
     members = report["members"]
-    # 2 archs x 2 depths x 2 activations x 2 warm-ups x 2 seeds (attention-only archs have
-    # one member per depth, warm-up and seed: test_attention_only_archs_ignore_the_activations)
-    assert len(members) == 2 * 2 * 2 * 2 * 2
+    # 2 archs x 2 depths x 1 activation x 2 warm-ups x 2 seeds (several activations:
+    # test_the_grid_crosses_every_option; attention-only archs have one member per depth, warm-up
+    # and seed: test_attention_only_archs_ignore_the_activations)
+    assert len(members) == 2 * 2 * 1 * 2 * 2
     for m in members:
         for key in ("arch", "depth", "activation", "warmup", "seed", "test_bits_per_char",
                     "diverged", "grad_norms_init", "token_cosine_init", "history", "series"):
@@ -40,11 +43,10 @@ def test_the_cli_writes_every_field_and_measures_each_member_at_its_initial_thet
         assert m["context_free"] == (m["test_bits_per_char"] >= report["config"]["unigram_bits"])
     # warm-ups share the initialisation, not the training
     by = {(m["arch"], m["depth"], m["activation"], m["warmup"], m["seed"]): m for m in members}
-    a, b = by[("post-ln", 2, "gelu", 0, 0)], by[("post-ln", 2, "gelu", 5, 0)]
+    a, b = by[("post-ln", 2, "swiglu", 0, 0)], by[("post-ln", 2, "swiglu", 5, 0)]
     assert a["grad_norms_init"] == b["grad_norms_init"]
     assert a["history"]["loss"] != b["history"]["loss"]
-    assert set(report["init_slopes"]) == {"post-ln gelu", "post-ln swiglu", "pre-ln gelu",
-                                          "pre-ln swiglu"}
+    assert set(report["init_slopes"]) == {"post-ln swiglu", "pre-ln swiglu"}
     # the measurements at initialisation are the diagnostics of the theta fit_many starts from
     x, y, _, y_test, vocab = ts.corpus("shakespeare", 16, 2048, 512)
     # the context-free baseline by hand: test characters coded by training frequencies + 1
@@ -96,6 +98,19 @@ def test_bad_options_get_one_line_naming_them():
         out = run_cli("bench", "depth-activation", *extra)
         assert out.returncode == 2 and message in out.stderr, (extra, out.stderr)
         assert out.stderr.count("\n") == 1
+
+
+def test_the_grid_crosses_every_option():
+    cells = ts.grid(["post-ln", "pre-ln"], [1, 2], ["gelu", "swiglu"], [0, 5], 2, vocab_size=9,
+                    width=8, num_heads=2, context=4, learning_rate=1e-3)
+    keys = [(c["arch"], c["depth"], c["activation"], c["warmup"], c["seed"]) for c, _ in cells]
+    assert keys == list(itertools.product(["post-ln", "pre-ln"], [1, 2], ["gelu", "swiglu"],
+                                          [0, 5], [0, 1]))
+    for cell, member in cells:
+        assert (member.seed, member.warmup_steps) == (cell["seed"], cell["warmup"])
+        config = json.dumps(layers.to_config(member.network))
+        other = {"gelu": "swiglu", "swiglu": "gelu"}[cell["activation"]]
+        assert f'"{cell["activation"]}"' in config and f'"{other}"' not in config
 
 
 @pytest.mark.parametrize("arch", ["pure-attention", "attention-skip"])
