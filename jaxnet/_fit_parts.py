@@ -17,7 +17,7 @@ from jaxnet import _checks, _inputs, compiling, layers, loop, parallel
 from jaxnet import epoch as epoch_lib
 from jaxnet import metrics as metrics_lib
 from jaxnet import step as step_lib
-from jaxnet.compiling import init_params, program_compiler_options
+from jaxnet.compiling import TrainingStep, init_params, program_compiler_options
 from jaxnet.optimizers import OPTIMIZERS
 
 
@@ -98,10 +98,13 @@ def initial_theta(network, theta, init_key, input_shape, opt_state):
     return theta
 
 
-def compile_program(epoch_fn, *args, small_step: bool):
-    """The epoch program compiled ahead of time for ``args``, and the seconds it took."""
+def compile_program(epoch_fn, *args, step_kind: TrainingStep):
+    """The epoch program compiled ahead of time for ``args`` with the XLA options for its
+    kind of training step (:func:`jaxnet.compiling.training_step`), and the seconds it
+    took."""
     t0 = time.perf_counter()
-    options = program_compiler_options(small_step=small_step)
+    options = program_compiler_options(small_step=step_kind.small,
+                                       wide_convolutions=step_kind.wide_convolutions)
     compiled = jax.jit(epoch_fn).lower(*args).compile(options)
     return compiled, time.perf_counter() - t0
 
@@ -190,7 +193,7 @@ class ArrayData:
         self.x_check, self.x_val_check, self.labels, self.val_labels = x, x_val, y, y_val
 
     def program(self, objective, tx, metric_fns, *, batch_size, shuffle, stochastic, mesh,
-                small, carry, best, train_key, place, saving, epochs, progress=None,
+                step_kind, carry, best, train_key, place, saving, epochs, progress=None,
                 check_chunk=None):
         """``(epoch_step, carry, best, compile_seconds, traces)``: ``epoch_step(carry, epoch,
         active)`` for :func:`jaxnet.loop.run`, and carry and best placed for it."""
@@ -200,11 +203,11 @@ class ArrayData:
             objective, tx, metric_fns, n_train=self.n_train, n_val=self.n_val,
             batch_size=batch_size, shuffle=shuffle, stochastic=stochastic,
             trace_counter=traces, batch_sharding=parallel.batch_sharding(mesh) if mesh else None,
-            unroll=compiling.training_unroll(small, steps))
+            unroll=compiling.training_unroll(step_kind.small, steps))
         data = self.arrays + (() if self.weights is None else (self.weights,))
         carry, best, train_key, data = place((carry, best, train_key, data))
         compiled, seconds = compile_program(epoch_fn, *carry, train_key, 0, data,
-                                            small_step=small)
+                                            step_kind=step_kind)
 
         def epoch_step(c, epoch, active):
             return unpack(compiled(*c, train_key, epoch, data))

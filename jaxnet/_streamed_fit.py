@@ -115,7 +115,7 @@ class StreamedData:
         return streaming.all_labels(self.source), val
 
     def program(self, objective, tx, metric_fns, *, batch_size, shuffle, stochastic, mesh,
-                small, carry, best, train_key, place, saving, epochs, progress=None,
+                step_kind, carry, best, train_key, place, saving, epochs, progress=None,
                 check_chunk=None):
         """As :meth:`jaxnet._fit_parts.ArrayData.program`, over chunks: ``epoch_step``
         (a :class:`ChunkedEpochs`) reads the epoch's chunks, trains on each, and validates
@@ -126,7 +126,7 @@ class StreamedData:
         chunk_fn = epoch_lib.make_chunk(
             objective, tx, metric_fns, n_train=self.n_train, batch_size=batch_size,
             stochastic=stochastic, batch_sharding=sharding, trace_counter=traces,
-            unroll=compiling.training_unroll(small, plan.chunk_steps))
+            unroll=compiling.training_unroll(step_kind.small, plan.chunk_steps))
         transfer = Transfer(NamedSharding(mesh, PartitionSpec(None, "data"))
                             if mesh is not None else None)
         carry, best, train_key = place((carry, best, train_key))
@@ -135,7 +135,7 @@ class StreamedData:
         for n in plan.chunk_sizes():  # ahead of the first chunk, as the in-memory epoch
             compiled[n], t = _fit_parts.compile_program(
                 chunk_fn, *carry, *zeros, True, train_key, 0, 0,
-                *transfer.abstract(self.source, n, plan), small_step=small)
+                *transfer.abstract(self.source, n, plan), step_kind=step_kind)
             seconds += t
 
         def train(theta, opt_state, sums, bad, active, epoch, first_step, xs, ys, masks):
@@ -150,7 +150,7 @@ class StreamedData:
             for n in val_plan.chunk_sizes():
                 evaluate[n], t = _fit_parts.compile_program(
                     epoch_lib.make_eval_chunk(objective, metric_fns, sharding), carry[0],
-                    val_zeros, *transfer.abstract(self.val, n, val_plan), small_step=small)
+                    val_zeros, *transfer.abstract(self.val, n, val_plan), step_kind=step_kind)
                 seconds += t
 
             def validate(theta):

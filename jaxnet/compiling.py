@@ -8,6 +8,7 @@ import functools
 import hashlib
 import math
 import os
+from typing import NamedTuple
 
 import jax
 import jax.extend.core
@@ -138,11 +139,24 @@ def matmul_flops(fn, *args) -> int:
         >>> matmul_flops(jnp.dot, jnp.ones((8, 3)), jnp.ones((3, 5)))  # 2 * 8 * 3 * 5
         240
     """
-    return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+    return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)[0]
 
 
-def _jaxpr_flops(jaxpr) -> int:
-    total = 0
+WIDE_CONVOLUTION_CHANNELS = 32
+"""A convolution with at least this many input channels (per group) counts as wide
+(:func:`is_wide_convolution_step`)."""
+
+WIDE_CONVOLUTION_SHARE = 0.5
+"""On a CPU, a training step whose forward pass does at least this share of its matrix-product
+and convolution FLOPs in wide ``lax.conv`` convolutions is compiled with XLA's own (Eigen)
+kernels (:func:`program_compiler_options`)."""
+
+
+def _jaxpr_flops(jaxpr, platform: str | None = None) -> tuple[int, int]:
+    """(FLOPs of the products and convolutions, those of the wide convolutions) of
+    ``jaxpr``. A ``cond`` made by ``lax.platform_dependent`` counts ``platform``'s branch
+    (without a platform, as any other ``cond``, its costliest)."""
+    total = wide = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         if name == "dot_general":
@@ -151,16 +165,26 @@ def _jaxpr_flops(jaxpr) -> int:
             total += 2 * math.prod(out) * math.prod(lhs[d] for d in lhs_contracting)
         elif name == "conv_general_dilated":  # each output: kernel window x input features
             kernel, out = eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
-            total += (2 * math.prod(out) * math.prod(kernel)
-                      // kernel[eqn.params["dimension_numbers"].rhs_spec[0]])
+            out_features, in_features = eqn.params["dimension_numbers"].rhs_spec[:2]
+            flops = 2 * math.prod(out) * math.prod(kernel) // kernel[out_features]
+            total += flops
+            wide += flops if kernel[in_features] >= WIDE_CONVOLUTION_CHANNELS else 0
         else:
-            inner = [_jaxpr_flops(getattr(sub, "jaxpr", sub))
+            inner = [_jaxpr_flops(getattr(sub, "jaxpr", sub), platform)
                      for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
             if name == "cond":
-                total += max(inner, default=0)
+                per_platform = eqn.params.get("branches_platforms")
+                if platform is not None and per_platform is not None:
+                    mine = [i for i, p in enumerate(per_platform) if p and platform in p]
+                    default = [i for i, p in enumerate(per_platform) if p is None]
+                    t, w = inner[(mine or default)[0]]
+                else:
+                    t, w = max(inner, default=(0, 0))
             else:
-                total += sum(inner) * (eqn.params["length"] if name == "scan" else 1)
-    return total
+                times = eqn.params["length"] if name == "scan" else 1
+                t, w = (sum(f[0] for f in inner) * times, sum(f[1] for f in inner) * times)
+            total, wide = total + t, wide + w
+    return total, wide
 
 
 def is_small_step(forward_flops: int, platform: str | None = None) -> bool:
@@ -171,19 +195,47 @@ def is_small_step(forward_flops: int, platform: str | None = None) -> bool:
     return (platform or jax.default_backend()) == "cpu" and forward_flops <= SMALL_STEP_FLOPS
 
 
-def is_small_training_step(objective, theta, x, y, batch_size: int,
-                           platform: str | None = None) -> bool:
-    """Whether a training step of ``objective`` (:func:`jaxnet.losses.make_objective`) on
+def is_wide_convolution_step(forward_flops: int, wide_flops: int,
+                             platform: str | None = None) -> bool:
+    """Whether a training step whose forward pass does ``forward_flops`` of products and
+    convolutions, ``wide_flops`` of them in ``lax.conv`` convolutions of at least
+    :data:`WIDE_CONVOLUTION_CHANNELS` input channels, is compiled with XLA's own (Eigen)
+    kernels on ``platform`` (:data:`WIDE_CONVOLUTION_SHARE`; CPUs only; see
+    :func:`program_compiler_options`)."""
+    return ((platform or jax.default_backend()) == "cpu" and forward_flops > 0
+            and wide_flops >= WIDE_CONVOLUTION_SHARE * forward_flops)
+
+
+class TrainingStep(NamedTuple):
+    """What :func:`training_step` found of a training step: whether it is small
+    (:func:`is_small_step`) and whether wide convolutions dominate it
+    (:func:`is_wide_convolution_step`)."""
+
+    small: bool = False
+    wide_convolutions: bool = False
+
+
+def training_step(objective, theta, x, y, batch_size: int,
+                  platform: str | None = None) -> TrainingStep:
+    """What kind of training step ``objective`` (:func:`jaxnet.losses.make_objective`) on
     ``batch_size`` examples (per device) of ``x`` and ``y`` (arrays or
-    ``jax.ShapeDtypeStruct``, examples first) is small on ``platform`` (default: JAX's
-    default backend; :func:`is_small_step`), by the FLOPs of its forward pass. ``fit`` asks
-    this to choose its program. Off a CPU the answer is no without tracing ``objective``."""
+    ``jax.ShapeDtypeStruct``, examples first) is on ``platform`` (default: JAX's default
+    backend), by the FLOPs of its forward pass as that platform runs it. ``fit`` asks this
+    to choose its program. Off a CPU both answers are no without tracing ``objective``."""
     platform = platform or jax.default_backend()
     if platform != "cpu":
-        return False
+        return TrainingStep()
     batch = tuple(jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype) for a in (x, y))
     forward = functools.partial(objective, key=jax.random.key(0), train=True)
-    return is_small_step(matmul_flops(forward, theta, batch), platform)
+    total, wide = _jaxpr_flops(jax.make_jaxpr(forward)(theta, batch).jaxpr, platform)
+    return TrainingStep(is_small_step(total, platform),
+                        is_wide_convolution_step(total, wide, platform))
+
+
+def is_small_training_step(objective, theta, x, y, batch_size: int,
+                           platform: str | None = None) -> bool:
+    """Whether a training step of ``objective`` is small (:func:`training_step`)."""
+    return training_step(objective, theta, x, y, batch_size, platform).small
 
 
 @functools.cache
@@ -204,7 +256,8 @@ def _accepted(options: tuple) -> tuple:
     return options if compiles(options) else tuple(p for p in options if compiles([p]))
 
 
-def program_compiler_options(platform: str | None = None, *, small_step: bool = False) -> dict:
+def program_compiler_options(platform: str | None = None, *, small_step: bool = False,
+                             wide_convolutions: bool = False) -> dict:
     """XLA options for compiling training and evaluation programs on ``platform`` (default:
     JAX's default backend).
 
@@ -214,16 +267,27 @@ def program_compiler_options(platform: str | None = None, *, small_step: bool = 
     this project's 2-core Xeon (alternating runs): a 784-512-512-10 MLP's epoch about 15%
     faster, a 16-member sweep's epoch about 12%, the seed's 784-64-64-10 MLP unchanged.
 
-    ``small_step`` (:func:`is_small_step`): XLA:CPU's YNNPACK library fusions are turned off,
-    so the products run on XLA's own Eigen kernels, which are the faster ones for small
-    products here: on a 2-core Zen 4 (one process, epochs alternating) the tutorial's MLP
-    trained about 5% faster at batch 128 and 11% at batch 32 without YNNPACK, and 4-10%
-    slower at batch 1024.
+    XLA:CPU's YNNPACK library fusions are turned off, so the products and convolutions run on
+    XLA's own Eigen kernels, for two kinds of training step:
+
+    - ``small_step`` (:func:`is_small_step`): Eigen's are the faster kernels for small
+      products here: on a 2-core Zen 4 (one process, epochs alternating) the tutorial's MLP
+      trained about 5% faster at batch 128 and 11% at batch 32 without YNNPACK, and 4-10%
+      slower at batch 1024;
+    - ``wide_convolutions`` (:func:`is_wide_convolution_step`): Eigen's convolution ran a
+      3x3 "same" convolution of 64 channels at 8x8 (batch 128, plain jit) at 159-166 GFLOP/s
+      against YNNPACK's 96-109, and whole training steps of one such layer 1.6-2.1x faster
+      (``fit`` steps, one process, alternating: 3x3 32->64 at 32x32 212 -> 101 ms, with batch
+      norm at 28x28 134 -> 85 ms); below 32 channels YNNPACK's convolution was the faster
+      (16 channels at 32x32: 104 against 80-90 GFLOP/s), and im2col's large products and
+      depthwise sums ran slower on Eigen (7x7 "valid" 64->128 1.06 -> 2.16 s a step, the
+      MobileNet-style network 446 -> 503 ms).
+
     Nothing on other platforms."""
     platform = platform or jax.default_backend()
     if platform != "cpu":
         return {}
     options = dict(_wide_cpu_vectors())
-    if small_step:  # the kinds of YNNPACK library fusion XLA:CPU forms: none
+    if small_step or wide_convolutions:  # the kinds of YNNPACK library fusion: none
         options["xla_cpu_experimental_ynn_fusion_type"] = ""
     return dict(_accepted(tuple(sorted(options.items()))))

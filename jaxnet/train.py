@@ -154,8 +154,8 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
         return theta, loop.History()
 
     objective = losses.make_objective(network, loss_fn, l2=l2, precision=precision)
-    small = compiling.is_small_training_step(objective, theta, data.x_check, data.labels,
-                                             batch_size // (mesh.size if mesh else 1))
+    step_kind = compiling.training_step(objective, theta, data.x_check, data.labels,
+                                        batch_size // (mesh.size if mesh else 1))
     continuing, opt_state = opt_state is not None, parts.initial_opt_state(tx, theta, opt_state)
     carry, steps = (theta, opt_state), -(-data.n_train // batch_size)
     driver = CallbackDriver(callbacks, on_epoch_end, learning_rate, opt_state, continuing)
@@ -177,7 +177,7 @@ def fit(network: Network, x, y=None, *, theta=None, opt_state=None, loss=None,
     progress = _progress.EpochBar(verbose, epochs, steps)
     epoch_step, carry, best, track.history.compile_time, traces = data.program(
         objective, tx, metric_fns, batch_size=batch_size, shuffle=shuffle,
-        stochastic=network.is_stochastic, mesh=mesh, small=small, carry=carry, best=best,
+        stochastic=network.is_stochastic, mesh=mesh, step_kind=step_kind, carry=carry, best=best,
         train_key=train_key, place=place, saving=saving, epochs=epochs, progress=progress,
         check_chunk=_inputs.chunk_check(network, theta, data.input_shape, loss_name))
     track.history.devices = mesh.size if mesh is not None else 1

@@ -107,6 +107,70 @@ def test_fit_compiles_the_small_step_program_by_the_forward_flops(monkeypatch, w
         batch_size) == small
 
 
+def _forward_flops(layer, input_shape, platform):
+    theta = layer.init(jax.random.key(0), input_shape)
+    jaxpr = jax.make_jaxpr(lambda t, x: layer.apply(x, t))(
+        theta, jax.ShapeDtypeStruct((4, *input_shape), jnp.float32)).jaxpr
+    return compiling._jaxpr_flops(jaxpr, platform)
+
+
+def test_wide_convolution_flops_are_counted_on_the_platforms_branch():
+    """jaxnet.conv lowers per platform (``lax.platform_dependent``): on the CPU an
+    unstrided "same" convolution of >= 16 channels is a lax.conv, a "valid" one products;
+    elsewhere both are lax.convs. Wide: >= WIDE_CONVOLUTION_CHANNELS input channels."""
+    by_hand = 2 * 4 * 9 * 9 * 64 * 3 * 3 * 32  # "same": every output, a 3x3x32 window
+    same = jn.conv2d(64, 3, padding="same", use_bias=False)
+    assert _forward_flops(same, (9, 9, 32), "cpu") == (by_hand, by_hand)
+    valid = jn.conv2d(64, 3, use_bias=False)
+    by_hand_valid = 2 * 4 * 7 * 7 * 64 * 3 * 3 * 32
+    assert _forward_flops(valid, (9, 9, 32), "cpu") == (by_hand_valid, 0)  # im2col products
+    assert _forward_flops(valid, (9, 9, 32), "tpu") == (by_hand_valid, by_hand_valid)
+    narrow = 2 * 4 * 9 * 9 * 64 * 3 * 3 * 16
+    assert _forward_flops(same, (9, 9, 16), "cpu") == (narrow, 0)  # 16 < 32 channels
+    assert compiling.is_wide_convolution_step(by_hand, by_hand, "cpu")
+    assert not compiling.is_wide_convolution_step(by_hand, by_hand, "tpu")
+    assert not compiling.is_wide_convolution_step(100, 49, "cpu")
+    assert compiling.is_wide_convolution_step(100, 50, "cpu")
+
+
+@pytest.mark.parametrize("layers, input_shape, wide", [
+    ([jn.conv2d(64, 3, padding="same", activation="relu")], (16, 16, 32), True),
+    ([jn.conv2d(64, 3, activation="relu")], (16, 16, 32), False),
+    ([jn.conv2d(32, 3, padding="same", activation="relu")], (16, 16, 16), False)])
+def test_fit_compiles_wide_convolutions_on_xlas_own_kernels(monkeypatch, layers, input_shape,
+                                                           wide):
+    """A step whose forward FLOPs are mostly wide lax.convs compiles without YNNPACK; the
+    same layer "valid" (im2col products on the CPU) or of 16 channels keeps it."""
+    from jaxnet import _fit_parts
+    used = []
+    real = _fit_parts.program_compiler_options
+    monkeypatch.setattr(_fit_parts, "program_compiler_options",
+                        lambda *a, **k: used.append(real(*a, **k)) or used[-1])
+    net = jn.serial(*layers, jn.global_avg_pool(), jn.dense(10))
+    x = np.zeros((64, *input_shape), np.float32)
+    jn.fit(net, x, np.zeros(64, np.int32), epochs=1, batch_size=32, verbose=0)
+    assert ("xla_cpu_experimental_ynn_fusion_type" in used[0]) == wide
+    assert used[0].get("xla_cpu_experimental_ynn_fusion_type", "") == ""
+
+
+def test_wide_convolution_options_compute_the_same_convolution():
+    """Eigen's convolution (YNNPACK off) against the default and a float64 numpy reference
+    (the 9 kernel offsets' shifted images times the kernel), within float32 rounding."""
+    options = compiling.program_compiler_options("cpu", wide_convolutions=True)
+    assert options == compiling.program_compiler_options("cpu", small_step=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 6, 32)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 32, 8)).astype(np.float32)
+    lowered = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(x, w)
+    eigen = lowered.compile(options)
+    assert "__ynn_fusion" not in eigen.as_text()
+    padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ref = sum(padded[:, i:i + 6, j:j + 6] @ w[i, j] for i in range(3) for j in range(3))
+    for compiled in (eigen, lowered.compile(compiling.program_compiler_options("cpu"))):
+        np.testing.assert_allclose(compiled(x, w), ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(10, 3, 4), (10,), (10, 6)])
 def test_rows_equal_numpy_indexing(shape):
     x = np.arange(np.prod(shape)).reshape(shape).astype(np.uint8)
