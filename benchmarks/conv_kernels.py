@@ -172,7 +172,7 @@ def main() -> None:
             f"{rate(summary[r][label]['forward'])} | {rate(summary[r][label]['gradient'])}"
             for r in rows) + " |")
     lines.append(f"| {MATMUL}² matrix product | " + " | ".join(
-        f"{rate(summary[r]['matmul'])} | " for r in rows) + " |")
+        f"{rate(summary[r]['matmul'])} | -" for r in rows) + " |")
     write_report(args.out, result, "\n".join(lines))
 
 
