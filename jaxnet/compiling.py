@@ -1,6 +1,6 @@
-"""Compiling jaxnet's programs: XLA options per platform and model size (a CPU's small-step
-program), and JAX's persistent compilation cache (on by default, so a second process skips
-most compilation)."""
+"""Compiling jaxnet's programs: XLA options per platform and kind of training step (a CPU's
+small-step program, and one dominated by wide convolutions), and JAX's persistent compilation
+cache (on by default, so a second process skips most compilation)."""
 
 from __future__ import annotations
 
@@ -276,12 +276,12 @@ def program_compiler_options(platform: str | None = None, *, small_step: bool = 
       slower at batch 1024;
     - ``wide_convolutions`` (:func:`is_wide_convolution_step`): Eigen's convolution ran a
       3x3 "same" convolution of 64 channels at 8x8 (batch 128, plain jit) at 159-166 GFLOP/s
-      against YNNPACK's 96-109, and whole training steps of one such layer 1.6-2.1x faster
-      (``fit`` steps, one process, alternating: 3x3 32->64 at 32x32 212 -> 101 ms, with batch
-      norm at 28x28 134 -> 85 ms); below 32 channels YNNPACK's convolution was the faster
-      (16 channels at 32x32: 104 against 80-90 GFLOP/s), and im2col's large products and
-      depthwise sums ran slower on Eigen (7x7 "valid" 64->128 1.06 -> 2.16 s a step, the
-      MobileNet-style network 446 -> 503 ms).
+      against YNNPACK's 96-109, and ``fit`` steps of one wide layer 1.05-2.4x faster (one
+      process, alternating: 3x3 32->64 at 32x32 212 -> 101 ms, with batch norm at 28x28
+      134 -> 85 ms, 7x7 32->64 605 -> 254 ms, 5x5 64->128 786 -> 748 ms); below 32
+      channels YNNPACK's convolution was the faster (16 channels at 32x32: 104 against 80-90
+      GFLOP/s), and im2col's large products and depthwise sums ran slower on Eigen (7x7
+      "valid" 64->128 1.06 -> 2.16 s a step, the MobileNet-style network 446 -> 503 ms).
 
     Nothing on other platforms."""
     platform = platform or jax.default_backend()
