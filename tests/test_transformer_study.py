@@ -111,6 +111,14 @@ def test_the_grid_crosses_every_option():
         config = json.dumps(layers.to_config(member.network))
         other = {"gelu": "swiglu", "swiglu": "gelu"}[cell["activation"]]
         assert f'"{cell["activation"]}"' in config and f'"{other}"' not in config
+    # what the CLI test (one activation) leaves out: several activations in labels and slopes
+    study = {"activations": ["gelu", "swiglu"], "warmups": [0, 5]}
+    assert ts.series_label(cells[-1][0], study) == "pre-ln swiglu, warm-up 5"
+    members = [{**cell, "grad_norms_init": [1.0, 2.0 ** -cell["depth"]]} for cell, _ in cells]
+    slopes = ts.init_slopes(members)  # last norm 2^-depth at depths 1 and 2
+    assert set(slopes) == {"post-ln gelu", "post-ln swiglu", "pre-ln gelu", "pre-ln swiglu"}
+    by_hand = np.polyfit(np.log([1, 2]), np.log([0.5, 0.25]), 1)[0]
+    assert all(v == pytest.approx(by_hand) for v in slopes.values())
 
 
 @pytest.mark.parametrize("arch", ["pure-attention", "attention-skip"])
