@@ -99,7 +99,6 @@ def worker_torch(args) -> dict:
     import numpy as np
     import torch
 
-    torch.set_num_threads(torch.get_num_threads())
     rng = np.random.default_rng(0)
     out = {}
     for label, k, cin, cout, image in SHAPES:

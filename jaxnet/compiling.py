@@ -174,12 +174,10 @@ def _jaxpr_flops(jaxpr, platform: str | None = None) -> tuple[int, int]:
                      for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
             if name == "cond":
                 per_platform = eqn.params.get("branches_platforms")
-                if platform is not None and per_platform is not None:
-                    mine = [i for i, p in enumerate(per_platform) if p and platform in p]
-                    default = [i for i, p in enumerate(per_platform) if p is None]
-                    t, w = inner[(mine or default)[0]]
-                else:
-                    t, w = max(inner, default=(0, 0))
+                mine = [i for i, p in enumerate(per_platform or ()) if p and platform in p]
+                default = [i for i, p in enumerate(per_platform or ()) if p is None]
+                branch = (mine or default) if platform is not None else []
+                t, w = inner[branch[0]] if branch else max(inner, default=(0, 0))
             else:
                 times = eqn.params["length"] if name == "scan" else 1
                 t, w = (sum(f[0] for f in inner) * times, sum(f[1] for f in inner) * times)
